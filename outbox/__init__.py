@@ -1,0 +1,1 @@
+"""The ``outbox`` command line: the one place where every process is wired."""

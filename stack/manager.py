@@ -1,0 +1,444 @@
+"""Bring the embedded stack up and down.
+
+Order: the broker first (Connect needs it), then Kafka Connect, which takes
+20-30 s to boot, and while it boots Postgres and Redis. Any failure stops
+whatever was already started, so half a stack is never left running.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from string import Template
+
+import httpx
+
+from relay.resources import data_dir
+from stack import procs
+from stack.artifacts import Layout
+from stack.errors import ComponentStartError, PrerequisiteError, StackError, StackStateError
+from stack.settings import StackSettings
+from stack.state import STATE_FILE, Component, StackState, load
+
+log = logging.getLogger(__name__)
+
+NOTIFICATION_TOPIC = "huleedu.notification.teacher.requested.v1"
+POSTGRES_CONNECTOR = "io.debezium.connector.postgresql.PostgresConnector"
+PG_DATABASE = "outbox"
+
+
+def _wait(
+    what: str,
+    check: Callable[[], bool],
+    proc: subprocess.Popen[bytes] | None,
+    log_path: Path,
+    timeout: float,
+) -> None:
+    deadline = time.monotonic() + timeout
+    last_error = ""
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ComponentStartError(
+                what, f"the process exited with status {proc.returncode}", procs.tail(log_path)
+            )
+        try:
+            if check():
+                return
+        except Exception as exc:  # any probe failure means "not ready yet"
+            last_error = str(exc)
+        time.sleep(0.2)
+    reason = f"not ready after {timeout:.0f} s"
+    if last_error:
+        reason += f" (last probe error: {last_error})"
+    raise ComponentStartError(what, reason, procs.tail(log_path))
+
+
+def check_prerequisites(settings: StackSettings) -> None:
+    """Raise :class:`PrerequisiteError` naming the first missing system part."""
+    if not (settings.pg_bin_dir / "postgres").exists():
+        raise PrerequisiteError(
+            f"PostgreSQL 15 server binaries ({settings.pg_bin_dir})",
+            "install them with `apt-get install postgresql-15`",
+        )
+    if shutil.which(settings.redis_server) is None:
+        raise PrerequisiteError("redis-server", "install it with `apt-get install redis-server`")
+    if shutil.which(settings.java) is None:
+        raise PrerequisiteError(
+            "Java 17", "install it with `apt-get install openjdk-17-jre-headless`"
+        )
+    if not Layout(settings.cache_dir).is_complete():
+        raise PrerequisiteError(
+            f"the stack artifacts ({settings.cache_dir})", "run `outbox stack install` first"
+        )
+
+
+def _pg_user(settings: StackSettings) -> str | None:
+    """The unprivileged user Postgres runs as when we are root (created if needed)."""
+    if os.getuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(settings.pg_user)
+    except KeyError:
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                settings.pg_user,
+            ],
+            check=True,
+            capture_output=True,
+        )
+    return settings.pg_user
+
+
+class StackManager:
+    """Start and stop the four components; one instance per CLI command."""
+
+    def __init__(self, settings: StackSettings, *, state_dir: Path | None = None) -> None:
+        self.settings = settings
+        self.state_dir = (state_dir or settings.state_dir).resolve()
+        self.layout = Layout(settings.cache_dir)
+        self._started: list[Component] = []
+
+    # -- up ---------------------------------------------------------------
+
+    def up(self) -> StackState:
+        """Start every component and write the state file.
+
+        Raises:
+            StackError: a prerequisite is missing, a stack already runs in the
+                state dir, or a component did not become ready.
+        """
+        check_prerequisites(self.settings)
+        if (self.state_dir / STATE_FILE).exists():
+            existing = load(self.state_dir)
+            if any(procs.alive(c.pid) for c in existing.components):
+                raise StackStateError(
+                    str(self.state_dir),
+                    "a stack is already running here; `outbox stack down` stops it",
+                )
+            self._clean_state_dir()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.chmod(0o755)
+        try:
+            return self._up()
+        except BaseException:
+            self._stop_started()
+            raise
+
+    def _up(self) -> StackState:
+        broker = self._start_broker()
+        connect, connect_proc = self._spawn_connect(broker.url)
+        postgres = self._start_postgres()
+        redis = self._start_redis()
+        self._create_topic(broker.url)
+        connect_log = Path(connect.log)
+        _wait(
+            "connect",
+            lambda: self._connect_ready(connect.url),
+            connect_proc,
+            connect_log,
+            timeout=180,
+        )
+        state = StackState(
+            state_dir=str(self.state_dir),
+            pg_dsn=postgres.url,
+            redis_url=redis.url,
+            kafka_bootstrap=broker.url,
+            connect_url=connect.url,
+            topic=NOTIFICATION_TOPIC,
+            components=[postgres, redis, broker, connect],
+        )
+        state.save()
+        return state
+
+    def _register(self, comp: Component) -> Component:
+        self._started.append(comp)
+        return comp
+
+    def _start_broker(self) -> Component:
+        port = procs.free_port()
+        log_path = self.state_dir / "broker.log"
+        url = f"127.0.0.1:{port}"
+        argv = [
+            str(self.layout.tansu),
+            "broker",
+            "--listener-url",
+            f"tcp://127.0.0.1:{port}",
+            "--advertised-listener-url",
+            f"tcp://127.0.0.1:{port}",
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+        env = {"PATH": os.environ.get("PATH", ""), "RUST_LOG": "warn"}
+        proc = procs.spawn(argv, log_path, env=env)
+        comp = self._register(
+            Component(
+                name="broker",
+                pid=proc.pid,
+                port=port,
+                url=url,
+                log=str(log_path),
+                expect="tansu",
+            )
+        )
+        _wait("broker", lambda: _broker_ready(url), proc, log_path, timeout=30)
+        return comp
+
+    def _spawn_connect(self, bootstrap: str) -> tuple[Component, subprocess.Popen[bytes]]:
+        port = procs.free_port()
+        cfg_dir = data_dir("connect-config")
+        worker = Template((cfg_dir / "worker.properties").read_text()).substitute(
+            bootstrap=bootstrap, group_id="outbox-stack-connect", rest_port=port
+        )
+        props = self.state_dir / "connect-worker.properties"
+        props.write_text(worker)
+        log_path = self.state_dir / "connect.log"
+        argv = [
+            self.settings.java,
+            f"-Xmx{self.settings.connect_heap}",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
+            f"-Dlog4j2.configurationFile=file:{cfg_dir / 'log4j2.properties'}",
+            "-cp",
+            f"{self.layout.connect_lib}/*",
+            "org.apache.kafka.connect.cli.ConnectDistributed",
+            str(props),
+        ]
+        proc = procs.spawn(argv, log_path, env=dict(os.environ))
+        comp = self._register(
+            Component(
+                name="connect",
+                pid=proc.pid,
+                port=port,
+                url=f"http://127.0.0.1:{port}",
+                log=str(log_path),
+                expect="ConnectDistributed",
+            )
+        )
+        return comp, proc
+
+    @staticmethod
+    def _connect_ready(url: str) -> bool:
+        resp = httpx.get(f"{url}/connector-plugins", timeout=2.0)
+        return resp.status_code == 200 and POSTGRES_CONNECTOR in resp.text
+
+    def _start_postgres(self) -> Component:
+        user = _pg_user(self.settings)
+        bin_dir = self.settings.pg_bin_dir
+        data = self.state_dir / "pg" / "data"
+        sock = self.state_dir / "pg" / "sock"
+        data.mkdir(parents=True, exist_ok=True)
+        sock.mkdir(parents=True, exist_ok=True)
+        if user is not None:
+            uid = pwd.getpwnam(user).pw_uid
+            for p in (data.parent, data, sock):
+                os.chown(p, uid, -1)
+        data.chmod(0o700)
+        log_path = self.state_dir / "postgres.log"
+        init = subprocess.run(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            capture_output=True,
+            text=True,
+            user=user,
+            check=False,
+        )
+        if init.returncode != 0:
+            raise ComponentStartError("postgres", "initdb failed", (init.stderr or "")[-2000:])
+        port = procs.free_port()
+        argv = [
+            str(bin_dir / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-k",
+            str(sock),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"wal_level={self.settings.pg_wal_level}",
+            "-c",
+            "max_replication_slots=10",
+            "-c",
+            "max_wal_senders=10",
+            "-c",
+            "max_connections=200",
+            # A throwaway dev database: skip fsync for speed. Never in production.
+            "-c",
+            "fsync=off",
+            "-c",
+            "full_page_writes=off",
+        ]
+        proc = procs.spawn(argv, log_path, user=user)
+        dsn = f"postgresql://postgres@127.0.0.1:{port}/{PG_DATABASE}"
+        comp = self._register(
+            Component(
+                name="postgres",
+                pid=proc.pid,
+                port=port,
+                url=dsn,
+                log=str(log_path),
+                expect="postgres",
+            )
+        )
+        admin = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        _wait("postgres", lambda: _pg_ready(admin), proc, log_path, timeout=60)
+        _create_database(admin, PG_DATABASE)
+        return comp
+
+    def _start_redis(self) -> Component:
+        port = procs.free_port()
+        rdir = self.state_dir / "redis"
+        rdir.mkdir(parents=True, exist_ok=True)
+        log_path = self.state_dir / "redis.log"
+        argv = [
+            self.settings.redis_server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--dir",
+            str(rdir),
+            "--daemonize",
+            "no",
+        ]
+        proc = procs.spawn(argv, log_path)
+        url = f"redis://127.0.0.1:{port}/0"
+        comp = self._register(
+            Component(
+                name="redis",
+                pid=proc.pid,
+                port=port,
+                url=url,
+                log=str(log_path),
+                expect="redis-server",
+            )
+        )
+        _wait("redis", lambda: _redis_ready(url), proc, log_path, timeout=30)
+        return comp
+
+    def _create_topic(self, bootstrap: str) -> None:
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        fut = admin.create_topics(
+            [NewTopic(NOTIFICATION_TOPIC, num_partitions=self.settings.topic_partitions)]
+        )
+        for f in fut.values():
+            f.result(timeout=10)
+
+    # -- down -------------------------------------------------------------
+
+    def _stop_started(self) -> None:
+        for comp in reversed(self._started):
+            _stop_component(comp)
+        self._started.clear()
+
+    def _clean_state_dir(self) -> None:
+        if self.state_dir.exists():
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def down(self) -> list[str]:
+        """Stop every component of the stack in the state dir; safe to run twice.
+
+        Returns the names of the components that were running.
+        """
+        try:
+            state = load(self.state_dir)
+        except StackStateError:
+            self._clean_state_dir()
+            return []
+        stopped = [c.name for c in reversed(state.components) if _stop_component(c)]
+        self._clean_state_dir()
+        return stopped
+
+
+def _stop_component(comp: Component) -> bool:
+    # Postgres shuts down fastest and cleanly on SIGINT ("fast" mode).
+    sig = signal.SIGINT if comp.name == "postgres" else signal.SIGTERM
+    return procs.stop_pid(comp.pid, expect=comp.expect, sig=sig)
+
+
+def _pg_ready(dsn: str) -> bool:
+    import psycopg
+
+    with psycopg.connect(dsn, connect_timeout=2) as conn:
+        conn.execute("SELECT 1")
+    return True
+
+
+def _create_database(admin_dsn: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def _redis_ready(url: str) -> bool:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=1)
+    try:
+        return bool(client.ping())
+    finally:
+        client.close()
+
+
+def _broker_ready(bootstrap: str) -> bool:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    md = admin.list_topics(timeout=2)
+    return md.brokers is not None and len(md.brokers) > 0
+
+
+def health(state: StackState) -> dict[str, bool]:
+    """Probe each component; ``True`` where it answers."""
+    probes: dict[str, Callable[[], bool]] = {
+        "postgres": lambda: _pg_ready(state.pg_dsn),
+        "redis": lambda: _redis_ready(state.redis_url),
+        "broker": lambda: _broker_ready(state.kafka_bootstrap),
+        "connect": lambda: StackManager._connect_ready(state.connect_url),
+    }
+    out: dict[str, bool] = {}
+    for comp in state.components:
+        ok = procs.alive(comp.pid)
+        if ok:
+            try:
+                ok = probes[comp.name]()
+            except Exception:
+                ok = False
+        out[comp.name] = ok
+    return out
+
+
+__all__ = ["NOTIFICATION_TOPIC", "StackError", "StackManager", "health"]

@@ -1,0 +1,40 @@
+"""Settings of the embedded stack, read once by the CLI."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "outbox-relay" / "stack"
+
+
+def _default_state_dir() -> Path:
+    # Under the temp dir, not $HOME: the unprivileged Postgres user must be able
+    # to reach its data directory, and root's home is usually closed to others.
+    return Path(tempfile.gettempdir()) / f"outbox-stack-{os.getuid()}"
+
+
+class StackSettings(BaseSettings):
+    """Where the stack keeps artifacts and state, and which binaries it uses."""
+
+    model_config = SettingsConfigDict(env_prefix="OUTBOX_STACK_", extra="ignore")
+
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    pg_bin_dir: Path = Path("/usr/lib/postgresql/15/bin")
+    redis_server: str = "redis-server"
+    java: str = "java"
+    jetty_dir: Path = Path("/usr/share/java")
+    pg_user: str = "outbox-stack"
+    # Partitions of the notification topic created by `stack up`.
+    topic_partitions: int = 6
+    connect_heap: str = "512m"
+    # Postgres' wal_level; `replica` exists only to test `outbox doctor`.
+    pg_wal_level: str = "logical"
