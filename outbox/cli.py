@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from outbox import stack_cli
+from outbox import db_cli, stack_cli
 
 app = typer.Typer(
     name="outbox",
@@ -13,6 +13,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(stack_cli.app, name="stack")
+app.add_typer(db_cli.app, name="db")
 
 
 def main() -> None:

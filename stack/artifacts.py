@@ -80,7 +80,7 @@ class Layout:
 
 def _download(spec: str, dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
-    name = spec.split("==")[0].replace("-", "_")
+    name = spec.split("==", maxsplit=1)[0].replace("-", "_")
     found = sorted(dest.glob(f"{name}-*.whl"))
     if found:
         return found[-1]

@@ -241,6 +241,7 @@ class StackManager:
         data.mkdir(parents=True, exist_ok=True)
         sock.mkdir(parents=True, exist_ok=True)
         if user is not None:
+            _check_traversable(self.state_dir, user)
             uid = pwd.getpwnam(user).pw_uid
             for p in (data.parent, data, sock):
                 os.chown(p, uid, -1)
@@ -345,7 +346,8 @@ class StackManager:
         return comp
 
     def _create_topic(self, bootstrap: str) -> None:
-        from confluent_kafka.admin import AdminClient, NewTopic
+        from confluent_kafka.admin import AdminClient
+        from confluent_kafka.cimpl import NewTopic
 
         admin = AdminClient({"bootstrap.servers": bootstrap})
         fut = admin.create_topics(
@@ -384,6 +386,18 @@ def _stop_component(comp: Component) -> bool:
     # Postgres shuts down fastest and cleanly on SIGINT ("fast" mode).
     sig = signal.SIGINT if comp.name == "postgres" else signal.SIGTERM
     return procs.stop_pid(comp.pid, expect=comp.expect, sig=sig)
+
+
+def _check_traversable(path: Path, user: str) -> None:
+    """Fail early when ``user`` cannot reach ``path`` (a closed parent folder)."""
+    for parent in [path, *path.parents]:
+        if not parent.stat().st_mode & 0o001:
+            raise ComponentStartError(
+                "postgres",
+                f"{parent} is closed to other users, so the unprivileged user {user!r} "
+                "that runs Postgres cannot reach its data directory; pick a --state-dir "
+                f"under an open folder (such as the temp dir) or `chmod o+x {parent}`",
+            )
 
 
 def _pg_ready(dsn: str) -> bool:

@@ -25,6 +25,17 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+class DetachedPopen(subprocess.Popen[bytes]):
+    """A child that deliberately outlives this object.
+
+    It is stopped later by pid (from the state file), so the usual "still
+    running" warning on garbage collection does not apply.
+    """
+
+    def __del__(self) -> None:
+        return
+
+
 def spawn(
     argv: Sequence[str],
     log_path: Path,
@@ -32,11 +43,11 @@ def spawn(
     env: dict[str, str] | None = None,
     user: str | None = None,
     cwd: Path | None = None,
-) -> subprocess.Popen[bytes]:
+) -> DetachedPopen:
     """Start ``argv`` detached in its own session, stdout/stderr to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log_file:
-        return subprocess.Popen(
+        return DetachedPopen(
             list(argv),
             stdin=subprocess.DEVNULL,
             stdout=log_file,

@@ -1,0 +1,74 @@
+"""``outbox db ...``: migrations of the outbox schema."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from contracts.catalog import catalog_sql
+from outbox.common import JsonFlag, fail, table
+from relay import migrations
+from relay.errors import RelayError
+from relay.resources import data_dir
+from relay.settings import RelaySettings
+
+app = typer.Typer(help="Migrate the outbox schema (tables, notify_teacher(), roles).",
+                  no_args_is_help=True)  # fmt: skip
+
+DsnOpt = Annotated[
+    str | None, typer.Option("--dsn", help="Postgres DSN [default: $OUTBOX_PG_DSN].")
+]
+
+
+def _dsn(dsn: str | None) -> str:
+    value = dsn or RelaySettings().pg_dsn
+    if not value:
+        raise fail("no database given: pass --dsn or set OUTBOX_PG_DSN "
+                   '(eval "$(outbox stack env)" for the embedded stack)', 2)  # fmt: skip
+    return value
+
+
+@app.command()
+def migrate(dsn: DsnOpt = None) -> None:
+    """Apply pending migrations, each in its own transaction (idempotent)."""
+    try:
+        done = migrations.migrate(_dsn(dsn), data_dir("sql"))
+    except RelayError as exc:
+        raise fail(exc) from exc
+    if not done:
+        typer.echo("database is up to date; nothing to apply")
+    for m in done:
+        typer.echo(f"applied {m.path.name}")
+
+
+@app.command()
+def status(dsn: DsnOpt = None, as_json: JsonFlag = False) -> None:
+    """Show applied and pending migrations; exit 1 when any is pending."""
+    try:
+        st = migrations.status(_dsn(dsn), data_dir("sql"))
+    except RelayError as exc:
+        raise fail(exc) from exc
+    if as_json:
+        typer.echo(json.dumps([{"version": s.migration.version, "file": s.migration.path.name,
+                                "state": s.state} for s in st], indent=2))  # fmt: skip
+    else:
+        typer.echo(table(["VERSION", "FILE", "STATE"],
+                         [[s.migration.version, s.migration.path.name, s.state] for s in st]))  # fmt: skip
+    if any(s.state != "applied" for s in st):
+        raise typer.Exit(1)
+
+
+@app.command("catalog-sql")
+def catalog_sql_cmd(
+    write: Annotated[bool, typer.Option("--write", help="Write sql/R__catalog.sql.")] = False,
+) -> None:
+    """Print (or --write) the SQL that syncs the catalog table with contracts/catalog.py."""
+    text = catalog_sql()
+    if write:
+        path = data_dir("sql") / "R__catalog.sql"
+        path.write_text(text)
+        typer.echo(f"wrote {path}")
+    else:
+        typer.echo(text, nl=False)

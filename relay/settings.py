@@ -1,0 +1,69 @@
+"""Settings of the relay process (env prefix ``OUTBOX_``), read once by the CLI."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contracts.notification import NOTIFICATION_TOPIC
+
+
+class RelaySettings(BaseSettings):
+    """Everything the relay, `outbox connector ...` and `outbox doctor` need."""
+
+    model_config = SettingsConfigDict(env_prefix="OUTBOX_", extra="ignore")
+
+    pg_dsn: str = Field(
+        default="",
+        description="DSN of the service database that holds the outbox (admin or relay role).",
+    )
+    connect_url: str = "http://127.0.0.1:8083"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic: str = NOTIFICATION_TOPIC
+    topic_partitions: int = Field(default=6, ge=1)
+
+    connector_name: str = "outbox-teacher-notifications"
+    # How Connect reaches Postgres; defaults to the host/port/db of pg_dsn.
+    connector_pg_host: str | None = None
+    connector_pg_port: int | None = None
+    connector_pg_database: str | None = None
+    cdc_user: str = "outbox_cdc"
+    cdc_password: SecretStr = SecretStr("")
+    topic_prefix: str = "outbox"
+    slot_name: str = "outbox_notifications"
+    publication: str = "outbox_publication"
+    heartbeat_interval_ms: int = Field(default=5000, ge=100)
+    poll_interval_ms: int = Field(default=5, ge=1)
+    # Extra connector keys (JSON object); a null value removes a key.
+    connector_overrides: dict[str, str | None] = Field(default_factory=dict)
+
+    supervise_interval_s: float = Field(default=5.0, gt=0)
+    restart_backoff_initial_s: float = Field(default=5.0, gt=0)
+    restart_backoff_max_s: float = Field(default=300.0, gt=0)
+    max_restarts: int = Field(default=5, ge=0)
+
+    slot_warn_bytes: int = 1 << 30
+    slot_critical_bytes: int = 8 << 30
+    heartbeat_warn_s: float = 60.0
+
+    janitor_enabled: bool = True
+    janitor_interval_s: float = Field(default=10.0, gt=0)
+    janitor_batch: int = Field(default=1000, ge=1)
+
+    http_host: str = "127.0.0.1"
+    relay_http_port: int = Field(default=9108, ge=0, le=65535)
+
+    @field_validator("connect_url")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        return v.rstrip("/")
+
+    def pg_parts(self) -> tuple[str, int, str]:
+        """Host, port and database name of ``pg_dsn``."""
+        parts = urlsplit(self.pg_dsn)
+        host = self.connector_pg_host or parts.hostname or "127.0.0.1"
+        port = self.connector_pg_port or parts.port or 5432
+        database = self.connector_pg_database or parts.path.lstrip("/") or "postgres"
+        return host, port, database

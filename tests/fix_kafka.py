@@ -1,0 +1,132 @@
+"""pytest plugin: Kafka topics, consumers and Debezium connectors for tests."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from confluent_kafka import Consumer, Message
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from relay.connector_config import render
+from relay.settings import RelaySettings
+from stack.state import StackState
+from tests.fix_stack import Database
+
+
+def create_topic(bootstrap: str, name: str, partitions: int = 3) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for f in admin.create_topics([NewTopic(name, num_partitions=partitions)]).values():
+        f.result(timeout=10)
+
+
+def make_consumer(bootstrap: str, topic: str, group: str | None = None) -> Consumer:
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group or f"test-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": 6000,
+            "max.poll.interval.ms": 10000,
+        }
+    )
+    c.subscribe([topic])
+    return c
+
+
+def consume(consumer: Consumer, n: int, timeout: float = 30.0) -> list[Message]:
+    """Read until ``n`` messages arrived or ``timeout`` passed."""
+    out: list[Message] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < n and time.monotonic() < deadline:
+        for m in consumer.consume(num_messages=500, timeout=0.2):
+            if m.error() is None:
+                out.append(m)
+    return out
+
+
+@dataclass
+class ConnectorHandle:
+    name: str
+    topic: str
+    settings: RelaySettings
+    config: dict[str, str]
+    connect_url: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def status(self) -> dict[str, Any]:
+        r = httpx.get(f"{self.connect_url}/connectors/{self.name}/status", timeout=5)
+        r.raise_for_status()
+        data: dict[str, Any] = r.json()
+        return data
+
+    def wait_running(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            try:
+                last = self.status()
+                tasks = last.get("tasks", [])
+                if (
+                    last["connector"]["state"] == "RUNNING"
+                    and tasks
+                    and all(t["state"] == "RUNNING" for t in tasks)
+                ):
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"connector {self.name} not RUNNING: {last}")
+
+
+def relay_settings_for(stack: StackState, db: Database, unique: str, **kw: Any) -> RelaySettings:
+    base: dict[str, Any] = {
+        "pg_dsn": db.dsn,
+        "connect_url": stack.connect_url,
+        "kafka_bootstrap": stack.kafka_bootstrap,
+        "topic": f"test.{unique}.notifications",
+        "connector_name": f"test-{unique}",
+        "topic_prefix": f"p{unique}",
+        "slot_name": f"slot_{unique}",
+        "heartbeat_interval_ms": 1000,
+    }
+    base.update(kw)
+    return RelaySettings(**base)
+
+
+def start_connector(settings: RelaySettings, partitions: int = 3) -> ConnectorHandle:
+    create_topic(settings.kafka_bootstrap, settings.topic, partitions)
+    config = render(settings)
+    r = httpx.put(
+        f"{settings.connect_url}/connectors/{settings.connector_name}/config",
+        json=config,
+        timeout=30,
+    )
+    assert r.status_code in (200, 201), r.text
+    h = ConnectorHandle(
+        settings.connector_name, settings.topic, settings, config, settings.connect_url
+    )
+    h.wait_running()
+    return h
+
+
+def delete_connector(connect_url: str, name: str) -> None:
+    httpx.delete(f"{connect_url}/connectors/{name}", timeout=30)
+
+
+@pytest.fixture
+def connector(stack: StackState, db: Database, unique: str) -> Iterator[ConnectorHandle]:
+    """A Debezium connector on the test's own database, slot and topic."""
+    settings = relay_settings_for(stack, db, unique)
+    h = start_connector(settings)
+    try:
+        yield h
+    finally:
+        delete_connector(stack.connect_url, h.name)
