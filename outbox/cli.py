@@ -18,3 +18,7 @@ app.add_typer(db_cli.app, name="db")
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

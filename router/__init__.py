@@ -1,0 +1,11 @@
+"""The router: Kafka to teachers' browsers over WebSocket, with Redis for dedupe,
+history, replay and fan-out across replicas.
+
+Error tree::
+
+    RouterError
+    ├── ConfigError             a setting is missing or invalid (names the env var)
+    ├── AuthError               a token was refused (close code + reason)
+    ├── PoisonMessageError      a Kafka message that cannot be routed (dead-lettered)
+    └── StoreUnavailableError   Redis could not be reached
+"""

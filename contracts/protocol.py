@@ -1,0 +1,119 @@
+"""The WebSocket wire protocol between the router and a teacher's browser.
+
+Every frame is a JSON text message with a ``type``. See ``docs/protocol.md``.
+
+Server to client: ``welcome``, ``notification``, ``replay_done``, ``acked``, ``error``.
+Client to server: ``auth``, ``resume``, ``ack``.
+
+Positions are opaque strings, ordered per teacher (``"<ms>-<seq>"``); a client
+keeps the last one it saw and sends it back to resume after a drop.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import IntEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+PROTOCOL_VERSION = 1
+POSITION_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+
+class CloseCode(IntEnum):
+    """Close codes the router uses (besides websockets' own 1009 for oversized frames)."""
+
+    GOING_AWAY = 1001  # server shutting down; reconnect with resume
+    POLICY_VIOLATION = 1008  # repeated malformed frames or rate-limit abuse
+    MESSAGE_TOO_BIG = 1009  # a frame over the size limit
+    TRY_AGAIN_LATER = 1013  # the client read too slowly; its send queue overflowed
+    BAD_REQUEST = 4400  # the first frame was not an auth frame
+    UNAUTHORIZED = 4401  # token missing, malformed, expired, wrong audience/issuer
+    AUTH_TIMEOUT = 4408  # no auth frame within the auth timeout
+    TOO_MANY_CONNECTIONS = 4429  # the teacher has too many open connections
+
+
+def position_key(position: str) -> tuple[int, int]:
+    """Sortable form of a position."""
+    ms, _, seq = position.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class _Frame(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- client to server ------------------------------------------------------
+
+
+class AuthFrame(_Frame):
+    type: Literal["auth"] = "auth"
+    token: str = Field(min_length=1, max_length=8192)
+    resume: str | None = Field(default=None, pattern=POSITION_RE.pattern)
+
+
+class ResumeFrame(_Frame):
+    type: Literal["resume"] = "resume"
+    position: str | None = Field(default=None, pattern=POSITION_RE.pattern)
+
+
+class AckFrame(_Frame):
+    type: Literal["ack"] = "ack"
+    id: str = Field(min_length=1, max_length=64)
+
+
+ClientFrame = Annotated[AuthFrame | ResumeFrame | AckFrame, Field(discriminator="type")]
+client_frame_adapter: TypeAdapter[AuthFrame | ResumeFrame | AckFrame] = TypeAdapter(ClientFrame)  # type: ignore[arg-type]
+
+
+# -- server to client ------------------------------------------------------
+
+
+class WelcomeFrame(_Frame):
+    type: Literal["welcome"] = "welcome"
+    protocol: int = PROTOCOL_VERSION
+    connection_id: str
+    teacher_id: str
+    server_time: datetime
+
+
+class NotificationFrame(_Frame):
+    type: Literal["notification"] = "notification"
+    id: str  # event id
+    position: str
+    created_at: str | None = None
+    # True when sent from the teacher's pending (action-required) set on connect.
+    pending: bool = False
+    replayed: bool = False
+    notification: dict[str, Any]
+
+
+class ReplayDoneFrame(_Frame):
+    type: Literal["replay_done"] = "replay_done"
+    # False when the resume position is older than the history kept.
+    recovered: bool
+    replayed: int
+    pending: int
+    position: str | None
+
+
+class AckedFrame(_Frame):
+    type: Literal["acked"] = "acked"
+    id: str
+
+
+class ErrorFrame(_Frame):
+    type: Literal["error"] = "error"
+    code: str
+    message: str
+
+
+ServerFrame = Annotated[
+    WelcomeFrame | NotificationFrame | ReplayDoneFrame | AckedFrame | ErrorFrame,
+    Field(discriminator="type"),
+]
+server_frame_adapter: TypeAdapter[
+    WelcomeFrame | NotificationFrame | ReplayDoneFrame | AckedFrame | ErrorFrame
+] = TypeAdapter(ServerFrame)  # type: ignore[arg-type]

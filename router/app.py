@@ -1,0 +1,106 @@
+"""The router process: wiring and supervised tasks.
+
+``run()`` owns one TaskGroup: the Kafka ingest loop and the Redis fan-out
+subscriber; the WebSocket server runs beside them. Shutdown order: stop
+consuming (the batch in flight is recorded and committed), close sockets with
+1001, close Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from router.auth import Verifier
+from router.consumer import Ingestor
+from router.fanout import parse_fanout
+from router.metrics import RouterMetrics
+from router.server import Hub, WebSocketServer
+from router.settings import RouterSettings
+from router.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Router:
+    def __init__(
+        self, settings: RouterSettings, *, redis_client: aioredis.Redis | None = None
+    ) -> None:
+        self.s = settings
+        self.verifier = Verifier.from_settings(settings)
+        self.metrics = RouterMetrics()
+        self.redis = redis_client or aioredis.Redis.from_url(
+            settings.redis_url, health_check_interval=10
+        )
+        self.store = Store(self.redis, prefix=settings.redis_prefix, dedupe_ttl_s=settings.dedupe_ttl_s,
+                           history_maxlen=settings.history_maxlen,
+                           history_ttl_s=settings.history_ttl_s)  # fmt: skip
+        self.hub = Hub(self.metrics)
+        self.ingestor = Ingestor(settings, store=self.store, metrics=self.metrics)
+        self.subscribed = asyncio.Event()
+        self.server = WebSocketServer(settings, store=self.store, hub=self.hub, verifier=self.verifier,
+                                      metrics=self.metrics, ready=self._ready)  # fmt: skip
+        self.started = asyncio.Event()
+
+    def _ready(self) -> dict[str, bool]:
+        return {
+            "kafka_assigned": bool(self.ingestor.assigned),
+            "fanout_subscribed": self.subscribed.is_set(),
+        }
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                sub = tg.create_task(self._subscribe(), name="fanout-subscriber")
+                await asyncio.wait_for(self.subscribed.wait(), 30)
+                await self.server.start()
+                log.info("router listening on ws://%s:%d/ws", self.s.router_host, self.port)
+                ingest = tg.create_task(self.ingestor.run(stop), name="kafka-ingest")
+                self.started.set()
+                await stop.wait()
+                await ingest
+                await self.server.stop()
+                sub.cancel()
+        finally:
+            await self.redis.aclose()
+            log.info("router stopped")
+
+    async def _subscribe(self) -> None:
+        backoff = 0.2
+        first = True
+        while True:
+            try:
+                async with self.redis.pubsub() as ps:
+                    await ps.subscribe(self.store.channel)
+                    if not first:
+                        await self._resync_all()
+                    first = False
+                    self.subscribed.set()
+                    backoff = 0.2
+                    async for msg in ps.listen():
+                        if msg.get("type") != "message":
+                            continue
+                        try:
+                            self.hub.dispatch(parse_fanout(msg["data"]))
+                        except (ValueError, KeyError) as exc:
+                            log.warning("ignoring a malformed fan-out message: %s", exc)
+            except (RedisError, OSError) as exc:
+                self.subscribed.clear()
+                log.warning("fan-out subscription lost (%s); retrying in %.1f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _resync_all(self) -> None:
+        """Live messages may have been missed while unsubscribed: replay each
+        connection from its last position."""
+        for session in self.hub.registry.all():
+            with contextlib.suppress(Exception):
+                await self.server.sync(session, session.sync.position)

@@ -1,0 +1,93 @@
+"""Turn a raw Kafka record into a routable notification, or say why not (pure)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from contracts.errors import ContractError, UnknownNotificationTypeError
+from contracts.notification import TeacherNotificationRequestedV1
+from router.errors import PoisonMessageError
+
+_EVENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+Headers = Sequence[tuple[str, str | bytes | None]] | dict[str, str | bytes | None]
+
+
+@dataclass(frozen=True)
+class Routable:
+    """A validated notification, ready for the store."""
+
+    event_id: str
+    teacher_id: str
+    notification_json: str  # compact, re-serialized from the validated model
+    created_at: str | None
+    action_required: bool
+    priority_rank: int
+    deadline: str | None
+
+
+def header(headers: Headers | None, name: str) -> str | None:
+    items = headers.items() if isinstance(headers, dict) else (headers or ())
+    for k, v in items:
+        if k == name and v is not None:
+            if isinstance(v, str):
+                return v
+            try:
+                return v.decode()
+            except UnicodeDecodeError:
+                return None
+    return None
+
+
+def decode(value: bytes | None, headers: Headers | None) -> Routable:
+    """Validate one record.
+
+    Raises:
+        PoisonMessageError: ``kind`` is ``invalid_json``, ``schema`` (wrong shape or
+            a broken catalog rule), ``unknown_type`` or ``missing_id``.
+    """
+    if value is None:
+        raise PoisonMessageError("invalid_json", "the record has no value (a tombstone?)")
+    try:
+        data = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PoisonMessageError("invalid_json", str(exc)) from None
+    # A connector without JSON expansion sends the payload as a JSON string.
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise PoisonMessageError("invalid_json", f"string payload: {exc}") from None
+    if not isinstance(data, dict):
+        raise PoisonMessageError("schema", f"expected a JSON object, got {type(data).__name__}")
+    try:
+        n = TeacherNotificationRequestedV1.model_validate(data)
+    except ContractError as exc:  # unknown type raised before field validation
+        raise PoisonMessageError("unknown_type", str(exc)) from None
+    except ValidationError as exc:
+        text = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'record'}: {e['msg']}" for e in exc.errors()
+        )
+        unknown = any(
+            isinstance(e.get("ctx", {}).get("error"), UnknownNotificationTypeError)
+            for e in exc.errors()
+        )
+        kind = "unknown_type" if unknown else "schema"
+        raise PoisonMessageError(kind, text[:1000]) from None
+    event_id = header(headers, "id") or str(data.get("event_id") or "")
+    if not _EVENT_ID.match(event_id):
+        raise PoisonMessageError("missing_id", "no usable event id in the `id` header or payload")
+    deadline = n.deadline_timestamp.isoformat() if n.deadline_timestamp else None
+    return Routable(
+        event_id=event_id,
+        teacher_id=n.teacher_id,
+        notification_json=n.model_dump_json(),
+        created_at=header(headers, "created_at"),
+        action_required=n.action_required,
+        priority_rank=n.priority.rank,
+        deadline=deadline,
+    )

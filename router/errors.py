@@ -1,0 +1,52 @@
+"""Errors of the router (tree drawn in :mod:`router`)."""
+
+from __future__ import annotations
+
+from contracts.protocol import CloseCode
+
+
+class RouterError(Exception):
+    """Root of every error the router raises."""
+
+
+class ConfigError(RouterError):
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(field, reason)
+        self.field = field
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"setting {self.field} (OUTBOX_{self.field.upper()}): {self.reason}"
+
+
+class AuthError(RouterError):
+    """A token was refused; the connection closes with ``code`` and ``reason``."""
+
+    def __init__(self, reason: str, code: CloseCode = CloseCode.UNAUTHORIZED) -> None:
+        super().__init__(reason, code)
+        self.reason = reason
+        self.code = code
+
+    def __str__(self) -> str:
+        return f"{self.reason} (close {int(self.code)})"
+
+
+class PoisonMessageError(RouterError):
+    """A Kafka message that cannot be routed; it goes to the dead-letter topic."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(kind, detail)
+        self.kind = kind
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.detail}"
+
+
+class StoreUnavailableError(RouterError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"Redis is unreachable ({self.reason}); check OUTBOX_REDIS_URL"

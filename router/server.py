@@ -1,0 +1,340 @@
+"""The WebSocket server (``websockets``, asyncio) and HTTP on the same port.
+
+Paths: ``/ws`` WebSocket; ``/healthz``, ``/readyz``, ``/metrics``; ``/`` and
+``/static/*`` the teacher inbox page. See docs/protocol.md for the frames and
+close codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.typing import Origin
+
+from contracts.protocol import (
+    POSITION_RE,
+    AckFrame,
+    AuthFrame,
+    CloseCode,
+    ErrorFrame,
+    ReplayDoneFrame,
+    ResumeFrame,
+    WelcomeFrame,
+    client_frame_adapter,
+)
+from router.auth import Verifier
+from router.errors import AuthError, StoreUnavailableError
+from router.fanout import FanoutMessage, Registry
+from router.limits import TokenBucket
+from router.metrics import RouterMetrics
+from router.session import Session, created_epoch, notification_text
+from router.settings import RouterSettings
+from router.store import Store
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+_STATIC = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/index.html": ("index.html", "text/html; charset=utf-8"),
+    "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/static/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+
+
+class _Close(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+
+
+def _response(status: http.HTTPStatus, body: bytes, content_type: str) -> Response:
+    headers = Headers(
+        [("Content-Type", content_type), ("Content-Length", str(len(body))),
+         ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")]
+    )  # fmt: skip
+    return Response(status.value, status.phrase, headers, body)
+
+
+class Hub:
+    """Local side of the fan-out: delivers channel messages to this replica's sessions."""
+
+    def __init__(self, metrics: RouterMetrics) -> None:
+        self.registry: Registry[Session] = Registry()
+        self.metrics = metrics
+
+    def dispatch(self, msg: FanoutMessage) -> None:
+        targets = self.registry.targets(msg.teacher_id)
+        if not targets:
+            return
+        if msg.kind == "a":
+            text = '{"type":"acked","id":' + _q(msg.event_id) + "}"
+            for s in targets:
+                s.offer((text, None))
+            return
+        assert msg.position is not None and msg.notification is not None
+        item = (
+            notification_text(msg.event_id, msg.position, msg.created_at, msg.notification),
+            created_epoch(msg.created_at),
+        )
+        for s in targets:
+            for it in s.sync.live(msg.position, msg.event_id, item):
+                s.offer(it)
+
+
+def _q(s: str) -> str:
+    import json
+
+    return json.dumps(s)
+
+
+class WebSocketServer:
+    def __init__(
+        self,
+        settings: RouterSettings,
+        *,
+        store: Store,
+        hub: Hub,
+        verifier: Verifier,
+        metrics: RouterMetrics,
+        ready: Callable[[], dict[str, bool]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.s = settings
+        self.store = store
+        self.hub = hub
+        self.verifier = verifier
+        self.metrics = metrics
+        self.ready = ready
+        self.clock = clock
+        self.server: Server | None = None
+
+    # -- HTTP ---------------------------------------------------------------
+
+    async def process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        if path == "/ws":
+            return None
+        if path == "/healthz":
+            return _response(http.HTTPStatus.OK, b"ok\n", "text/plain")
+        if path == "/readyz":
+            checks = self.ready()
+            checks["redis"] = await self.store.ping()
+            body = "".join(f"{k} {'ok' if v else 'FAIL'}\n" for k, v in checks.items()).encode()
+            ok = all(checks.values())
+            status = http.HTTPStatus.OK if ok else http.HTTPStatus.SERVICE_UNAVAILABLE
+            return _response(status, body, "text/plain")
+        if path == "/metrics":
+            return _response(http.HTTPStatus.OK, generate_latest(self.metrics.registry),
+                             CONTENT_TYPE_LATEST)  # fmt: skip
+        if path in _STATIC:
+            name, ctype = _STATIC[path]
+            return _response(http.HTTPStatus.OK, (STATIC_DIR / name).read_bytes(), ctype)
+        return _response(http.HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def start(self) -> Server:
+        origins: list[Origin | None] | None = None
+        if self.s.allowed_origins:
+            # None admits clients that send no Origin (CLI tools, services).
+            origins = [*(Origin(o) for o in self.s.allowed_origins), None]
+        self.server = await serve(
+            self.handler,
+            self.s.router_host,
+            self.s.router_port,
+            process_request=self.process_request,
+            origins=origins,
+            max_size=self.s.max_frame_bytes,
+            ping_interval=self.s.ping_interval_s,
+            ping_timeout=self.s.ping_timeout_s,
+            close_timeout=2,
+            max_queue=16,
+        )
+        return self.server
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        sock = next(iter(self.server.sockets))
+        return int(sock.getsockname()[1])
+
+    async def stop(self) -> None:
+        """Close every connection with 1001 and stop listening."""
+        if self.server is not None:
+            self.server.close(close_connections=True)
+            await self.server.wait_closed()
+
+    # -- one connection ------------------------------------------------------
+
+    async def _authenticate(self, ws: ServerConnection) -> tuple[str, str | None]:
+        query = parse_qs(urlsplit(ws.request.path if ws.request else "").query)
+        resume_values = query.get("resume") or []
+        resume = resume_values[0] if resume_values else None
+        if resume is not None and not POSITION_RE.match(resume):
+            raise _Close(CloseCode.BAD_REQUEST, "bad resume position")
+        header = ws.request.headers.get("Authorization") if ws.request else None
+        if header:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token:
+                raise _Close(CloseCode.UNAUTHORIZED, "authorization must be a Bearer token")
+            return self.verifier.verify(token.strip()), resume
+        try:
+            raw = await asyncio.wait_for(ws.recv(), self.s.auth_timeout_s)
+        except TimeoutError:
+            raise _Close(CloseCode.AUTH_TIMEOUT, "no auth frame in time") from None
+        try:
+            frame = client_frame_adapter.validate_json(raw)
+        except ValidationError:
+            raise _Close(CloseCode.BAD_REQUEST, "first frame must be an auth frame") from None
+        if not isinstance(frame, AuthFrame):
+            raise _Close(CloseCode.BAD_REQUEST, "first frame must be an auth frame")
+        return self.verifier.verify(frame.token), frame.resume or resume
+
+    async def handler(self, ws: ServerConnection) -> None:
+        cid = uuid.uuid4().hex[:12]
+        try:
+            teacher, resume = await self._authenticate(ws)
+        except AuthError as exc:
+            self.metrics.rejected.labels("auth").inc()
+            log.info("conn %s refused: %s", cid, exc.reason)
+            await ws.close(int(exc.code), exc.reason)
+            return
+        except _Close as exc:
+            self.metrics.rejected.labels("protocol").inc()
+            await ws.close(exc.code, exc.reason)
+            return
+        except ConnectionClosed:
+            return
+        if self.hub.registry.count(teacher) >= self.s.max_connections_per_teacher:
+            self.metrics.rejected.labels("too_many").inc()
+            await ws.close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections for this teacher")
+            return
+        session = Session(cid, teacher, queue_max=self.s.send_queue_max)
+        # Buffer live messages from the moment we are registered: no gap.
+        session.sync.begin(resume)
+        self.hub.registry.add(teacher, session)
+        self.metrics.connections.inc()
+        log.info("conn %s open teacher=%s resume=%s", cid, teacher, resume)
+        welcome = WelcomeFrame(connection_id=cid, teacher_id=teacher,
+                               server_time=datetime.now(UTC))  # fmt: skip
+        session.offer((welcome.model_dump_json(), None))
+        reason = "closed"
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._writer(ws, session))
+                tg.create_task(self._reader(ws, session, resume))
+                tg.create_task(self._watch_overflow(session))
+        except* _Close as eg:
+            first = eg.exceptions[0]
+            assert isinstance(first, _Close)
+            reason = first.reason
+            with contextlib.suppress(ConnectionClosed):
+                await ws.close(first.code, first.reason)
+        except* (ConnectionClosed, _Done):
+            pass
+        except* StoreUnavailableError as eg:
+            reason = str(eg.exceptions[0])
+            log.warning("conn %s: %s", cid, reason)
+            with contextlib.suppress(ConnectionClosed):
+                await ws.close(1011, "store unavailable; reconnect with resume")
+        finally:
+            self.hub.registry.remove(teacher, session)
+            self.metrics.connections.dec()
+            log.info("conn %s closed teacher=%s (%s)", cid, teacher, reason)
+
+    async def _watch_overflow(self, session: Session) -> None:
+        await session.overflowed.wait()
+        self.metrics.slow_dropped.inc()
+        raise _Close(CloseCode.TRY_AGAIN_LATER, "client too slow; reconnect with resume")
+
+    async def _writer(self, ws: ServerConnection, session: Session) -> None:
+        latency = self.metrics.latency
+        delivered = self.metrics.delivered
+        while True:
+            text, created = await session.queue.get()
+            await ws.send(text)
+            if created is not None:
+                delivered.inc()
+                latency.observe(max(0.0, self.clock() - created))
+
+    async def _reader(self, ws: ServerConnection, session: Session, resume: str | None) -> None:
+        await self.sync(session, resume, begun=True)
+        bucket = TokenBucket(self.s.rate_limit_per_s, self.s.rate_limit_burst)
+        errors = 0
+        async for raw in ws:
+            problem: tuple[str, str] | None = None
+            if not bucket.allow(time.monotonic()):
+                problem = ("rate_limited", "too many messages; slow down")
+            elif isinstance(raw, bytes):
+                problem = ("bad_frame", "binary frames are not supported; send JSON text")
+            else:
+                try:
+                    frame = client_frame_adapter.validate_json(raw)
+                except ValidationError as exc:
+                    first = exc.errors()[0]
+                    problem = ("bad_frame", f"{first['msg']} at {first['loc']}"[:200])
+                else:
+                    if isinstance(frame, AckFrame):
+                        await self.store.ack(session.teacher_id, frame.id)
+                    elif isinstance(frame, ResumeFrame):
+                        await self.sync(session, frame.position)
+                    else:
+                        problem = ("already_authenticated", "this connection is authenticated")
+            if problem is not None:
+                errors += 1
+                if errors > self.s.max_errors:
+                    raise _Close(CloseCode.POLICY_VIOLATION, f"too many bad frames ({problem[0]})")
+                session.offer((ErrorFrame(code=problem[0], message=problem[1]).model_dump_json(),
+                               None))  # fmt: skip
+        raise _Done
+
+    async def sync(self, session: Session, resume: str | None, *, begun: bool = False) -> None:
+        """Pending items first, then the missed history, then live; no gap, no duplicate."""
+        if not begun:
+            session.sync.begin(resume)
+        teacher = session.teacher_id
+        pending = await self.store.pending(teacher, now=datetime.now(UTC),
+                                           limit=self.s.pending_max)  # fmt: skip
+        for p in pending:
+            session.sync.mark_sent(p.event_id)
+            session.offer((notification_text(p.event_id, p.position, p.created_at,
+                                             p.notification, pending=True), None))  # fmt: skip
+        replay = await self.store.replay(teacher, resume)
+        replayed = 0
+        if resume is None:
+            session.sync.skip_to(replay.head)
+        else:
+            self.metrics.replays.inc()
+            for e in replay.entries:
+                if session.sync.replayed(e.position, e.event_id):
+                    replayed += 1
+                    session.offer((notification_text(e.event_id, e.position, e.created_at,
+                                                     e.notification, replayed=True), None))  # fmt: skip
+            self.metrics.replayed.inc(replayed)
+        for item in session.sync.finish():
+            session.offer(item)
+        done = ReplayDoneFrame(recovered=replay.recovered, replayed=replayed,
+                               pending=len(pending),
+                               position=session.sync.position or replay.head)  # fmt: skip
+        session.offer((done.model_dump_json(), None))
+
+
+class _Done(Exception):
+    """The client closed its side."""

@@ -1,0 +1,77 @@
+"""One authenticated WebSocket connection: its bounded send queue and sync state."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import datetime
+from typing import Any
+
+from contracts.protocol import NotificationFrame
+from router.fanout import SyncState
+
+# (frame text, created_at as epoch seconds or None for frames without latency)
+Outgoing = tuple[str, float | None]
+
+
+def created_epoch(created_at: str | None) -> float | None:
+    if not created_at:
+        return None
+    try:
+        return datetime.fromisoformat(created_at).timestamp()
+    except ValueError:
+        return None
+
+
+def notification_text(
+    event_id: str,
+    position: str,
+    created_at: str | None,
+    notification: dict[str, Any] | str,
+    *,
+    pending: bool = False,
+    replayed: bool = False,
+) -> str:
+    """The JSON text of a notification frame (built directly: this is the hot path)."""
+    body = notification if isinstance(notification, str) else json.dumps(notification)
+    return (
+        '{"type":"notification","id":' + json.dumps(event_id)
+        + ',"position":"' + position + '","created_at":' + json.dumps(created_at)
+        + ',"pending":' + ("true" if pending else "false")
+        + ',"replayed":' + ("true" if replayed else "false")
+        + ',"notification":' + body + "}"
+    )  # fmt: skip
+
+
+# Keep the hand-built frame in step with the model (checked by a unit test).
+FRAME_FIELDS = tuple(NotificationFrame.model_fields)
+
+
+class Session:
+    """State of one connection; the handler owns its tasks."""
+
+    def __init__(self, connection_id: str, teacher_id: str, *, queue_max: int) -> None:
+        self.id = connection_id
+        self.teacher_id = teacher_id
+        self.queue: asyncio.Queue[Outgoing] = asyncio.Queue(maxsize=queue_max)
+        self.sync = SyncState()
+        self.overflowed = asyncio.Event()
+        self.opened_at = time.monotonic()
+
+    def offer(self, item: Outgoing) -> bool:
+        """Queue a frame without waiting; on overflow mark the session for a 1013 close."""
+        if self.overflowed.is_set():
+            return False
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.overflowed.set()
+            return False
+        return True
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Session) and other.id == self.id

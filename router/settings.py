@@ -1,0 +1,62 @@
+"""Settings of the router process (env prefix ``OUTBOX_``), read once by the CLI."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from contracts.notification import DEAD_LETTER_TOPIC, NOTIFICATION_TOPIC
+
+
+class RouterSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OUTBOX_", extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    topic: str = NOTIFICATION_TOPIC
+    dlq_topic: str = DEAD_LETTER_TOPIC
+    group_id: str = "outbox-router"
+    # Consumer-group timeouts; lower them in dev/tests for fast rebalances.
+    kafka_session_timeout_ms: int = 45000
+    kafka_max_poll_interval_ms: int = 300000
+    batch_max: int = Field(default=500, ge=1, le=10000)
+    # Redis key prefix: lets tests and tenants share one Redis.
+    redis_prefix: str = "outbox"
+
+    router_host: str = "127.0.0.1"
+    router_port: int = Field(default=8765, ge=0, le=65535)
+    # HS256 secret, or a PEM public key for RS256/ES256.
+    jwt_secret: SecretStr | None = None
+    jwt_public_key: str | None = None
+    jwt_algorithms: Annotated[list[str], NoDecode] = ["HS256"]
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_leeway_s: float = 10.0
+    # Origins allowed to open a WebSocket; empty = any (dev only).
+    allowed_origins: Annotated[list[str], NoDecode] = []
+
+    auth_timeout_s: float = 5.0
+    max_frame_bytes: int = 16 * 1024
+    max_connections_per_teacher: int = Field(default=10, ge=1)
+    send_queue_max: int = Field(default=1000, ge=1)
+    rate_limit_per_s: float = 20.0
+    rate_limit_burst: int = 40
+    max_errors: int = 5
+    ping_interval_s: float = 20.0
+    ping_timeout_s: float = 20.0
+
+    dedupe_ttl_s: int = 7 * 24 * 3600
+    history_maxlen: int = Field(default=1000, ge=10)
+    history_ttl_s: int = 7 * 24 * 3600
+    pending_max: int = 500
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_lists(cls, data: dict[str, object]) -> dict[str, object]:
+        for key in ("jwt_algorithms", "allowed_origins"):
+            v = data.get(key)
+            if isinstance(v, str):
+                data[key] = [x.strip() for x in v.split(",") if x.strip()]
+        return data

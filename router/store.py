@@ -1,0 +1,216 @@
+"""Redis: deduplication, per-teacher history, pending action items and fan-out.
+
+Keys (``{p}`` is the configured prefix)::
+
+    {p}:seen:{event_id}       string, the event's position; TTL = dedupe TTL
+    {p}:hist:{teacher}        stream of the teacher's notifications (capped, TTL)
+    {p}:pending:{teacher}     hash event_id -> JSON of action-required items not yet acked
+    {p}:fanout                pub/sub channel every replica subscribes to
+
+One Lua script deduplicates, appends and publishes a whole batch atomically, so
+a notification is either recorded and announced, or not at all. The keys are
+built inside the script, so this needs one Redis primary (not Cluster).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from contracts.protocol import position_key
+from router.decode import Routable
+from router.errors import StoreUnavailableError
+
+_INGEST = """
+local p = ARGV[1]
+local seen_ttl = tonumber(ARGV[2])
+local maxlen = ARGV[3]
+local hist_ttl = tonumber(ARGV[4])
+local out = {}
+local i = 5
+while i <= #ARGV do
+  local eid, teacher, n, created, action, rank, deadline =
+    ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5], ARGV[i+6]
+  i = i + 7
+  local seen = p .. ':seen:' .. eid
+  if redis.call('EXISTS', seen) == 1 then
+    table.insert(out, '')
+  else
+    local hist = p .. ':hist:' .. teacher
+    local pos = redis.call('XADD', hist, 'MAXLEN', '~', maxlen, '*',
+                           'id', eid, 'n', n, 'c', created)
+    redis.call('EXPIRE', hist, hist_ttl)
+    redis.call('SET', seen, pos, 'EX', seen_ttl)
+    if action == '1' then
+      local item = '{"id":' .. cjson.encode(eid) .. ',"p":"' .. pos .. '","r":' .. rank ..
+                   ',"d":' .. cjson.encode(deadline) .. ',"c":' .. cjson.encode(created) ..
+                   ',"n":' .. n .. '}'
+      redis.call('HSET', p .. ':pending:' .. teacher, eid, item)
+      redis.call('EXPIRE', p .. ':pending:' .. teacher, hist_ttl)
+    end
+    redis.call('PUBLISH', p .. ':fanout',
+      '{"k":"n","t":' .. cjson.encode(teacher) .. ',"id":' .. cjson.encode(eid) ..
+      ',"p":"' .. pos .. '","c":' .. cjson.encode(created) .. ',"n":' .. n .. '}')
+    table.insert(out, pos)
+  end
+end
+return out
+"""
+
+_ACK = """
+local removed = redis.call('HDEL', KEYS[1], ARGV[1])
+if removed == 1 then
+  redis.call('PUBLISH', KEYS[2],
+    '{"k":"a","t":' .. cjson.encode(ARGV[2]) .. ',"id":' .. cjson.encode(ARGV[1]) .. '}')
+end
+return removed
+"""
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    position: str
+    event_id: str
+    notification: str  # JSON text
+    created_at: str | None
+
+
+@dataclass(frozen=True)
+class PendingItem:
+    event_id: str
+    position: str
+    rank: int
+    deadline: datetime | None
+    created_at: str | None
+    notification: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Replay:
+    entries: list[HistoryEntry]
+    recovered: bool
+    head: str | None
+
+
+def _s(v: bytes | str | None) -> str | None:
+    if v is None:
+        return None
+    return v.decode() if isinstance(v, bytes) else v
+
+
+class Store:
+    """Thin async adapter over one Redis; every call raises StoreUnavailableError."""
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str, dedupe_ttl_s: int,
+                 history_maxlen: int, history_ttl_s: int) -> None:  # fmt: skip
+        self.redis = client
+        self.prefix = prefix
+        self.dedupe_ttl_s = dedupe_ttl_s
+        self.history_maxlen = history_maxlen
+        self.history_ttl_s = history_ttl_s
+        self._ingest = client.register_script(_INGEST)
+        self._ack = client.register_script(_ACK)
+
+    @property
+    def channel(self) -> str:
+        return f"{self.prefix}:fanout"
+
+    def hist_key(self, teacher_id: str) -> str:
+        return f"{self.prefix}:hist:{teacher_id}"
+
+    def pending_key(self, teacher_id: str) -> str:
+        return f"{self.prefix}:pending:{teacher_id}"
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def ingest(self, batch: Sequence[Routable]) -> list[str | None]:
+        """Record and announce ``batch``; a position per item, ``None`` for a duplicate."""
+        if not batch:
+            return []
+        args: list[str | int] = [self.prefix, self.dedupe_ttl_s, self.history_maxlen,
+                                 self.history_ttl_s]  # fmt: skip
+        for r in batch:
+            args += [r.event_id, r.teacher_id, r.notification_json, r.created_at or "",
+                     "1" if r.action_required else "0", r.priority_rank, r.deadline or ""]  # fmt: skip
+        try:
+            result = await self._ingest(args=args)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailableError(str(exc)) from exc
+        return [(_s(x) or None) for x in result]
+
+    async def replay(self, teacher_id: str, after: str | None) -> Replay:
+        """History after position ``after`` (all retained history for ``"0-0"``)."""
+        key = self.hist_key(teacher_id)
+        try:
+            head_rows = await self.redis.xrevrange(key, count=1)
+            head = _s(head_rows[0][0]) if head_rows else None
+            if after is None:
+                return Replay([], True, head)
+            recovered = True
+            if head is None:
+                recovered = after == "0-0"
+            else:
+                # Trimming does not move max-deleted-entry-id, so compare with
+                # the first entry kept: anything older may have been trimmed.
+                info = await self.redis.xinfo_stream(key)
+                first = info.get("first-entry")
+                first_pos = _s(first[0]) if first else None
+                trimmed = int(info.get("entries-added", 0)) > int(info.get("length", 0))
+                if trimmed and first_pos and position_key(after) < position_key(first_pos):
+                    recovered = False
+            rows = await self.redis.xrange(key, min=f"({after}", max="+")
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailableError(str(exc)) from exc
+        entries = []
+        for pos, fields in rows:
+            f = {_s(k): _s(v) for k, v in fields.items()}
+            entries.append(HistoryEntry(_s(pos) or "", f.get("id") or "", f.get("n") or "{}",
+                                        f.get("c") or None))  # fmt: skip
+        return Replay(entries, recovered, head)
+
+    async def pending(self, teacher_id: str, *, now: datetime, limit: int) -> list[PendingItem]:
+        """Pending action-required items, highest priority first, oldest first within
+        a priority. Items past their deadline are dropped from the set."""
+        key = self.pending_key(teacher_id)
+        try:
+            raw: dict[bytes, bytes] = await self.redis.hgetall(key)  # type: ignore[misc]
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailableError(str(exc)) from exc
+        items: list[PendingItem] = []
+        expired: list[str] = []
+        for field, value in raw.items():
+            d = json.loads(value)
+            deadline = datetime.fromisoformat(d["d"]) if d.get("d") else None
+            if deadline is not None and deadline.tzinfo is None:
+                deadline = deadline.replace(tzinfo=UTC)
+            if deadline is not None and deadline <= now:
+                expired.append(_s(field) or "")
+                continue
+            items.append(PendingItem(d["id"], d["p"], int(d["r"]), deadline, d.get("c") or None,
+                                     d["n"]))  # fmt: skip
+        if expired:
+            try:
+                await self.redis.hdel(key, *expired)  # type: ignore[misc]
+            except (RedisError, OSError) as exc:
+                raise StoreUnavailableError(str(exc)) from exc
+        items.sort(key=lambda it: (-it.rank, position_key(it.position)))
+        return items[:limit]
+
+    async def ack(self, teacher_id: str, event_id: str) -> bool:
+        """Clear a pending item for every connection of the teacher; False if not pending."""
+        try:
+            n = await self._ack(keys=[self.pending_key(teacher_id), self.channel],
+                                args=[event_id, teacher_id])  # fmt: skip
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailableError(str(exc)) from exc
+        return bool(n)

@@ -1,0 +1,256 @@
+"""pytest plugin: routers (in-process or as a real `outbox router run` process),
+producers and WebSocket clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from confluent_kafka import Producer
+from websockets.asyncio.client import ClientConnection, connect
+
+from contracts import CATALOG, DeadlineRule, build_notification
+from contracts.catalog import requires_batch_id, requires_class_id
+from contracts.notification import TeacherNotificationRequestedV1
+from router.app import Router
+from router.auth import mint
+from router.settings import RouterSettings
+from stack.procs import free_port, stop_pid
+from stack.state import StackState
+from tests.fix_kafka import create_topic
+
+SECRET = "test-secret-please-change-0123456789"
+
+
+def notification(
+    t: str, teacher: str, i: int = 0, **payload: Any
+) -> TeacherNotificationRequestedV1:
+    dl = (
+        datetime.now(UTC) + timedelta(hours=1)
+        if CATALOG[t].deadline is DeadlineRule.REQUIRED
+        else None
+    )
+    return build_notification(
+        t, teacher, {"i": i, **payload}, f"corr-{i}",
+        batch_id="b-1" if requires_batch_id(t) else None,
+        class_id="c-1" if requires_class_id(t) else None,
+        deadline_timestamp=dl,
+    )  # fmt: skip
+
+
+@dataclass
+class Env:
+    """One test's isolated topic, group and Redis prefix."""
+
+    stack: StackState
+    unique: str
+    topic: str
+    settings: RouterSettings
+    producer: Producer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.producer = Producer({"bootstrap.servers": self.stack.kafka_bootstrap, "linger.ms": 1})
+
+    def produce(self, n: TeacherNotificationRequestedV1 | bytes, event_id: str | None = None,
+                *, headers: list[tuple[str, bytes]] | None = None, key: str | None = None) -> str:  # fmt: skip
+        eid = event_id or str(uuid.uuid4())
+        value = n if isinstance(n, bytes) else n.to_json().encode()
+        k = key or (n.teacher_id if not isinstance(n, bytes) else "poison")
+        hdrs = headers if headers is not None else [
+            ("id", eid.encode()),
+            ("created_at", datetime.now(UTC).isoformat().encode()),
+        ]  # fmt: skip
+        self.producer.produce(self.topic, value=value, key=k.encode(), headers=hdrs)
+        return eid
+
+    def flush(self) -> None:
+        assert self.producer.flush(10) == 0
+
+    def token(self, teacher: str, ttl: int = 3600, **kw: Any) -> str:
+        return mint(SECRET, teacher, ttl, now=time.time(), **kw)
+
+
+def router_settings(stack: StackState, unique: str, **kw: Any) -> RouterSettings:
+    base: dict[str, Any] = {
+        "kafka_bootstrap": stack.kafka_bootstrap,
+        "redis_url": stack.redis_url,
+        "topic": f"rt.{unique}",
+        "dlq_topic": f"rt.{unique}.dlq",
+        "group_id": f"router-{unique}",
+        "redis_prefix": f"t{unique}",
+        "router_port": 0,
+        "jwt_secret": SECRET,
+        "kafka_session_timeout_ms": 6000,
+        "kafka_max_poll_interval_ms": 10000,
+        "auth_timeout_s": 1.5,
+    }
+    base.update(kw)
+    return RouterSettings(**base)
+
+
+@pytest.fixture
+def env(stack: StackState, unique: str) -> Iterator[Env]:
+    s = router_settings(stack, unique)
+    create_topic(stack.kafka_bootstrap, s.topic, 3)
+    create_topic(stack.kafka_bootstrap, s.dlq_topic, 1)
+    e = Env(stack, unique, s.topic, s)
+    yield e
+    r = redis.Redis.from_url(stack.redis_url)
+    keys = list(r.scan_iter(f"t{unique}:*", count=1000))
+    if keys:
+        r.delete(*keys)
+    r.close()
+
+
+@asynccontextmanager
+async def running_router(settings: RouterSettings) -> AsyncIterator[Router]:
+    router = Router(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(router.run(stop))
+    try:
+        await asyncio.wait_for(router.started.wait(), 30)
+        yield router
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def wait_ready(port: int, timeout: float = 30) -> None:
+    """Until /readyz says ok (partitions assigned)."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            try:
+                r = await client.get(f"http://127.0.0.1:{port}/readyz")
+                if r.status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+    raise AssertionError("router not ready")
+
+
+class Client:
+    """A real WebSocket client for one teacher."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.frames: list[dict[str, Any]] = []
+
+    @classmethod
+    async def open(cls, port: int, token: str, *, resume: str | None = None,
+                   header: bool = False, **kw: Any) -> Client:  # fmt: skip
+        url = f"ws://127.0.0.1:{port}/ws"
+        if header:
+            if resume:
+                url += f"?resume={resume}"
+            ws = await connect(url, additional_headers={"Authorization": f"Bearer {token}"}, **kw)
+        else:
+            ws = await connect(url, **kw)
+            auth: dict[str, Any] = {"type": "auth", "token": token}
+            if resume:
+                auth["resume"] = resume
+            await ws.send(json.dumps(auth))
+        c = cls(ws)
+        await c.until(lambda f: f["type"] == "replay_done")
+        return c
+
+    async def until(
+        self, pred: Callable[[dict[str, Any]], bool], timeout: float = 20
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        for f in self.frames:
+            if pred(f):
+                return f
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"frame not received; last frames: {self.frames[-3:]}")
+            raw = await asyncio.wait_for(self.ws.recv(), left)
+            f = json.loads(raw)
+            self.frames.append(f)
+            if pred(f):
+                return f
+
+    def notifications(self) -> list[dict[str, Any]]:
+        return [f for f in self.frames if f["type"] == "notification"]
+
+    async def collect(self, n: int, timeout: float = 30) -> list[dict[str, Any]]:
+        """Until ``n`` notification frames have been received in total."""
+        await self.until(lambda f: len(self.notifications()) >= n, timeout)
+        return self.notifications()
+
+    async def quiet(self, seconds: float = 0.5) -> None:
+        """Read whatever arrives for ``seconds``."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            try:
+                self.frames.append(json.loads(await asyncio.wait_for(self.ws.recv(), left)))
+            except TimeoutError:
+                return
+
+    @property
+    def position(self) -> str | None:
+        pos = None
+        for f in self.frames:
+            if f["type"] == "notification" and not f["pending"]:
+                pos = f["position"]
+            elif f["type"] == "replay_done":
+                pos = f["position"] or pos
+        return pos
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+@dataclass
+class RouterProcess:
+    """`outbox router run` as a real process, stopped by pid."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    def kill9(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            stop_pid(self.proc.pid, expect="router", timeout=20)
+            self.proc.wait(10)
+
+
+def start_router_process(
+    settings: RouterSettings, log_dir: Path, port: int | None = None
+) -> RouterProcess:
+    port = port or free_port()
+    env = dict(os.environ)
+    for name, value in settings.model_dump(mode="json").items():
+        if value is None:
+            continue
+        if isinstance(value, list):
+            value = ",".join(value)
+        env[f"OUTBOX_{name.upper()}"] = str(value)
+    env["OUTBOX_JWT_SECRET"] = SECRET
+    env["OUTBOX_ROUTER_PORT"] = str(port)
+    log = log_dir / f"router-{port}.log"
+    with open(log, "wb") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "outbox.cli", "router", "run"], env=env,
+                                stdout=f, stderr=subprocess.STDOUT)  # fmt: skip
+    return RouterProcess(proc, port, log)

@@ -1,0 +1,342 @@
+"""The router against the real broker and Redis, with real WebSocket clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from contracts import CATALOG
+from tests.fix_kafka import consume, make_consumer
+from tests.fix_router import Client, Env, notification, running_router, wait_ready
+
+
+async def test_delivers_only_to_own_teacher_and_deduplicates(env: Env) -> None:
+    async with running_router(env.settings) as router:
+        await wait_ready(router.port)
+        a = await Client.open(router.port, env.token("alice"))
+        b = await Client.open(router.port, env.token("bob"), header=True)
+        n = notification("class_created", "alice", 1)
+        eid = env.produce(n)
+        env.produce(n, eid)  # the same event again (at-least-once CDC)
+        env.produce(notification("batch_processing_started", "alice", 2))
+        env.flush()
+        got = await a.collect(2)
+        await a.quiet(1.0)
+        await b.quiet(0.2)
+        assert [f["notification"]["payload"]["i"] for f in a.notifications()] == [1, 2]
+        assert a.notifications()[0]["id"] == eid
+        assert a.notifications()[0]["notification"] == json.loads(n.to_json())
+        assert b.notifications() == []
+        assert got[0]["position"] < got[1]["position"] or len(got[0]["position"]) < len(
+            got[1]["position"]
+        )
+        async with httpx.AsyncClient() as http:
+            metrics = (await http.get(f"http://127.0.0.1:{router.port}/metrics")).text
+        assert "outbox_router_deduplicated_total 1.0" in metrics
+        await a.close()
+        await b.close()
+
+
+async def test_poison_messages_are_dead_lettered_and_next_good_arrives(env: Env) -> None:
+    dlq = make_consumer(env.stack.kafka_bootstrap, env.settings.dlq_topic)
+    try:
+        async with running_router(env.settings) as router:
+            await wait_ready(router.port)
+            c = await Client.open(router.port, env.token("carol"))
+            env.produce(b"{not json", key="carol")
+            bad = json.loads(notification("class_created", "carol").to_json())
+            bad["notification_type"] = "no_such_type"
+            env.produce(json.dumps(bad).encode(), key="carol")
+            wrong = json.loads(notification("class_created", "carol").to_json())
+            wrong["priority"] = "critical"
+            env.produce(json.dumps(wrong).encode(), key="carol")
+            env.produce(notification("class_created", "carol").to_json().encode(), headers=[])
+            good = env.produce(notification("class_created", "carol", 7))
+            env.flush()
+            await c.collect(1)
+            assert [f["id"] for f in c.notifications()] == [good]
+            await c.close()
+        dead = await asyncio.to_thread(consume, dlq, 4, 20)
+    finally:
+        dlq.close()
+    reasons = [dict(m.headers())["dlq.reason"] for m in dead]
+    assert reasons == [b"invalid_json", b"unknown_type", b"schema", b"missing_id"]
+    first = dict(dead[0].headers())
+    assert dead[0].value() == b"{not json"
+    assert first["dlq.source.topic"] == env.topic.encode()
+    assert int(first["dlq.source.offset"]) >= 0
+
+
+async def test_resume_replays_missed_in_order_without_duplicates(env: Env) -> None:
+    async with running_router(env.settings) as router:
+        await wait_ready(router.port)
+        c = await Client.open(router.port, env.token("dave"))
+        for i in range(3):
+            env.produce(notification("batch_files_uploaded", "dave", i))
+        env.flush()
+        await c.collect(3)
+        pos = c.position
+        await c.close()
+        for i in range(3, 8):
+            env.produce(notification("batch_files_uploaded", "dave", i))
+        env.flush()
+        await asyncio.sleep(1.5)
+        r = await Client.open(router.port, env.token("dave"), resume=pos)
+        # live ones while the replay is going on
+        for i in range(8, 10):
+            env.produce(notification("batch_files_uploaded", "dave", i))
+        env.flush()
+        got = await r.collect(7)
+        await r.quiet(0.5)
+        assert [f["notification"]["payload"]["i"] for f in r.notifications()] == list(range(3, 10))
+        done = next(f for f in r.frames if f["type"] == "replay_done")
+        assert done["recovered"] is True
+        assert all(f["replayed"] for f in got[:5])
+        await r.close()
+
+
+async def test_resume_older_than_history_says_not_recovered(env: Env, stack: object) -> None:
+    s = env.settings.model_copy(update={"history_maxlen": 10})
+    async with running_router(s) as router:
+        await wait_ready(router.port)
+        c = await Client.open(router.port, env.token("erin"))
+        env.produce(notification("class_created", "erin", 0))
+        env.flush()
+        await c.collect(1)
+        pos = c.position
+        await c.close()
+        for i in range(1, 400):
+            env.produce(notification("class_created", "erin", i))
+        env.flush()
+        await asyncio.sleep(3)
+        r = await Client.open(router.port, env.token("erin"), resume=pos)
+        done = await r.until(lambda f: f["type"] == "replay_done")
+        assert done["recovered"] is False
+        await r.close()
+
+
+async def test_two_replicas_fan_out_and_ack_clears_pending_everywhere(env: Env) -> None:
+    s2 = env.settings.model_copy(update={"router_port": 0})
+    async with running_router(env.settings) as r1, running_router(s2) as r2:
+        await wait_ready(r1.port)
+        on1 = await Client.open(r1.port, env.token("fay"))
+        on2 = await Client.open(r2.port, env.token("fay"))
+        items = [notification("student_matching_confirmation_required", "fay", i) for i in range(6)]
+        ids = [env.produce(n) for n in items]
+        env.flush()
+        await on1.collect(6)
+        await on2.collect(6)
+        assert {f["id"] for f in on1.notifications()} == set(ids)
+        assert {f["id"] for f in on2.notifications()} == set(ids)
+        # a new connection first gets the pending action items
+        fresh = await Client.open(r2.port, env.token("fay"))
+        assert {f["id"] for f in fresh.notifications() if f["pending"]} == set(ids)
+        await on1.ws.send(json.dumps({"type": "ack", "id": ids[0]}))
+        await on2.until(lambda f: f["type"] == "acked" and f["id"] == ids[0])
+        await fresh.until(lambda f: f["type"] == "acked" and f["id"] == ids[0])
+        later = await Client.open(r1.port, env.token("fay"))
+        assert {f["id"] for f in later.notifications() if f["pending"]} == set(ids[1:])
+        for c in (on1, on2, fresh, later):
+            await c.close()
+
+
+async def test_pending_highest_priority_first(env: Env) -> None:
+    async with running_router(env.settings) as router:
+        await wait_ready(router.port)
+        low = env.produce(notification("batch_processing_failed", "gus", 1))  # HIGH
+        crit = env.produce(notification("student_matching_deadline_approaching", "gus", 2))
+        imm = env.produce(notification("batch_file_corrupted", "gus", 3))
+        env.produce(notification("class_created", "gus", 4))  # not action-required
+        env.flush()
+        watcher = await Client.open(router.port, env.token("gus"))
+        await watcher.collect(4)
+        c = await Client.open(router.port, env.token("gus"))
+        assert [f["id"] for f in c.notifications() if f["pending"]] == [crit, imm, low]
+        await c.close()
+        await watcher.close()
+
+
+async def _close_of(coro: object) -> tuple[int | None, str]:
+    try:
+        ws = await coro  # type: ignore[misc]
+        await asyncio.wait_for(ws.recv(), 5)
+        await asyncio.wait_for(ws.recv(), 5)
+    except ConnectionClosed as exc:
+        assert exc.rcvd is not None
+        return exc.rcvd.code, exc.rcvd.reason
+    raise AssertionError("connection stayed open")
+
+
+async def _auth_then_close(port: int, first: str | bytes, **kw: object) -> tuple[int | None, str]:
+    ws = await connect(f"ws://127.0.0.1:{port}/ws", **kw)  # type: ignore[arg-type]
+    try:
+        await ws.send(first)
+        while True:
+            await asyncio.wait_for(ws.recv(), 10)
+    except ConnectionClosed as exc:
+        assert exc.rcvd is not None
+        return exc.rcvd.code, exc.rcvd.reason
+
+
+async def test_auth_failures_close_with_documented_codes(env: Env) -> None:
+    s = env.settings.model_copy(update={"jwt_audience": "huleedu"})
+    async with running_router(s) as router:
+        port = router.port
+        good = env.token("hal", audience="huleedu")
+        cases = {
+            "missing token": json.dumps({"type": "auth", "token": ""}),
+            "malformed token": json.dumps({"type": "auth", "token": "abc.def"}),
+            "token expired": json.dumps(
+                {"type": "auth", "token": env.token("hal", ttl=-120, audience="huleedu")}
+            ),
+            "wrong audience": json.dumps(
+                {"type": "auth", "token": env.token("hal", audience="other")}
+            ),
+            "bad signature": json.dumps({"type": "auth", "token": good[:-4] + "AAAA"}),
+            "first frame must be an auth frame": json.dumps({"type": "ack", "id": "x"}),
+        }
+        for reason, frame in cases.items():
+            code, text = await _auth_then_close(port, frame)
+            if reason == "missing token":
+                assert (code, text) == (
+                    4400,
+                    "first frame must be an auth frame",
+                )  # empty fails schema
+            elif reason.startswith("first frame"):
+                assert (code, text) == (4400, reason)
+            else:
+                assert (code, text) == (4401, reason), reason
+        # header auth with a bad token
+        try:
+            ws = await connect(
+                f"ws://127.0.0.1:{port}/ws", additional_headers={"Authorization": "Bearer nope"}
+            )
+            await asyncio.wait_for(ws.recv(), 5)
+        except ConnectionClosed as exc:
+            assert exc.rcvd is not None and exc.rcvd.code == 4401
+        # no auth at all within the timeout
+        ws = await connect(f"ws://127.0.0.1:{port}/ws")
+        with pytest.raises(ConnectionClosed) as ei:
+            await asyncio.wait_for(ws.recv(), 5)
+        assert ei.value.rcvd is not None and ei.value.rcvd.code == 4408
+        # the server still serves others
+        c = await Client.open(port, good)
+        await c.close()
+
+
+async def test_abuse_limits(env: Env) -> None:
+    s = env.settings.model_copy(update={"max_connections_per_teacher": 2, "max_frame_bytes": 4096,
+                                        "allowed_origins": ["https://app.example"]})  # fmt: skip
+    async with running_router(s) as router:
+        port = router.port
+        tok = env.token("ivy")
+        c1 = await Client.open(port, tok)
+        c2 = await Client.open(port, tok)
+        code, reason = await _auth_then_close(port, json.dumps({"type": "auth", "token": tok}))
+        assert code == 4429
+        # oversized frame
+        code, _ = await _auth_then_close(port, "x" * 10000)
+        assert code == 1009
+        # malformed frames: error frames, then a policy close
+        await c1.ws.send("{nope")
+        err = await c1.until(lambda f: f["type"] == "error")
+        assert err["code"] == "bad_frame"
+        for _ in range(10):
+            await c1.ws.send(json.dumps({"type": "bogus"}))
+        with pytest.raises(ConnectionClosed) as ei:
+            for _ in range(50):
+                await c1.until(lambda f: False, timeout=5)
+        assert ei.value.rcvd is not None and ei.value.rcvd.code == 1008
+        # disallowed Origin is refused at the handshake (HTTP 403)
+        from websockets.exceptions import InvalidStatus
+
+        with pytest.raises(InvalidStatus) as hs:
+            await connect(f"ws://127.0.0.1:{port}/ws", origin="https://evil.example")  # type: ignore[arg-type]
+        assert hs.value.response.status_code == 403
+        ok = await Client.open(port, env.token("jon"), origin="https://app.example")  # type: ignore[arg-type]
+        await ok.close()
+        await c2.close()
+
+
+async def test_rate_limit(env: Env) -> None:
+    s = env.settings.model_copy(
+        update={"rate_limit_per_s": 1, "rate_limit_burst": 3, "max_errors": 100}
+    )
+    async with running_router(s) as router:
+        c = await Client.open(router.port, env.token("kim"))
+        for _ in range(6):
+            await c.ws.send(json.dumps({"type": "ack", "id": "nothing"}))
+        err = await c.until(lambda f: f["type"] == "error")
+        assert err["code"] == "rate_limited"
+        await c.close()
+
+
+async def test_slow_client_is_dropped_without_delaying_others(env: Env) -> None:
+    s = env.settings.model_copy(update={"send_queue_max": 20})
+    async with running_router(s) as router:
+        await wait_ready(router.port)
+        port = router.port
+        # a client that never reads, with tiny buffers
+        slow = await connect(f"ws://127.0.0.1:{port}/ws", max_size=2**20, max_queue=1)
+        await slow.send(json.dumps({"type": "auth", "token": env.token("slow")}))
+        slow.transport.pause_reading()
+        fast = await Client.open(port, env.token("fast"))
+        big = "x" * 4000
+        for i in range(300):
+            env.produce(notification("class_created", "slow", i, blob=big))
+            if i % 30 == 0:
+                env.produce(notification("class_created", "fast", i))
+        env.flush()
+        t0 = time.monotonic()
+        await fast.collect(10, timeout=30)
+        assert time.monotonic() - t0 < 20
+        slow.transport.resume_reading()
+        with pytest.raises(ConnectionClosed) as ei:
+            while True:
+                await asyncio.wait_for(slow.recv(), 20)
+        assert ei.value.rcvd is not None and ei.value.rcvd.code == 1013
+        await fast.close()
+
+
+teacher_ids = st.lists(st.sampled_from(["t1", "t2", "t3", "t4"]), min_size=1, max_size=25)
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    recipients=teacher_ids,
+    types=st.lists(st.sampled_from(sorted(CATALOG)), min_size=25, max_size=25),
+)
+def test_isolation_property(env: Env, recipients: list[str], types: list[str]) -> None:
+    run = uuid.uuid4().hex[:6]
+
+    async def scenario() -> None:
+        s = env.settings.model_copy(update={"redis_prefix": f"{env.settings.redis_prefix}{run}",
+                                            "group_id": f"{env.settings.group_id}{run}"})  # fmt: skip
+        async with running_router(s) as router:
+            await wait_ready(router.port)
+            teachers = [f"{t}-{run}" for t in ("t1", "t2", "t3", "t4")]
+            clients = {t: await Client.open(router.port, env.token(t)) for t in teachers}
+            sent: dict[str, list[str]] = {t: [] for t in teachers}
+            for i, (r, ty) in enumerate(zip(recipients, types, strict=False)):
+                t = f"{r}-{run}"
+                sent[t].append(env.produce(notification(ty, t, i)))
+            env.flush()
+            for t, c in clients.items():
+                if sent[t]:
+                    await c.collect(len(sent[t]))
+                await c.quiet(0.3)
+                got = [f for f in c.notifications() if not f["pending"]]
+                assert [f["id"] for f in got] == sent[t]
+                assert all(f["notification"]["teacher_id"] == t for f in got)
+                await c.close()
+
+    asyncio.get_event_loop().run_until_complete(scenario()) if False else asyncio.run(scenario())
