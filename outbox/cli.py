@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from outbox import db_cli, stack_cli
+from outbox import db_cli, router_cli, stack_cli
 
 app = typer.Typer(
     name="outbox",
@@ -14,6 +14,10 @@ app = typer.Typer(
 )
 app.add_typer(stack_cli.app, name="stack")
 app.add_typer(db_cli.app, name="db")
+app.add_typer(router_cli.router_app, name="router")
+app.add_typer(router_cli.dlq_app, name="dlq")
+app.command()(router_cli.token)
+app.command()(router_cli.tail)
 
 
 def main() -> None:
