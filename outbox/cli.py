@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from outbox import db_cli, router_cli, stack_cli
+from outbox import db_cli, relay_cli, router_cli, stack_cli
 
 app = typer.Typer(
     name="outbox",
@@ -16,6 +16,9 @@ app.add_typer(stack_cli.app, name="stack")
 app.add_typer(db_cli.app, name="db")
 app.add_typer(router_cli.router_app, name="router")
 app.add_typer(router_cli.dlq_app, name="dlq")
+app.add_typer(relay_cli.connector_app, name="connector")
+app.add_typer(relay_cli.relay_app, name="relay")
+app.command()(relay_cli.doctor)
 app.command()(router_cli.token)
 app.command()(router_cli.tail)
 

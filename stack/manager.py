@@ -356,6 +356,21 @@ class StackManager:
         for f in fut.values():
             f.result(timeout=10)
 
+    def start_postgres(self) -> Component:
+        """Start only a Postgres (for tests of other settings, e.g. wal_level=replica)."""
+        check_prerequisites(self.settings)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.chmod(0o755)
+        try:
+            return self._start_postgres()
+        except BaseException:
+            self._stop_started()
+            raise
+
+    def stop_started(self) -> None:
+        """Stop what this manager started itself (by pid)."""
+        self._stop_started()
+
     # -- down -------------------------------------------------------------
 
     def _stop_started(self) -> None:

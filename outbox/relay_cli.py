@@ -1,0 +1,240 @@
+"""``outbox connector ...``, ``outbox relay ...`` and ``outbox doctor``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+
+from outbox.common import JsonFlag, LogFormat, LogFormatOpt, LogLevelOpt, fail, setup_logging, table
+from relay.errors import RelayError
+from relay.settings import RelaySettings
+
+connector_app = typer.Typer(help="The Debezium connector, through the Kafka Connect REST API.",
+                            no_args_is_help=True)  # fmt: skip
+relay_app = typer.Typer(help="The relay daemon: supervises the connector, slot health, janitor.",
+                        no_args_is_help=True)  # fmt: skip
+
+T = TypeVar("T")
+
+
+def _settings() -> RelaySettings:
+    try:
+        return RelaySettings()
+    except ValidationError as exc:
+        raise fail(f"invalid relay settings:\n{exc}", 2) from exc
+
+
+def _run(make: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return asyncio.run(make())  # type: ignore[arg-type]
+    except RelayError as exc:
+        raise fail(exc) from exc
+
+
+def _client(s: RelaySettings) -> Any:
+    from relay.connect_api import ConnectClient
+
+    return ConnectClient(s.connect_url)
+
+
+@connector_app.command()
+def render(
+    as_json: JsonFlag = True, show_secrets: Annotated[bool, typer.Option("--show-secrets")] = False
+) -> None:
+    """Print the connector config rendered from connect-config/connector.json and OUTBOX_*."""
+    from relay.connector_config import masked
+    from relay.connector_config import render as do_render
+
+    try:
+        cfg = do_render(_settings())
+    except RelayError as exc:
+        raise fail(exc) from exc
+    typer.echo(json.dumps(cfg if show_secrets else masked(cfg), indent=2))
+
+
+@connector_app.command()
+def apply(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the diff, change nothing.")
+    ] = False,
+) -> None:
+    """Create or update the connector; no request when the live config already matches."""
+    from relay.apply import apply as do_apply
+    from relay.apply import format_changes
+    from relay.connector_config import render as do_render
+    from relay.topics import ensure_topic
+
+    s = _settings()
+
+    async def go() -> None:
+        desired = do_render(s)
+        if not dry_run and ensure_topic(s.kafka_bootstrap, s.topic, s.topic_partitions):
+            typer.echo(f"created topic {s.topic} with {s.topic_partitions} partitions")
+        async with _client(s) as c:
+            res = await do_apply(c, s.connector_name, desired, dry_run=dry_run)
+        if not res.changed:
+            typer.echo(f"connector {s.connector_name} is up to date; nothing sent")
+            return
+        verb = "would create" if dry_run and res.created else "would update" if dry_run else (
+            "created" if res.created else "updated")  # fmt: skip
+        typer.echo(f"{verb} connector {s.connector_name}:")
+        typer.echo(format_changes(res))
+
+    _run(go)
+
+
+@connector_app.command()
+def status(as_json: JsonFlag = False) -> None:
+    """The connector's and its tasks' states (and the trace of a failed one)."""
+    from relay.supervisor import shorten
+
+    s = _settings()
+
+    async def go() -> Any:
+        async with _client(s) as c:
+            return await c.status(s.connector_name)
+
+    st = _run(go)
+    if as_json:
+        typer.echo(json.dumps({"name": st.name, "state": st.state, "worker_id": st.worker_id,
+                               "tasks": [t.__dict__ for t in st.tasks]}, indent=2))  # fmt: skip
+        return
+    rows = [["connector", st.state, st.worker_id or "", shorten(st.trace, 1)]]
+    rows += [[f"task {t.id}", t.state, t.worker_id or "", shorten(t.trace, 1)] for t in st.tasks]
+    typer.echo(table(["PART", "STATE", "WORKER", "TRACE"], rows))
+
+
+def _simple(action: str, doc: str) -> None:
+    def cmd() -> None:
+        s = _settings()
+
+        async def go() -> None:
+            async with _client(s) as c:
+                await getattr(c, action)(s.connector_name)
+
+        _run(go)
+        typer.echo(f"{action}: {s.connector_name} ok")
+
+    cmd.__doc__ = doc
+    connector_app.command(action)(cmd)
+
+
+_simple("pause", "Pause the connector (the relay leaves it paused).")
+_simple("resume", "Resume a paused or stopped connector.")
+_simple("stop", "Stop the connector (tasks shut down, config kept).")
+_simple("delete", "Delete the connector (its slot stays in Postgres).")
+
+
+@connector_app.command()
+def restart() -> None:
+    """Restart the failed connector and tasks (includeTasks=true&onlyFailed=true)."""
+    s = _settings()
+
+    async def go() -> None:
+        async with _client(s) as c:
+            await c.restart(s.connector_name)
+
+    _run(go)
+    typer.echo(f"restart requested for the failed parts of {s.connector_name}")
+
+
+@connector_app.command()
+def offsets() -> None:
+    """The connector's committed source offsets (the LSN it resumes from)."""
+    s = _settings()
+
+    async def go() -> Any:
+        async with _client(s) as c:
+            return await c.offsets(s.connector_name)
+
+    typer.echo(json.dumps(_run(go), indent=2))
+
+
+@relay_app.command("run")
+def relay_run(log_format: LogFormatOpt = LogFormat.human, log_level: LogLevelOpt = "INFO") -> None:
+    """Run the relay daemon until SIGTERM/SIGINT: keep the connector applied and
+    running, watch the slot, delete captured outbox rows, serve /metrics and /healthz."""
+    from relay.daemon import Relay
+    from relay.topics import ensure_topic
+
+    setup_logging(log_format, log_level)
+    s = _settings()
+
+    async def go() -> None:
+        import signal
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await asyncio.to_thread(ensure_topic, s.kafka_bootstrap, s.topic, s.topic_partitions)
+        await Relay(s).run(stop)
+
+    _run(go)
+
+
+@relay_app.command("status")
+def relay_status(as_json: JsonFlag = False) -> None:
+    """One observation: connector health, restarts, slot lag, backlog, heartbeat age."""
+    from relay.daemon import Relay
+    from relay.supervisor import Memory, Policy, decide
+
+    s = _settings()
+
+    async def go() -> dict[str, Any]:
+        relay = Relay(s)
+        try:
+            obs = await relay.observe()
+            _, _, report = decide(relay.desired, obs, Memory(), Policy(), 0.0)
+            relay.report = report
+            out = relay.status_dict()
+            out["connector"] = (
+                obs.status.state if obs.status else ("missing" if obs.reachable else "unreachable")
+            )
+            return out
+        finally:
+            await relay.aclose()
+
+    data = _run(go)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, default=str))
+        return
+    slot = data["slot"] or {}
+    rows = [
+        ["health", data["health"]],
+        ["message", data["message"]],
+        ["connector", data["connector"]],
+        ["slot", f"{slot.get('slot_name', s.slot_name)} active={slot.get('active')}"],
+        ["slot retained", f"{slot.get('retained_bytes', 0)} bytes"],
+        ["slot lag", f"{slot.get('lag_bytes', 0)} bytes"],
+        ["outbox backlog", f"{slot.get('backlog', 0)} rows"],
+        ["heartbeat age", f"{slot.get('heartbeat_age_s')} s"],
+    ]
+    rows += [["problem", d] for d in data["details"]]
+    typer.echo(table(["WHAT", "VALUE"], rows))
+
+
+def doctor(as_json: JsonFlag = False) -> None:
+    """Preflight checks (Postgres, roles, publication, Connect, topic); exit 1 on any failure."""
+    from relay.doctor import run_checks
+
+    checks = _run(lambda: run_checks(_settings()))
+    if as_json:
+        typer.echo(json.dumps([c.__dict__ for c in checks], indent=2))
+    else:
+        for c in checks:
+            mark = (
+                typer.style(" ok ", fg=typer.colors.GREEN)
+                if c.ok
+                else typer.style("FAIL", fg=typer.colors.RED)
+            )
+            typer.echo(f"[{mark}] {c.name}: {c.detail}")
+            if not c.ok and c.fix:
+                typer.echo(f"       fix: {c.fix}")
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)

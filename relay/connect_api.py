@@ -1,0 +1,138 @@
+"""A typed async client for the Kafka Connect REST API (httpx).
+
+Connect's error bodies (``{"error_code": .., "message": ..}``) become
+:class:`ConnectApiError`; no answer at all becomes :class:`ConnectUnreachableError`.
+Tests pass ``transport=httpx.MockTransport(...)`` for pure logic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from relay.errors import ConnectApiError, ConnectorNotFoundError, ConnectUnreachableError
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    id: int
+    state: str
+    worker_id: str | None = None
+    trace: str | None = None
+
+
+@dataclass(frozen=True)
+class ConnectorStatus:
+    name: str
+    state: str  # RUNNING, PAUSED, STOPPED, FAILED, UNASSIGNED, RESTARTING
+    worker_id: str | None
+    tasks: list[TaskStatus] = field(default_factory=list)
+    trace: str | None = None
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ConnectorStatus:
+        c = d.get("connector", {})
+        tasks = [TaskStatus(int(t["id"]), t["state"], t.get("worker_id"), t.get("trace"))
+                 for t in d.get("tasks", [])]  # fmt: skip
+        return cls(d["name"], c.get("state", "UNKNOWN"), c.get("worker_id"), tasks, c.get("trace"))
+
+
+class ConnectClient:
+    def __init__(self, url: str, *, transport: httpx.AsyncBaseTransport | None = None,
+                 timeout: float = 30.0) -> None:  # fmt: skip
+        self.url = url.rstrip("/")
+        self._http = httpx.AsyncClient(base_url=self.url, transport=transport, timeout=timeout)
+
+    async def __aenter__(self) -> ConnectClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, *, connector: str | None = None,
+                       json: Any = None, params: dict[str, str] | None = None) -> Any:  # fmt: skip
+        try:
+            r = await self._http.request(method, path, json=json, params=params)
+        except httpx.TransportError as exc:
+            raise ConnectUnreachableError(self.url, str(exc) or type(exc).__name__) from exc
+        if r.status_code >= 400:
+            try:
+                body = r.json()
+                message = str(body.get("message") or body)
+            except ValueError:
+                message = r.text[:500] or r.reason_phrase
+            if r.status_code == 404 and connector is not None:
+                raise ConnectorNotFoundError(404, message, connector=connector)
+            raise ConnectApiError(r.status_code, message, connector=connector)
+        if r.status_code == 204 or not r.content:
+            return None
+        try:
+            return r.json()
+        except ValueError:
+            return r.text
+
+    async def version(self) -> dict[str, Any]:
+        data: dict[str, Any] = await self._request("GET", "/")
+        return data
+
+    async def connector_plugins(self) -> list[dict[str, Any]]:
+        data: list[dict[str, Any]] = await self._request("GET", "/connector-plugins")
+        return data
+
+    async def connectors(self) -> list[str]:
+        data: list[str] = await self._request("GET", "/connectors")
+        return data
+
+    async def get_config(self, name: str) -> dict[str, str] | None:
+        """The live config, or ``None`` when the connector does not exist."""
+        try:
+            data: dict[str, str] = await self._request(
+                "GET", f"/connectors/{name}/config", connector=name
+            )
+        except ConnectorNotFoundError:
+            return None
+        return data
+
+    async def put_config(self, name: str, config: dict[str, str]) -> dict[str, Any]:
+        """Create or update; Connect validates the config (and the DB connection) first."""
+        data: dict[str, Any] = await self._request("PUT", f"/connectors/{name}/config",
+                                                   connector=name, json=config)  # fmt: skip
+        return data
+
+    async def status(self, name: str) -> ConnectorStatus:
+        return ConnectorStatus.from_json(
+            await self._request("GET", f"/connectors/{name}/status", connector=name)
+        )
+
+    async def restart(
+        self, name: str, *, include_tasks: bool = True, only_failed: bool = True
+    ) -> None:
+        await self._request("POST", f"/connectors/{name}/restart", connector=name,
+                            params={"includeTasks": str(include_tasks).lower(),
+                                    "onlyFailed": str(only_failed).lower()})  # fmt: skip
+
+    async def restart_task(self, name: str, task_id: int) -> None:
+        await self._request("POST", f"/connectors/{name}/tasks/{task_id}/restart", connector=name)
+
+    async def pause(self, name: str) -> None:
+        await self._request("PUT", f"/connectors/{name}/pause", connector=name)
+
+    async def resume(self, name: str) -> None:
+        await self._request("PUT", f"/connectors/{name}/resume", connector=name)
+
+    async def stop(self, name: str) -> None:
+        await self._request("PUT", f"/connectors/{name}/stop", connector=name)
+
+    async def delete(self, name: str) -> None:
+        await self._request("DELETE", f"/connectors/{name}", connector=name)
+
+    async def offsets(self, name: str) -> dict[str, Any]:
+        data: dict[str, Any] = await self._request(
+            "GET", f"/connectors/{name}/offsets", connector=name
+        )
+        return data

@@ -1,0 +1,254 @@
+"""The relay daemon: observe, decide, act; slot health; janitor; metrics.
+
+``Relay.run()`` owns one TaskGroup with the supervision loop, the janitor loop
+and the metrics/health HTTP server. SIGTERM/SIGINT set the stop event; each
+loop finishes its step and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+
+import psycopg
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from relay.connect_api import ConnectClient, ConnectorStatus
+from relay.connector_config import render
+from relay.errors import ConnectApiError, ConnectError, ConnectUnreachableError
+from relay.janitor import Janitor
+from relay.metrics import CONNECTOR_STATES, RelayMetrics
+from relay.settings import RelaySettings
+from relay.slot_health import NO_SLOT_SQL, SLOT_SQL, SlotStats, assess, from_row
+from relay.supervisor import (
+    Create,
+    Health,
+    Memory,
+    Observation,
+    Policy,
+    Reapply,
+    Report,
+    RestartFailed,
+    decide,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Relay:
+    def __init__(self, settings: RelaySettings, *, connect: ConnectClient | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self.s = settings
+        self.desired = render(settings)
+        self.connect = connect or ConnectClient(settings.connect_url)
+        self.clock = clock
+        self.metrics = RelayMetrics()
+        self.policy = Policy(
+            settings.restart_backoff_initial_s,
+            settings.restart_backoff_max_s,
+            settings.max_restarts,
+        )
+        self.memory = Memory()
+        self.report = Report(Health.STARTING, "not yet observed")
+        self.slot: SlotStats | None = None
+        self.janitor = Janitor(settings.slot_name, batch=settings.janitor_batch)
+        self._pg: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+        self.http_port: int | None = None
+        self.ticks = 0
+
+    # -- observation ---------------------------------------------------------
+
+    async def _db(self) -> psycopg.AsyncConnection[tuple[object, ...]]:
+        if self._pg is None or self._pg.closed:
+            self._pg = await psycopg.AsyncConnection.connect(
+                self.s.pg_dsn, autocommit=True, connect_timeout=5
+            )
+        return self._pg
+
+    async def slot_stats(self) -> SlotStats | None:
+        try:
+            db = await self._db()
+            row = await (await db.execute(SLOT_SQL, (self.s.slot_name,))).fetchone()
+            fallback = None if row else await (await db.execute(NO_SLOT_SQL)).fetchone()
+            return from_row(self.s.slot_name, row, fallback)
+        except psycopg.Error as exc:
+            log.warning("cannot read slot health: %s", str(exc).strip())
+            if self._pg is not None:
+                await self._pg.close()
+            self._pg = None
+            return None
+
+    async def observe(self) -> Observation:
+        self.slot = await self.slot_stats()
+        assessment = (assess(self.slot, warn_bytes=self.s.slot_warn_bytes, critical_bytes=self.s.slot_critical_bytes,
+                             heartbeat_warn_s=self.s.heartbeat_warn_s) if self.slot else None)  # fmt: skip
+        name = self.s.connector_name
+        try:
+            live = await self.connect.get_config(name)
+            status: ConnectorStatus | None = None
+            if live is not None:
+                with contextlib.suppress(ConnectApiError):
+                    status = await self.connect.status(name)
+        except ConnectUnreachableError as exc:
+            return Observation(False, slot=assessment, unreachable_reason=exc.reason)
+        return Observation(True, live, status, assessment)
+
+    # -- one step -----------------------------------------------------------
+
+    async def tick(self) -> Report:
+        obs = await self.observe()
+        actions, self.memory, report = decide(
+            self.desired, obs, self.memory, self.policy, self.clock()
+        )
+        for action in actions:
+            try:
+                await self._execute(action)
+            except ConnectError as exc:
+                report = Report(
+                    Health.DEGRADED, f"{type(action).__name__} failed: {exc}", report.details
+                )
+        if report.health != self.report.health or report.message != self.report.message:
+            level = (
+                logging.INFO
+                if report.health in (Health.HEALTHY, Health.STARTING)
+                else logging.WARNING
+            )
+            log.log(level, "%s: %s%s", report.health, report.message,
+                    "".join(f"\n  {d}" for d in report.details))  # fmt: skip
+        self.report = report
+        self._update_metrics(obs)
+        self.ticks += 1
+        return report
+
+    async def _execute(self, action: Create | Reapply | RestartFailed) -> None:
+        name = self.s.connector_name
+        if isinstance(action, Create):
+            log.info("creating connector %s", name)
+            await self.connect.put_config(name, action.config)
+            self.metrics.applies.inc()
+        elif isinstance(action, Reapply):
+            log.warning(
+                "connector %s config drifted (%s); re-applying",
+                name,
+                ", ".join(action.changed_keys),
+            )
+            await self.connect.put_config(name, action.config)
+            self.metrics.applies.inc()
+        else:
+            log.warning("restarting failed parts of %s (tasks %s)", name, action.task_ids)
+            await self.connect.restart(name, include_tasks=True, only_failed=True)
+            self.metrics.restarts.inc()
+
+    def _update_metrics(self, obs: Observation) -> None:
+        m = self.metrics
+        m.connect_up.set(1 if obs.reachable else 0)
+        state = (
+            obs.status.state
+            if obs.status
+            else ("MISSING" if obs.reachable and obs.live_config is None else None)
+        )
+        for s in CONNECTOR_STATES:
+            m.connector_state.labels(s).set(1 if s == state else 0)
+        counts: dict[str, int] = {}
+        for t in obs.status.tasks if obs.status else []:
+            counts[t.state] = counts.get(t.state, 0) + 1
+        for s in CONNECTOR_STATES:
+            m.tasks.labels(s).set(counts.get(s, 0))
+        if self.slot:
+            m.slot_retained.set(self.slot.retained_bytes)
+            m.slot_lag.set(self.slot.lag_bytes)
+            m.slot_active.set(1 if self.slot.active else 0)
+            m.backlog.set(self.slot.backlog)
+            if self.slot.heartbeat_age_s is not None:
+                m.heartbeat_age.set(self.slot.heartbeat_age_s)
+        m.healthy.set(1 if self.report.health is Health.HEALTHY else 0)
+
+    def status_dict(self) -> dict[str, object]:
+        return {"health": self.report.health.value, "message": self.report.message, "details": self.report.details,
+                "restarts": self.memory.total_restarts, "slot": asdict(self.slot) if self.slot else None,
+                "janitor_deleted": self.janitor.deleted_total}  # fmt: skip
+
+    async def aclose(self) -> None:
+        await self.connect.aclose()
+        if self._pg is not None:
+            await self._pg.close()
+            self._pg = None
+
+    # -- loops ----------------------------------------------------------------
+
+    async def _supervise(self, stop: asyncio.Event) -> None:
+        interval = self.s.supervise_interval_s
+        while not stop.is_set():
+            report = await self.tick()
+            # Back off while Connect is unreachable; poll normally otherwise.
+            interval = (
+                min(interval * 2, 60.0)
+                if report.health is Health.UNHEALTHY
+                else self.s.supervise_interval_s
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+
+    async def _janitor(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                n = await self.janitor.tick(await self._db())
+                self.metrics.janitor_deleted.inc(n)
+            except psycopg.Error as exc:
+                log.warning("janitor skipped a round: %s", str(exc).strip())
+                self._pg = None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.s.janitor_interval_s)
+
+    async def _serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), 5)
+            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
+                pass
+            path = line.split()[1].decode() if len(line.split()) > 1 else "/"
+            if path == "/metrics":
+                status, ctype, body = (
+                    "200 OK",
+                    CONTENT_TYPE_LATEST,
+                    generate_latest(self.metrics.registry),
+                )
+            elif path == "/healthz":
+                ok = self.report.health in (
+                    Health.HEALTHY,
+                    Health.PAUSED,
+                    Health.STOPPED,
+                    Health.STARTING,
+                )
+                status = "200 OK" if ok else "503 Service Unavailable"
+                ctype, body = "application/json", json.dumps(self.status_dict()).encode()
+            else:
+                status, ctype, body = "404 Not Found", "text/plain", b"not found\n"
+            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                         "Connection: close\r\n\r\n".encode() + body)  # fmt: skip
+            await writer.drain()
+        except (TimeoutError, ConnectionError, IndexError, UnicodeDecodeError):
+            pass
+        finally:
+            writer.close()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        server = await asyncio.start_server(
+            self._serve_http, self.s.http_host, self.s.relay_http_port
+        )
+        self.http_port = int(server.sockets[0].getsockname()[1])
+        log.info("relay for connector %s; metrics on http://%s:%d/metrics", self.s.connector_name,
+                 self.s.http_host, self.http_port)  # fmt: skip
+        try:
+            async with server, asyncio.TaskGroup() as tg:
+                tg.create_task(self._supervise(stop), name="supervise")
+                if self.s.janitor_enabled:
+                    tg.create_task(self._janitor(stop), name="janitor")
+                await stop.wait()
+        finally:
+            await self.aclose()
+            log.info("relay stopped")

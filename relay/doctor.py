@@ -1,0 +1,154 @@
+"""Preflight checks of everything the pipeline needs; each says ok/fail and the fix."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import psycopg
+
+from relay.connect_api import ConnectClient
+from relay.errors import ConnectError
+from relay.settings import RelaySettings
+
+POSTGRES_CONNECTOR = "io.debezium.connector.postgresql.PostgresConnector"
+EXPECTED_TABLES = {"outbox.teacher_notifications", "outbox.heartbeat"}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def _pg_checks(s: RelaySettings) -> list[Check]:
+    out: list[Check] = []
+    try:
+        conn = psycopg.connect(s.pg_dsn, connect_timeout=5, autocommit=True)
+    except psycopg.Error as exc:
+        return [Check("postgres reachable", False, str(exc).strip().splitlines()[0],
+                      "check OUTBOX_PG_DSN and that Postgres is running")]  # fmt: skip
+    with conn:
+        out.append(Check("postgres reachable", True, s.pg_dsn.split("@")[-1]))
+
+        def show(name: str) -> str:
+            row = conn.execute(f"SHOW {name}").fetchone()
+            return str(row[0]) if row else ""
+
+        wal = show("wal_level")
+        out.append(Check("wal_level=logical", wal == "logical", f"wal_level is {wal}",
+                         "set wal_level = logical in postgresql.conf and restart Postgres"))  # fmt: skip
+        slots = int(show("max_replication_slots"))
+        used_row = conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone()
+        used = int(str(used_row[0])) if used_row else 0
+        mine_row = conn.execute(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (s.slot_name,)
+        ).fetchone()
+        need = used + (0 if mine_row else 1)
+        out.append(Check("max_replication_slots", slots >= need, f"{slots} configured, {used} in use",
+                         f"raise max_replication_slots to at least {need} and restart Postgres"))  # fmt: skip
+        senders = int(show("max_wal_senders"))
+        active_row = conn.execute("SELECT count(*) FROM pg_stat_replication").fetchone()
+        active = int(str(active_row[0])) if active_row else 0
+        out.append(Check("max_wal_senders", senders > active, f"{senders} configured, {active} in use",
+                         f"raise max_wal_senders above {active} and restart Postgres"))  # fmt: skip
+        role = conn.execute("SELECT rolreplication, rolcanlogin FROM pg_roles WHERE rolname = %s",
+                            (s.cdc_user,)).fetchone()  # fmt: skip
+        if role is None:
+            out.append(
+                Check(
+                    f"CDC role {s.cdc_user}",
+                    False,
+                    "role does not exist",
+                    "run `outbox db migrate`",
+                )
+            )
+        else:
+            ok = bool(role[0]) and bool(role[1])
+            out.append(Check(f"CDC role {s.cdc_user}", ok,
+                             f"replication={bool(role[0])} login={bool(role[1])}",
+                             f"ALTER ROLE {s.cdc_user} LOGIN REPLICATION"))  # fmt: skip
+        tables = {f"{r[0]}.{r[1]}" for r in conn.execute(
+            "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s", (s.publication,))}  # fmt: skip
+        pub = conn.execute(
+            "SELECT puballtables FROM pg_publication WHERE pubname = %s", (s.publication,)
+        ).fetchone()
+        if pub is None:
+            out.append(
+                Check(
+                    f"publication {s.publication}",
+                    False,
+                    "does not exist",
+                    "run `outbox db migrate`",
+                )
+            )
+        else:
+            ok = not pub[0] and tables == EXPECTED_TABLES
+            out.append(Check(f"publication {s.publication}", ok,
+                             "covers " + (", ".join(sorted(tables)) or "nothing") + (" (ALL TABLES)" if pub[0] else ""),
+                             "it must cover only outbox.teacher_notifications and outbox.heartbeat: "
+                             f"ALTER PUBLICATION {s.publication} SET TABLE outbox.teacher_notifications, "
+                             "outbox.heartbeat"))  # fmt: skip
+    return out
+
+
+async def _connect_checks(s: RelaySettings) -> list[Check]:
+    async with ConnectClient(s.connect_url, timeout=10) as c:
+        try:
+            plugins = await c.connector_plugins()
+        except ConnectError as exc:
+            return [
+                Check(
+                    "kafka connect reachable",
+                    False,
+                    str(exc),
+                    "start the worker or fix OUTBOX_CONNECT_URL",
+                )
+            ]
+        has = any(p.get("class") == POSTGRES_CONNECTOR for p in plugins)
+        return [
+            Check("kafka connect reachable", True, s.connect_url),
+            Check(
+                "debezium postgres connector",
+                has,
+                "offered" if has else "not among the worker's plugins",
+                "put the Debezium Postgres connector on the worker's plugin.path",
+            ),  # fmt: skip
+        ]
+
+
+def _topic_check(s: RelaySettings) -> Check:
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import KafkaException, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap, "socket.timeout.ms": 5000})
+    try:
+        md = admin.list_topics(timeout=10)
+    except KafkaException as exc:
+        return Check(
+            f"topic {s.topic}", False, f"broker unreachable: {exc}", "check OUTBOX_KAFKA_BOOTSTRAP"
+        )
+    t = md.topics.get(s.topic)
+    if t is not None and t.error is None:
+        return Check(f"topic {s.topic}", True, f"exists with {len(t.partitions)} partitions")
+    fut = admin.create_topics(
+        [NewTopic(s.topic, num_partitions=s.topic_partitions)], validate_only=True
+    )
+    try:
+        fut[s.topic].result(timeout=10)
+    except KafkaException as exc:
+        return Check(f"topic {s.topic}", False, f"missing and cannot be created: {exc}",
+                     "create it with the partition count you want")  # fmt: skip
+    return Check(f"topic {s.topic}", True, f"missing but can be created ({s.topic_partitions} partitions)",
+                 "`outbox connector apply` creates it")  # fmt: skip
+
+
+async def run_checks(s: RelaySettings) -> list[Check]:
+    pg = await asyncio.to_thread(_pg_checks, s) if s.pg_dsn else [
+        Check("postgres reachable", False, "OUTBOX_PG_DSN is not set", 'export it or eval "$(outbox stack env)"')
+    ]  # fmt: skip
+    connect = await _connect_checks(s)
+    topic = await asyncio.to_thread(_topic_check, s)
+    return [*pg, *connect, topic]

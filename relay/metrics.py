@@ -1,0 +1,41 @@
+"""Prometheus metrics of the relay (its own registry)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+CONNECTOR_STATES = ("RUNNING", "PAUSED", "STOPPED", "FAILED", "UNASSIGNED", "RESTARTING", "MISSING")
+
+
+class RelayMetrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.connector_state = Gauge("outbox_relay_connector_state", "1 for the current state",
+                                     ["state"], registry=r)  # fmt: skip
+        self.tasks = Gauge("outbox_relay_tasks", "Tasks by state", ["state"], registry=r)
+        self.restarts = Counter(
+            "outbox_relay_restarts", "Restarts of failed connector/tasks", registry=r
+        )
+        self.applies = Counter(
+            "outbox_relay_config_applies", "Config creates/re-applies", registry=r
+        )
+        self.slot_retained = Gauge(
+            "outbox_relay_slot_retained_bytes", "WAL retained by the slot", registry=r
+        )
+        self.slot_lag = Gauge(
+            "outbox_relay_slot_lag_bytes", "WAL not yet confirmed by the slot", registry=r
+        )
+        self.slot_active = Gauge(
+            "outbox_relay_slot_active", "1 when a client reads the slot", registry=r
+        )
+        self.backlog = Gauge("outbox_relay_outbox_backlog", "Rows in the outbox table", registry=r)
+        self.heartbeat_age = Gauge(
+            "outbox_relay_heartbeat_age_seconds", "Age of the last heartbeat", registry=r
+        )
+        self.janitor_deleted = Counter(
+            "outbox_relay_janitor_deleted", "Outbox rows deleted", registry=r
+        )
+        self.healthy = Gauge("outbox_relay_healthy", "1 when the pipeline is healthy", registry=r)
+        self.connect_up = Gauge(
+            "outbox_relay_connect_reachable", "1 when Connect answers", registry=r
+        )

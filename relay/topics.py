@@ -1,0 +1,38 @@
+"""Make sure the notification topic exists with the wanted partition count."""
+
+from __future__ import annotations
+
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import KafkaError, KafkaException, NewTopic
+
+from relay.errors import RelayError
+
+
+class TopicError(RelayError):
+    def __init__(self, topic: str, reason: str) -> None:
+        super().__init__(topic, reason)
+        self.topic = topic
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"topic {self.topic}: {self.reason}; check OUTBOX_KAFKA_BOOTSTRAP and broker ACLs"
+
+
+def ensure_topic(bootstrap: str, topic: str, partitions: int) -> bool:
+    """Create ``topic`` unless it exists; True when it was created.
+
+    Raises:
+        TopicError: the broker is unreachable or refused.
+    """
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000})
+    try:
+        md = admin.list_topics(timeout=10)
+        if topic in md.topics and md.topics[topic].error is None:
+            return False
+        admin.create_topics([NewTopic(topic, num_partitions=partitions)])[topic].result(timeout=15)
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args else None
+        if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+            return False
+        raise TopicError(topic, str(exc)) from exc
+    return True

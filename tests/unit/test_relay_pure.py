@@ -1,0 +1,130 @@
+"""Pure parts of the relay: config rendering, diff, slot assessment, janitor
+watermarks, and the Connect client's error translation (httpx MockTransport)."""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+
+import httpx
+import pytest
+
+from relay.connect_api import ConnectClient
+from relay.connector_config import diff, masked, render
+from relay.errors import (
+    ConnectApiError,
+    ConnectorNotFoundError,
+    ConnectUnreachableError,
+    SettingsError,
+)
+from relay.janitor import Watermark, parse_lsn, usable
+from relay.settings import RelaySettings
+from relay.slot_health import Level, SlotStats, assess
+
+
+def settings(**kw: object) -> RelaySettings:
+    return RelaySettings(pg_dsn="postgresql://u@db.example:6543/app", **kw)  # type: ignore[arg-type]
+
+
+def test_render_fills_every_placeholder_and_drops_comments() -> None:
+    cfg = render(settings(cdc_password='p"w'))
+    assert cfg["database.hostname"] == "db.example"
+    assert cfg["database.port"] == "6543"
+    assert cfg["database.dbname"] == "app"
+    assert cfg["database.password"] == 'p"w'
+    assert cfg["plugin.name"] == "pgoutput"
+    assert cfg["snapshot.mode"] == "no_data"
+    assert cfg["table.include.list"] == "outbox.teacher_notifications"
+    assert (
+        cfg["transforms.outbox.route.topic.replacement"]
+        == "huleedu.notification.teacher.requested.v1"
+    )
+    assert cfg["transforms.outbox.predicate"] == "isOutboxTable"
+    assert cfg["predicates.isOutboxTable.pattern"] == "outbox\\.outbox\\.teacher_notifications"
+    assert cfg["producer.override.acks"] == "all"
+    assert cfg["tombstones.on.delete"] == "false"
+    assert not any(k.startswith("//") or "${" in v for k, v in cfg.items())
+    assert masked(cfg)["database.password"] == "********"
+
+
+def test_render_overrides_and_errors() -> None:
+    cfg = render(settings(connector_overrides={"poll.interval.ms": None, "x": "1"}))
+    assert "poll.interval.ms" not in cfg and cfg["x"] == "1"
+    with pytest.raises(SettingsError, match="OUTBOX_PG_DSN"):
+        render(RelaySettings(pg_dsn=""))
+    with pytest.raises(SettingsError, match="nope"):
+        render(settings(), template='{"a": "${nope}"}')
+
+
+def test_diff_ignores_name() -> None:
+    assert diff({"a": "1", "name": "n"}, {"a": "1"}) == []
+    assert diff(None, {"a": "1"}) == [("a", None, "1")]
+    assert diff({"a": "1", "b": "2"}, {"a": "3"}) == [("a", "1", "3"), ("b", "2", None)]
+
+
+def test_assess() -> None:
+    ok = SlotStats("s", True, active=True, retained_bytes=10, heartbeat_age_s=1)
+    assert assess(ok, warn_bytes=100, critical_bytes=1000, heartbeat_warn_s=60).level is Level.OK
+    warn = SlotStats("s", True, active=False, retained_bytes=200)
+    a = assess(warn, warn_bytes=100, critical_bytes=1000, heartbeat_warn_s=60)
+    assert a.level is Level.WARN and len(a.problems) == 2
+    crit = SlotStats("s", True, active=True, retained_bytes=2000)
+    assert (
+        assess(crit, warn_bytes=100, critical_bytes=1000, heartbeat_warn_s=60).level
+        is Level.CRITICAL
+    )
+    old = SlotStats("s", True, active=True, heartbeat_age_s=500)
+    assert (
+        "heartbeat"
+        in assess(old, warn_bytes=100, critical_bytes=1000, heartbeat_warn_s=60).problems[0]
+    )
+    assert (
+        assess(SlotStats("s", False), warn_bytes=1, critical_bytes=2, heartbeat_warn_s=1).level
+        is Level.WARN
+    )
+
+
+def test_janitor_watermarks() -> None:
+    assert parse_lsn("0/16B3748") == 0x16B3748
+    assert parse_lsn("1/0") == 1 << 32
+    marks = deque([Watermark(10, 100), Watermark(20, 200), Watermark(30, 300)])
+    assert usable(marks, 50) is None
+    assert usable(marks, 250) == Watermark(20, 200)
+    assert list(marks) == [Watermark(30, 300)]
+
+
+async def test_connect_errors_are_translated() -> None:
+    def handler(req: httpx.Request) -> httpx.Response:
+        if req.url.path.startswith("/connectors/missing/"):
+            return httpx.Response(
+                404, json={"error_code": 404, "message": "Connector missing not found"}
+            )
+        if req.url.path == "/connectors/bad/config":
+            return httpx.Response(
+                400, json={"error_code": 400, "message": "Connector configuration is invalid"}
+            )
+        if req.url.path == "/connectors/x/restart":
+            assert (
+                req.url.params["onlyFailed"] == "true" and req.url.params["includeTasks"] == "true"
+            )
+            return httpx.Response(202, json={"name": "x"})
+        return httpx.Response(500, text="boom")
+
+    async with ConnectClient("http://connect", transport=httpx.MockTransport(handler)) as c:
+        assert await c.get_config("missing") is None
+        with pytest.raises(ConnectorNotFoundError, match="outbox connector apply"):
+            await c.status("missing")
+        with pytest.raises(ConnectApiError) as ei:
+            await c.put_config("bad", {})
+        assert ei.value.status_code == 400 and "invalid" in str(ei.value)
+        await c.restart("x")
+        with pytest.raises(ConnectApiError, match="500"):
+            await c.version()
+
+    def down(req: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused")
+
+    async with ConnectClient("http://connect", transport=httpx.MockTransport(down)) as c:
+        with pytest.raises(ConnectUnreachableError, match="OUTBOX_CONNECT_URL"):
+            await c.version()
+    assert json.dumps({})
