@@ -115,7 +115,7 @@ async def _connect_checks(s: RelaySettings) -> list[Check]:
                 has,
                 "offered" if has else "not among the worker's plugins",
                 "put the Debezium Postgres connector on the worker's plugin.path",
-            ),  # fmt: skip
+            ),
         ]
 
 

@@ -166,7 +166,9 @@ class Store:
                 first = info.get("first-entry")
                 first_pos = _s(first[0]) if first else None
                 trimmed = int(info.get("entries-added", 0)) > int(info.get("length", 0))
-                if trimmed and first_pos and position_key(after) < position_key(first_pos):
+                # "0-0" asks for whatever is retained, which is always "recovered".
+                older = first_pos is not None and position_key(after) < position_key(first_pos)
+                if trimmed and older and after != "0-0":
                     recovered = False
             rows = await self.redis.xrange(key, min=f"({after}", max="+")
         except (RedisError, OSError) as exc:

@@ -315,28 +315,25 @@ teacher_ids = st.lists(st.sampled_from(["t1", "t2", "t3", "t4"]), min_size=1, ma
     recipients=teacher_ids,
     types=st.lists(st.sampled_from(sorted(CATALOG)), min_size=25, max_size=25),
 )
-def test_isolation_property(env: Env, recipients: list[str], types: list[str]) -> None:
+async def test_isolation_property(env: Env, recipients: list[str], types: list[str]) -> None:
+    """Random teachers and notifications: each client gets exactly its own, in order."""
     run = uuid.uuid4().hex[:6]
-
-    async def scenario() -> None:
-        s = env.settings.model_copy(update={"redis_prefix": f"{env.settings.redis_prefix}{run}",
-                                            "group_id": f"{env.settings.group_id}{run}"})  # fmt: skip
-        async with running_router(s) as router:
-            await wait_ready(router.port)
-            teachers = [f"{t}-{run}" for t in ("t1", "t2", "t3", "t4")]
-            clients = {t: await Client.open(router.port, env.token(t)) for t in teachers}
-            sent: dict[str, list[str]] = {t: [] for t in teachers}
-            for i, (r, ty) in enumerate(zip(recipients, types, strict=False)):
-                t = f"{r}-{run}"
-                sent[t].append(env.produce(notification(ty, t, i)))
-            env.flush()
-            for t, c in clients.items():
-                if sent[t]:
-                    await c.collect(len(sent[t]))
-                await c.quiet(0.3)
-                got = [f for f in c.notifications() if not f["pending"]]
-                assert [f["id"] for f in got] == sent[t]
-                assert all(f["notification"]["teacher_id"] == t for f in got)
-                await c.close()
-
-    asyncio.get_event_loop().run_until_complete(scenario()) if False else asyncio.run(scenario())
+    s = env.settings.model_copy(update={"redis_prefix": f"{env.settings.redis_prefix}{run}",
+                                        "group_id": f"{env.settings.group_id}{run}"})  # fmt: skip
+    async with running_router(s) as router:
+        await wait_ready(router.port)
+        teachers = [f"{t}-{run}" for t in ("t1", "t2", "t3", "t4")]
+        clients = {t: await Client.open(router.port, env.token(t)) for t in teachers}
+        sent: dict[str, list[str]] = {t: [] for t in teachers}
+        for i, (r, ty) in enumerate(zip(recipients, types, strict=False)):
+            t = f"{r}-{run}"
+            sent[t].append(env.produce(notification(ty, t, i)))
+        env.flush()
+        for t, c in clients.items():
+            if sent[t]:
+                await c.collect(len(sent[t]))
+            await c.quiet(0.3)
+            got = [f for f in c.notifications() if not f["pending"]]
+            assert [f["id"] for f in got] == sent[t]
+            assert all(f["notification"]["teacher_id"] == t for f in got)
+            await c.close()

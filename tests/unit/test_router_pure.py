@@ -18,10 +18,9 @@ from router.limits import TokenBucket
 from router.session import notification_text
 from router.settings import RouterSettings
 
-NOW = time.time()
-
 
 def test_hs256() -> None:
+    NOW = time.time()
     v = Verifier.from_settings(
         RouterSettings(jwt_secret="s" * 32, jwt_audience="a", jwt_issuer="i")
     )
@@ -41,6 +40,7 @@ def test_hs256() -> None:
 
 
 def test_es256_public_key() -> None:
+    NOW = time.time()
     key = ec.generate_private_key(ec.SECP256R1())
     priv = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption()).decode()  # fmt: skip
