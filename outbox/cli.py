@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from outbox import db_cli, relay_cli, router_cli, stack_cli
+from outbox import db_cli, demo_cli, relay_cli, router_cli, stack_cli
 
 app = typer.Typer(
     name="outbox",
@@ -19,6 +19,7 @@ app.add_typer(router_cli.dlq_app, name="dlq")
 app.add_typer(relay_cli.connector_app, name="connector")
 app.add_typer(relay_cli.relay_app, name="relay")
 app.command()(relay_cli.doctor)
+app.command()(demo_cli.demo)
 app.command()(router_cli.token)
 app.command()(router_cli.tail)
 

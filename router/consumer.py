@@ -42,6 +42,18 @@ def dead_letter_headers(
     return headers
 
 
+def _take_batch(consumer: Consumer, batch_max: int) -> list[Message]:
+    """Wait up to 100 ms for one record, then take what else is already there.
+
+    ``consume(n, timeout)`` alone waits for ``n`` records or the whole timeout,
+    which would add up to the timeout to every quiet-time notification.
+    """
+    first = consumer.consume(1, 0.1)
+    if not first or batch_max == 1:
+        return list(first)
+    return [*first, *consumer.consume(batch_max - 1, 0)]
+
+
 class Ingestor:
     def __init__(self, settings: RouterSettings, *, store: Store, metrics: RouterMetrics) -> None:
         self.s = settings
@@ -79,7 +91,7 @@ class Ingestor:
         log.info("consuming %s as group %s", self.s.topic, self.s.group_id)
         try:
             while not stop.is_set():
-                msgs = await asyncio.to_thread(consumer.consume, self.s.batch_max, 0.1)
+                msgs = await asyncio.to_thread(_take_batch, consumer, self.s.batch_max)
                 if msgs:
                     await self.process(msgs, consumer, producer, stop)
         finally:

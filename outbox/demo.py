@@ -1,0 +1,353 @@
+"""``outbox demo``: the whole pipeline on this machine, end to end.
+
+Starts the embedded stack, migrates, runs the relay and the router as real
+processes, connects one WebSocket client per demo teacher, and plays a scripted
+scenario of the platform's services: each step changes a demo domain table and
+notifies a teacher in the same transaction. Prints what each client receives
+with its commit-to-frame latency, and a summary counted from what the clients
+really got. Everything it started is stopped at the end (or on Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from psycopg.types.json import Jsonb
+from websockets.asyncio.client import ClientConnection, connect
+
+from contracts import CATALOG, build_notification, enqueue
+from relay.migrations import migrate
+from relay.resources import data_dir
+from router.auth import mint
+from stack.manager import StackManager
+from stack.procs import free_port, stop_pid
+from stack.settings import StackSettings
+from stack.state import StackState
+
+TEACHERS = ("ms-lind", "mr-okafor", "ms-rahman")
+CONNECTOR = "outbox-demo"
+DOMAIN_SQL = """
+CREATE SCHEMA IF NOT EXISTS demo;
+CREATE TABLE IF NOT EXISTS demo.activity (
+    id bigserial PRIMARY KEY, service text NOT NULL, teacher_id text NOT NULL,
+    what text NOT NULL, at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+
+@dataclass(frozen=True)
+class Step:
+    service: str
+    teacher: str
+    type: str
+    payload: dict[str, Any]
+    via_sql: bool = True  # notify_teacher() in SQL, else the Python enqueue() API
+    rollback: bool = False
+    deadline_in: timedelta | None = None
+
+
+def scenario() -> list[Step]:
+    """Every catalog type at least once, a rollback, a CRITICAL deadline item."""
+    lind, okafor, rahman = TEACHERS
+    steps = [
+        Step("class_management", lind, "class_created", {"message": "Class 7B English was created.", "class_name": "7B English"}),
+        Step("class_management", lind, "class_roster_updated", {"message": "3 students joined 7B English.", "added": 3}, via_sql=False),
+        Step("file_service", lind, "batch_files_uploaded", {"message": "24 essays uploaded.", "files": 24}),
+        Step("batch_orchestrator", lind, "batch_students_associated", {"message": "Essays matched to students.", "matched": 22}),
+        Step("class_management", lind, "student_matching_confirmation_required",
+             {"message": "Confirm 2 unmatched essays in 7B English.", "unmatched": 2}),
+        Step("batch_orchestrator", lind, "batch_processing_started", {"message": "Processing started.", "essays": 24}, via_sql=False),
+        Step("spellchecker", lind, "batch_spellcheck_completed", {"message": "Spellcheck done.", "corrections": 311}),
+        Step("cj_assessment", lind, "batch_cj_assessment_completed", {"message": "Comparative judgement done."}),
+        Step("result_aggregator", lind, "cj_assessment_results_ready", {"message": "Results for 7B English are ready."}),
+        Step("batch_orchestrator", lind, "batch_processing_completed", {"message": "Batch complete.", "essays": 24}),
+        Step("class_management", okafor, "class_created", {"message": "Class 9C History was created."}),
+        Step("file_service", okafor, "batch_validation_failed", {"message": "2 files are not .docx or .pdf.", "rejected": 2}),
+        Step("file_service", okafor, "batch_file_corrupted", {"message": "essay-17.docx is corrupted; replace it."}, via_sql=False),
+        Step("file_service", okafor, "batch_file_removed", {"message": "essay-17.docx removed."}),
+        Step("batch_orchestrator", okafor, "batch_registration_failed", {"message": "The batch has no prompt; add one and retry."}),
+        Step("batch_orchestrator", okafor, "batch_processing_failed", {"message": "Processing failed at the spellcheck stage."}),
+        Step("class_management", okafor, "student_matching_deadline_approaching",
+             {"message": "Student matching for 9C History closes in 2 hours."}, deadline_in=timedelta(hours=2)),
+        Step("platform", rahman, "system_maintenance_scheduled", {"message": "Maintenance Sunday 02:00-03:00 UTC."}),
+        Step("class_management", rahman, "class_created", {"message": "This class was never created."}, rollback=True),
+        Step("class_management", rahman, "class_roster_updated", {"message": "Roster of 8A Maths updated.", "added": 1}),
+    ]  # fmt: skip
+    assert {s.type for s in steps} >= set(CATALOG), "the demo must cover the catalog"
+    return steps
+
+
+@dataclass
+class Tally:
+    sent: dict[str, float] = field(default_factory=dict)  # event id -> commit time
+    rolled_back: set[str] = field(default_factory=set)
+    received: dict[str, int] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list)
+    wrong_teacher: int = 0
+
+    def summary(self) -> str:
+        got = [e for e in self.sent if e in self.received]
+        lost = len(self.sent) - len(got)
+        dup = sum(c - 1 for e, c in self.received.items() if e in self.sent and c > 1)
+        lat = sorted(self.latencies_ms)
+        p50 = statistics.median(lat) if lat else float("nan")
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
+        return (f"sent {len(self.sent)}, received {len(got)}, lost {lost}, duplicated {dup}, "
+                f"p50 {p50:.0f} ms, p99 {p99:.0f} ms")  # fmt: skip
+
+    @property
+    def clean(self) -> bool:
+        return (all(e in self.received for e in self.sent) and not any(c > 1 for c in self.received.values())
+                and not (self.rolled_back & set(self.received)) and self.wrong_teacher == 0)  # fmt: skip
+
+
+class Processes:
+    """The relay and router processes of the demo, stopped by pid."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        with open(self.log_dir / f"{name}.log", "wb") as log:
+            p = subprocess.Popen([sys.executable, "-m", "outbox.cli", *args], env=env, stdout=log,
+                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        self.procs.append((name, p))
+        return p
+
+    def stop(self) -> None:
+        for _, p in reversed(self.procs):
+            if p.poll() is None:
+                stop_pid(p.pid, expect="outbox.cli", timeout=20)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(5)
+        self.procs.clear()
+
+
+def _print(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+async def _wait_http(
+    url: str, timeout: float, what: str, proc: subprocess.Popen[bytes], log: Path
+) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=2) as http:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what} exited:\n{log.read_text()[-2000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                r = await http.get(url)
+                if r.status_code == 200:
+                    return
+            await asyncio.sleep(0.3)
+    raise RuntimeError(f"{what} not ready after {timeout:.0f} s; see {log}")
+
+
+async def _wait_relay_healthy(
+    url: str, timeout: float, proc: subprocess.Popen[bytes], log: Path
+) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=2) as http:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"relay exited:\n{log.read_text()[-2000:]}")
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                if (await http.get(url)).json().get("health") == "healthy":
+                    return
+            await asyncio.sleep(0.5)
+    raise RuntimeError(f"the relay did not report healthy in {timeout:.0f} s; see {log}")
+
+
+async def _client(port: int, token: str, teacher: str, tally: Tally, ready: asyncio.Event,
+                  quiet: bool) -> None:  # fmt: skip
+    ws: ClientConnection
+    async with connect(f"ws://127.0.0.1:{port}/ws", max_size=2**20) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": token}))
+        async for raw in ws:
+            f = json.loads(raw)
+            if f["type"] == "replay_done":
+                ready.set()
+            if f["type"] != "notification" or f["pending"]:
+                continue
+            now = time.time()
+            eid, n = f["id"], f["notification"]
+            if n["teacher_id"] != teacher:
+                tally.wrong_teacher += 1
+            tally.received[eid] = tally.received.get(eid, 0) + 1
+            committed = tally.sent.get(eid)
+            lat = (now - committed) * 1000 if committed else None
+            if lat is not None and tally.received[eid] == 1:
+                tally.latencies_ms.append(lat)
+            if not quiet:
+                _print(f"{time.strftime('%H:%M:%S')}  {teacher:<10} {n['priority'].upper():<9} "
+                       f"{n['notification_type']:<40} {'' if lat is None else f'{lat:6.1f} ms'}")  # fmt: skip
+
+
+def _commit(conn: psycopg.Connection[Any], step: Step, seq: int) -> str:
+    correlation = f"demo-{seq}-{uuid.uuid4().hex[:6]}"
+    ids = {"batch_id": "batch-42" if step.type.startswith("batch_") else None,
+           "class_id": "class-7b" if step.type.startswith("class_") else None}  # fmt: skip
+    deadline = datetime.now(UTC) + step.deadline_in if step.deadline_in else None
+    with conn.transaction(force_rollback=step.rollback):
+        conn.execute("INSERT INTO demo.activity (service, teacher_id, what) VALUES (%s, %s, %s)",
+                     (step.service, step.teacher, step.type))  # fmt: skip
+        if step.via_sql:
+            row = conn.execute(
+                "SELECT outbox.notify_teacher(%s, %s, %s, %s, %s, %s, %s)",
+                (
+                    step.teacher,
+                    step.type,
+                    Jsonb(step.payload),
+                    correlation,
+                    ids["batch_id"],
+                    ids["class_id"],
+                    deadline,
+                ),
+            ).fetchone()
+            assert row is not None
+            return str(row[0])
+        n = build_notification(
+            step.type,
+            step.teacher,
+            step.payload,
+            correlation,
+            deadline_timestamp=deadline,
+            batch_id=ids["batch_id"],
+            class_id=ids["class_id"],
+        )
+        with conn.cursor() as cur:
+            return str(enqueue(cur, n))
+
+
+def _load_steps(rate: float, duration: float) -> Iterator[Step]:
+    types = [
+        "batch_processing_started",
+        "batch_spellcheck_completed",
+        "batch_files_uploaded",
+        "class_roster_updated",
+    ]
+    for i in range(int(rate * duration)):
+        yield Step("load", TEACHERS[i % len(TEACHERS)], types[i % len(types)], {"message": f"load {i}", "i": i},
+                   via_sql=i % 2 == 0)  # fmt: skip
+
+
+@dataclass
+class DemoOptions:
+    serve: bool = False
+    rate: float = 0.0
+    duration: float = 0.0
+    step_delay_s: float = 0.15
+    state_dir: Path | None = None
+    quiet: bool = False
+    router_port: int | None = None
+
+
+async def run_demo(opts: DemoOptions) -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="outbox-demo-"))
+    tmp.chmod(0o755)
+    state_dir = opts.state_dir or tmp / "stack"
+    manager = StackManager(StackSettings(), state_dir=state_dir)
+    procs = Processes(tmp)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        _print("starting the embedded stack (Postgres, Redis, broker, Kafka Connect + Debezium)...")
+        stack: StackState = await asyncio.to_thread(manager.up)
+        await asyncio.to_thread(migrate, stack.pg_dsn, data_dir("sql"))
+        with psycopg.connect(stack.pg_dsn, autocommit=True) as conn:
+            conn.execute(DOMAIN_SQL)
+        secret = uuid.uuid4().hex + uuid.uuid4().hex
+        router_port = opts.router_port or free_port()
+        relay_port = free_port()
+        env = {**os.environ, **stack.env(), "OUTBOX_JWT_SECRET": secret, "OUTBOX_ROUTER_PORT": str(router_port),
+               "OUTBOX_RELAY_HTTP_PORT": str(relay_port), "OUTBOX_CONNECTOR_NAME": CONNECTOR,
+               "OUTBOX_SUPERVISE_INTERVAL_S": "1", "OUTBOX_HEARTBEAT_INTERVAL_MS": "1000",
+               "OUTBOX_KAFKA_SESSION_TIMEOUT_MS": "6000", "OUTBOX_KAFKA_MAX_POLL_INTERVAL_MS": "10000"}  # fmt: skip
+        _print(
+            "starting the relay (applies and supervises the Debezium connector) and the router..."
+        )
+        relay = procs.start("relay", ["relay", "run"], env)
+        router = procs.start("router", ["router", "run"], env)
+        await _wait_relay_healthy(
+            f"http://127.0.0.1:{relay_port}/healthz", 120, relay, tmp / "relay.log"
+        )
+        await _wait_http(
+            f"http://127.0.0.1:{router_port}/readyz", 60, "router", router, tmp / "router.log"
+        )
+        tokens = {t: mint(secret, t, 8 * 3600, now=time.time()) for t in TEACHERS}
+        tally = Tally()
+        readies = {t: asyncio.Event() for t in TEACHERS}
+        async with asyncio.TaskGroup() as tg:
+            clients = [tg.create_task(_client(router_port, tokens[t], t, tally, readies[t], opts.quiet))
+                       for t in TEACHERS]  # fmt: skip
+            for ev in readies.values():
+                await asyncio.wait_for(ev.wait(), 20)
+            _print(f"\n{'time':<9} {'teacher':<10} {'priority':<9} {'type':<40} commit->frame")
+            with psycopg.connect(stack.pg_dsn, autocommit=True) as conn:
+                for i, step in enumerate(scenario()):
+                    if stop.is_set():
+                        break
+                    eid = await asyncio.to_thread(_commit, conn, step, i)
+                    if step.rollback:
+                        tally.rolled_back.add(eid)
+                        _print(f"{time.strftime('%H:%M:%S')}  {step.teacher:<10} (rolled back: {step.type} "
+                               "must never arrive)")  # fmt: skip
+                    else:
+                        tally.sent[eid] = time.time()
+                    await asyncio.sleep(opts.step_delay_s)
+                if opts.rate > 0 and opts.duration > 0 and not stop.is_set():
+                    _print(f"\nload: {opts.rate:.0f} notifications/s for {opts.duration:.0f} s ...")
+                    start = time.monotonic()
+                    for i, step in enumerate(_load_steps(opts.rate, opts.duration)):
+                        if stop.is_set():
+                            break
+                        due = start + i / opts.rate
+                        if (wait := due - time.monotonic()) > 0:
+                            await asyncio.sleep(wait)
+                        eid = await asyncio.to_thread(_commit, conn, step, 1000 + i)
+                        tally.sent[eid] = time.time()
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not all(e in tally.received for e in tally.sent):
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1.0)  # a rolled-back or duplicate frame would show up now
+            _print("\n" + tally.summary())
+            if tally.rolled_back & set(tally.received):
+                _print("ERROR: a rolled-back notification was delivered")
+            if tally.wrong_teacher:
+                _print(f"ERROR: {tally.wrong_teacher} frames reached the wrong teacher")
+            _print(f"\ninbox page: http://127.0.0.1:{router_port}/?token={tokens[TEACHERS[0]]}")
+            _print(f"            (other teachers: {', '.join(TEACHERS[1:])}; mint with OUTBOX_JWT_SECRET={secret} "
+                   "outbox token --teacher NAME)")  # fmt: skip
+            if opts.serve and not stop.is_set():
+                _print("serving until Ctrl-C ...")
+                await stop.wait()
+            for c in clients:
+                c.cancel()
+        return 0 if tally.clean else 1
+    finally:
+        _print("stopping everything the demo started ...")
+        procs.stop()
+        await asyncio.to_thread(manager.down)
+        shutil.rmtree(tmp, ignore_errors=True)
