@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 import sys
 import time
@@ -47,6 +48,8 @@ def run(log_format: LogFormatOpt = LogFormat.human, log_level: LogLevelOpt = "IN
     from router.app import Router
 
     setup_logging(log_format, log_level)
+    # websockets logs every plain HTTP answer (/healthz, /metrics) as "rejected".
+    logging.getLogger("websockets.server").setLevel(logging.WARNING)
     settings = _settings()
 
     async def main() -> None:

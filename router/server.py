@@ -332,7 +332,7 @@ class WebSocketServer:
             session.offer(item)
         done = ReplayDoneFrame(recovered=replay.recovered, replayed=replayed,
                                pending=len(pending),
-                               position=session.sync.position or replay.head)  # fmt: skip
+                               position=session.sync.position or replay.head or "0-0")  # fmt: skip
         session.offer((done.model_dump_json(), None))
 
 

@@ -195,8 +195,8 @@ class StackManager:
         _wait("broker", lambda: _broker_ready(url), proc, log_path, timeout=30)
         return comp
 
-    def _spawn_connect(self, bootstrap: str) -> tuple[Component, subprocess.Popen[bytes]]:
-        port = procs.free_port()
+    def _spawn_connect(self, bootstrap: str, port: int | None = None) -> tuple[Component, subprocess.Popen[bytes]]:
+        port = port or procs.free_port()
         cfg_dir = data_dir("connect-config")
         worker = Template((cfg_dir / "worker.properties").read_text()).substitute(
             bootstrap=bootstrap, group_id="outbox-stack-connect", rest_port=port
@@ -355,6 +355,18 @@ class StackManager:
         )
         for f in fut.values():
             f.result(timeout=10)
+
+    def restart_connect(self, state: StackState) -> StackState:
+        """Start the Connect worker again on its port (after a crash or kill -9)
+        and wait until it is ready; the state file gets the new pid."""
+        old = state.component("connect")
+        procs.stop_pid(old.pid, expect=old.expect, sig=signal.SIGKILL, timeout=5)
+        comp, proc = self._spawn_connect(state.kafka_bootstrap, port=old.port)
+        _wait("connect", lambda: self._connect_ready(comp.url), proc, Path(comp.log), timeout=180)
+        state.components = [comp if c.name == "connect" else c for c in state.components]
+        state.save()
+        self._started.clear()
+        return state
 
     def start_postgres(self) -> Component:
         """Start only a Postgres (for tests of other settings, e.g. wal_level=replica)."""

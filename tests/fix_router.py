@@ -181,7 +181,10 @@ class Client:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(f"frame not received; last frames: {self.frames[-3:]}")
-            raw = await asyncio.wait_for(self.ws.recv(), left)
+            try:
+                raw = await asyncio.wait_for(self.ws.recv(), left)
+            except TimeoutError:
+                raise AssertionError(f"frame not received in {timeout} s; last frames: {self.frames[-3:]}") from None
             f = json.loads(raw)
             self.frames.append(f)
             if pred(f):

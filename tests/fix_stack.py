@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -72,8 +73,19 @@ class Database:
                     "WHERE slot_name = %s AND active_pid IS NOT NULL",
                     (slot,),
                 )
-                with contextlib.suppress(psycopg.Error):
-                    conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+                for _ in range(100):  # the walsender may take a moment to exit
+                    try:
+                        conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+                        break
+                    except psycopg.errors.ObjectInUse:
+                        conn.execute(
+                            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                            "WHERE slot_name = %s AND active_pid IS NOT NULL",
+                            (slot,),
+                        )
+                        time.sleep(0.1)
+                    except psycopg.Error:
+                        break
             conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
