@@ -142,40 +142,60 @@ class Processes:
         self.procs.clear()
 
 
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-2000:]
+
+
+def _workdir() -> Path:
+    tmp = Path(tempfile.mkdtemp(prefix="outbox-demo-"))
+    tmp.chmod(0o755)  # the unprivileged Postgres user must reach its data dir
+    return tmp
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-2000:]
+
+
+def _workdir() -> Path:
+    tmp = Path(tempfile.mkdtemp(prefix="outbox-demo-"))
+    tmp.chmod(0o755)  # the unprivileged Postgres user must reach its data dir
+    return tmp
+
+
 def _print(line: str) -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
 
 
 async def _wait_http(
-    url: str, timeout: float, what: str, proc: subprocess.Popen[bytes], log: Path
+    url: str, limit_s: float, what: str, proc: subprocess.Popen[bytes], log: Path
 ) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + limit_s
     async with httpx.AsyncClient(timeout=2) as http:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"{what} exited:\n{log.read_text()[-2000:]}")
+                raise RuntimeError(f"{what} exited:\n{_tail(log)}")
             with contextlib.suppress(httpx.HTTPError):
                 r = await http.get(url)
                 if r.status_code == 200:
                     return
             await asyncio.sleep(0.3)
-    raise RuntimeError(f"{what} not ready after {timeout:.0f} s; see {log}")
+    raise RuntimeError(f"{what} not ready after {limit_s:.0f} s; see {log}")
 
 
 async def _wait_relay_healthy(
-    url: str, timeout: float, proc: subprocess.Popen[bytes], log: Path
+    url: str, limit_s: float, proc: subprocess.Popen[bytes], log: Path
 ) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + limit_s
     async with httpx.AsyncClient(timeout=2) as http:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"relay exited:\n{log.read_text()[-2000:]}")
+                raise RuntimeError(f"relay exited:\n{_tail(log)}")
             with contextlib.suppress(httpx.HTTPError, ValueError):
                 if (await http.get(url)).json().get("health") == "healthy":
                     return
             await asyncio.sleep(0.5)
-    raise RuntimeError(f"the relay did not report healthy in {timeout:.0f} s; see {log}")
+    raise RuntimeError(f"the relay did not report healthy in {limit_s:.0f} s; see {log}")
 
 
 async def _client(port: int, token: str, teacher: str, tally: Tally, ready: asyncio.Event,
@@ -201,6 +221,16 @@ async def _client(port: int, token: str, teacher: str, tally: Tally, ready: asyn
             if not quiet:
                 _print(f"{time.strftime('%H:%M:%S')}  {teacher:<10} {n['priority'].upper():<9} "
                        f"{n['notification_type']:<40} {'' if lat is None else f'{lat:6.1f} ms'}")  # fmt: skip
+
+
+async def _all_received(tally: Tally) -> None:
+    while not all(e in tally.received for e in tally.sent):  # noqa: ASYNC110 - polls a plain dict
+        await asyncio.sleep(0.05)
+
+
+async def _all_received(tally: Tally) -> None:
+    while not all(e in tally.received for e in tally.sent):  # noqa: ASYNC110 - polls a plain dict
+        await asyncio.sleep(0.05)
 
 
 def _commit(conn: psycopg.Connection[Any], step: Step, seq: int) -> str:
@@ -263,8 +293,7 @@ class DemoOptions:
 
 
 async def run_demo(opts: DemoOptions) -> int:
-    tmp = Path(tempfile.mkdtemp(prefix="outbox-demo-"))
-    tmp.chmod(0o755)
+    tmp = _workdir()
     state_dir = opts.state_dir or tmp / "stack"
     manager = StackManager(StackSettings(), state_dir=state_dir)
     procs = Processes(tmp)
@@ -328,9 +357,8 @@ async def run_demo(opts: DemoOptions) -> int:
                             await asyncio.sleep(wait)
                         eid = await asyncio.to_thread(_commit, conn, step, 1000 + i)
                         tally.sent[eid] = time.time()
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and not all(e in tally.received for e in tally.sent):
-                await asyncio.sleep(0.1)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_all_received(tally), 20)
             await asyncio.sleep(1.0)  # a rolled-back or duplicate frame would show up now
             _print("\n" + tally.summary())
             if tally.rolled_back & set(tally.received):

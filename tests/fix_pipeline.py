@@ -18,11 +18,19 @@ from contracts.catalog import DeadlineRule, requires_batch_id, requires_class_id
 from relay.settings import RelaySettings
 from router.settings import RouterSettings
 from stack.state import StackState
-from tests.fix_kafka import ConnectorHandle, create_topic, delete_connector, relay_settings_for, start_connector
+from tests.fix_kafka import (
+    ConnectorHandle,
+    create_topic,
+    delete_connector,
+    relay_settings_for,
+    start_connector,
+)
 from tests.fix_router import RouterProcess, router_settings, start_router_process
 from tests.fix_stack import Database
 
-DOMAIN_SQL = "CREATE TABLE IF NOT EXISTS classes (id text PRIMARY KEY, teacher_id text NOT NULL, name text)"
+DOMAIN_SQL = (
+    "CREATE TABLE IF NOT EXISTS classes (id text PRIMARY KEY, teacher_id text NOT NULL, name text)"
+)
 
 
 @dataclass
@@ -37,7 +45,9 @@ class Pipeline:
 
     def restart_router(self) -> RouterProcess:
         self.router.stop()
-        self.router = start_router_process(self.router_settings, self.log_dir, port=self.router.port)
+        self.router = start_router_process(
+            self.router_settings, self.log_dir, port=self.router.port
+        )
         return self.router
 
     def service_commit(self, conn: psycopg.Connection[Any], teacher: str, t: str, i: int,

@@ -184,7 +184,9 @@ class Client:
             try:
                 raw = await asyncio.wait_for(self.ws.recv(), left)
             except TimeoutError:
-                raise AssertionError(f"frame not received in {timeout} s; last frames: {self.frames[-3:]}") from None
+                raise AssertionError(
+                    f"frame not received in {timeout} s; last frames: {self.frames[-3:]}"
+                ) from None
             f = json.loads(raw)
             self.frames.append(f)
             if pred(f):

@@ -7,11 +7,10 @@ in a temp dir and stopped at the end.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import time
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path

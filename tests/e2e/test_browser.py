@@ -22,9 +22,13 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("OUTBOX_TEST_ARTIFACTS", ".artifacts"))
 
 
-async def test_inbox_shows_acknowledges_and_survives_reload(pipeline: Pipeline, tmp_path: Path) -> None:
+async def test_inbox_shows_acknowledges_and_survives_reload(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
     if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is missing: `apt-get install chromium` (make test installs it)")
+        pytest.fail(
+            "Debian's chromium is missing: `apt-get install chromium` (make test installs it)"
+        )
     await wait_ready(pipeline.router.port, 60)
     teacher = "browser-teacher"
     token = mint(SECRET, teacher, 3600, now=time.time())
@@ -46,14 +50,22 @@ async def test_inbox_shows_acknowledges_and_survives_reload(pipeline: Pipeline, 
             await expect(second.locator("#conn")).to_have_class("conn conn-online", timeout=15000)
             with psycopg.connect(pipeline.db.dsn, autocommit=True) as conn:
                 critical = await asyncio.to_thread(
-                    pipeline.service_commit, conn, teacher, "student_matching_confirmation_required", 1
+                    pipeline.service_commit,
+                    conn,
+                    teacher,
+                    "student_matching_confirmation_required",
+                    1,
                 )
-                info = await asyncio.to_thread(pipeline.service_commit, conn, teacher, "batch_processing_completed", 2)
+                info = await asyncio.to_thread(
+                    pipeline.service_commit, conn, teacher, "batch_processing_completed", 2
+                )
             t0 = time.monotonic()
             pinned = page.locator(f'#pinned li[data-id="{critical}"]')
             await expect(pinned).to_be_visible(timeout=5000)
             seen_after = time.monotonic() - t0
-            await expect(page.locator(f'section[data-category="batch_progress"] li[data-id="{info}"]')).to_be_visible()
+            await expect(
+                page.locator(f'section[data-category="batch_progress"] li[data-id="{info}"]')
+            ).to_be_visible()
             await expect(pinned.locator(".deadline")).to_contain_text("left")
             await expect(pinned.locator(".badge")).to_have_text("CRITICAL")
             await expect(page.locator("#announcer, #announcer-urgent")).not_to_have_count(0)
@@ -61,8 +73,12 @@ async def test_inbox_shows_acknowledges_and_survives_reload(pipeline: Pipeline, 
             # acknowledge by keyboard
             await pinned.locator("button.ack").focus()
             await page.keyboard.press("Enter")
-            await expect(page.locator(f'#pinned li[data-id="{critical}"]')).to_have_count(0, timeout=5000)
-            await expect(second.locator(f'#pinned li[data-id="{critical}"]')).to_have_count(0, timeout=5000)
+            await expect(page.locator(f'#pinned li[data-id="{critical}"]')).to_have_count(
+                0, timeout=5000
+            )
+            await expect(second.locator(f'#pinned li[data-id="{critical}"]')).to_have_count(
+                0, timeout=5000
+            )
             await page.reload()
             await expect(page.locator("#conn")).to_have_class("conn conn-online", timeout=15000)
             item = page.locator(f'li[data-id="{critical}"]')

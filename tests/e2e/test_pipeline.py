@@ -12,11 +12,11 @@ import psycopg
 import pytest
 
 from contracts import CATALOG, TeacherNotificationRequestedV1
+from router.auth import mint
 from stack.manager import StackManager
 from stack.settings import StackSettings
 from tests.fix_pipeline import Pipeline
 from tests.fix_router import SECRET, Client, wait_ready
-from router.auth import mint
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +34,9 @@ async def test_every_type_reaches_its_teacher_intact_and_nobody_else(pipeline: P
     with psycopg.connect(pipeline.db.dsn, autocommit=True) as conn:
         for i, t in enumerate(sorted(CATALOG)):
             eid = await asyncio.to_thread(pipeline.service_commit, conn, "e2e-alice", t, i)
-            row = conn.execute("SELECT payload FROM outbox.teacher_notifications WHERE id = %s", (eid,)).fetchone()
+            row = conn.execute(
+                "SELECT payload FROM outbox.teacher_notifications WHERE id = %s", (eid,)
+            ).fetchone()
             assert row is not None
             sent[eid] = row[0]
     frames = await mine.collect(len(sent), timeout=60)
@@ -44,7 +46,9 @@ async def test_every_type_reaches_its_teacher_intact_and_nobody_else(pipeline: P
     assert set(got) == set(sent)
     for eid, stored in sent.items():
         n = got[eid]["notification"]
-        assert TeacherNotificationRequestedV1.model_validate(n) == TeacherNotificationRequestedV1.model_validate(stored)
+        assert TeacherNotificationRequestedV1.model_validate(
+            n
+        ) == TeacherNotificationRequestedV1.model_validate(stored)
         assert n["payload"] == {"i": n["payload"]["i"], "text": n["payload"]["text"],
                                 "nested": {"ok": True, "list": [1, 2]}}  # fmt: skip
     await mine.close()
@@ -55,8 +59,12 @@ async def test_rolled_back_notification_never_arrives(pipeline: Pipeline) -> Non
     await wait_ready(pipeline.router.port, 60)
     c = await Client.open(pipeline.router.port, tok("e2e-carol"))
     with psycopg.connect(pipeline.db.dsn, autocommit=True) as conn:
-        rolled = await asyncio.to_thread(pipeline.service_commit, conn, "e2e-carol", "class_created", 1, rollback=True)
-        kept = await asyncio.to_thread(pipeline.service_commit, conn, "e2e-carol", "class_created", 2)
+        rolled = await asyncio.to_thread(
+            pipeline.service_commit, conn, "e2e-carol", "class_created", 1, rollback=True
+        )
+        kept = await asyncio.to_thread(
+            pipeline.service_commit, conn, "e2e-carol", "class_created", 2
+        )
     await c.collect(1, timeout=30)
     await c.quiet(2.0)
     assert [f["id"] for f in c.notifications()] == [kept]
@@ -108,7 +116,9 @@ async def test_kill9_connect_mid_burst_every_notification_exactly_once(pipeline:
         os.kill(connect_pid, signal.SIGKILL)
 
     order = await _burst(pipeline, teachers, 1500, midway=kill)
-    manager = StackManager(StackSettings(), state_dir=__import__("pathlib").Path(pipeline.stack.state_dir))
+    manager = StackManager(
+        StackSettings(), state_dir=__import__("pathlib").Path(pipeline.stack.state_dir)
+    )
     await asyncio.to_thread(manager.restart_connect, pipeline.stack)
     for t, c in clients.items():
         await c.collect(len(order[t]), timeout=120)
@@ -137,9 +147,11 @@ async def test_kill9_router_mid_burst_resumed_clients_get_each_once(pipeline: Pi
         except AssertionError:
             after = [f["id"] for f in resumed[t].notifications()]
             missing = [e for e in order[t] if e not in before + after]
-            raise AssertionError(f"{t}: before={len(before)} after={len(after)} want={len(order[t])} "
-                                 f"missing={missing[:3]} frames={resumed[t].frames[:2]} "
-                                 f"log={pipeline.router.log.read_text()[-1500:]}") from None
+            raise AssertionError(
+                f"{t}: before={len(before)} after={len(after)} want={len(order[t])} "
+                f"missing={missing[:3]} frames={resumed[t].frames[:2]} "
+                f"log={pipeline.router.log.read_text()[-1500:]}"
+            ) from None
         await resumed[t].quiet(0.3)
         after = [f["id"] for f in resumed[t].notifications()]
         assert before + after == order[t], t
