@@ -152,16 +152,6 @@ def _workdir() -> Path:
     return tmp
 
 
-def _tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-2000:]
-
-
-def _workdir() -> Path:
-    tmp = Path(tempfile.mkdtemp(prefix="outbox-demo-"))
-    tmp.chmod(0o755)  # the unprivileged Postgres user must reach its data dir
-    return tmp
-
-
 def _print(line: str) -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
@@ -221,11 +211,6 @@ async def _client(port: int, token: str, teacher: str, tally: Tally, ready: asyn
             if not quiet:
                 _print(f"{time.strftime('%H:%M:%S')}  {teacher:<10} {n['priority'].upper():<9} "
                        f"{n['notification_type']:<40} {'' if lat is None else f'{lat:6.1f} ms'}")  # fmt: skip
-
-
-async def _all_received(tally: Tally) -> None:
-    while not all(e in tally.received for e in tally.sent):  # noqa: ASYNC110 - polls a plain dict
-        await asyncio.sleep(0.05)
 
 
 async def _all_received(tally: Tally) -> None:

@@ -195,7 +195,9 @@ class StackManager:
         _wait("broker", lambda: _broker_ready(url), proc, log_path, timeout=30)
         return comp
 
-    def _spawn_connect(self, bootstrap: str, port: int | None = None) -> tuple[Component, subprocess.Popen[bytes]]:
+    def _spawn_connect(
+        self, bootstrap: str, port: int | None = None
+    ) -> tuple[Component, subprocess.Popen[bytes]]:
         port = port or procs.free_port()
         cfg_dir = data_dir("connect-config")
         worker = Template((cfg_dir / "worker.properties").read_text()).substitute(
