@@ -65,7 +65,7 @@ class AckFrame(_Frame):
 
 
 ClientFrame = Annotated[AuthFrame | ResumeFrame | AckFrame, Field(discriminator="type")]
-client_frame_adapter: TypeAdapter[AuthFrame | ResumeFrame | AckFrame] = TypeAdapter(ClientFrame)  # type: ignore[arg-type]
+client_frame_adapter: TypeAdapter[AuthFrame | ResumeFrame | AckFrame] = TypeAdapter(ClientFrame)  # type: ignore[arg-type, unused-ignore]
 
 
 # -- server to client ------------------------------------------------------
@@ -116,4 +116,4 @@ ServerFrame = Annotated[
 ]
 server_frame_adapter: TypeAdapter[
     WelcomeFrame | NotificationFrame | ReplayDoneFrame | AckedFrame | ErrorFrame
-] = TypeAdapter(ServerFrame)  # type: ignore[arg-type]
+] = TypeAdapter(ServerFrame)  # type: ignore[arg-type, unused-ignore]

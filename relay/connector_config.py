@@ -7,6 +7,7 @@ with ``//`` are comments in the template and are dropped.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from string import Template
 from typing import Any
 
@@ -18,8 +19,17 @@ SECRET_KEYS = frozenset({"database.password"})
 MASK = "********"
 
 
-def load_template() -> str:
-    return (data_dir("connect-config") / "connector.json").read_text()
+def load_template(path: Path | None = None) -> str:
+    """The template text.
+
+    Raises:
+        SettingsError: ``path`` cannot be read.
+    """
+    target = path or data_dir("connect-config") / "connector.json"
+    try:
+        return target.read_text()
+    except OSError as exc:
+        raise SettingsError("connector_template", f"cannot read {target}: {exc.strerror}") from exc
 
 
 def render(settings: RelaySettings, template: str | None = None) -> dict[str, str]:
@@ -45,7 +55,7 @@ def render(settings: RelaySettings, template: str | None = None) -> dict[str, st
         "poll_interval_ms": str(settings.poll_interval_ms),
         "topic": settings.topic,
     }
-    text = template if template is not None else load_template()
+    text = template if template is not None else load_template(settings.connector_template)
     try:
         # Values are JSON-escaped so a password with quotes cannot break the document.
         escaped = {k: json.dumps(v)[1:-1] for k, v in values.items()}

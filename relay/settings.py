@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -36,6 +37,8 @@ class RelaySettings(BaseSettings):
     publication: str = "outbox_publication"
     heartbeat_interval_ms: int = Field(default=5000, ge=100)
     poll_interval_ms: int = Field(default=5, ge=1)
+    # The connector template; default: connect-config/connector.json of this install.
+    connector_template: Path | None = None
     # Extra connector keys (JSON object); a null value removes a key.
     connector_overrides: dict[str, str | None] = Field(default_factory=dict)
 

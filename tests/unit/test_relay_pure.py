@@ -4,6 +4,7 @@ watermarks, and the Connect client's error translation (httpx MockTransport)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from collections import deque
 
 import httpx
@@ -128,3 +129,11 @@ async def test_connect_errors_are_translated() -> None:
         with pytest.raises(ConnectUnreachableError, match="OUTBOX_CONNECT_URL"):
             await c.version()
     assert json.dumps({})
+
+
+def test_render_from_a_mounted_template(tmp_path: Path) -> None:
+    t = tmp_path / "connector.json"
+    t.write_text('{"//": "c", "slot.name": "${slot_name}", "x": "y"}')
+    assert render(settings(connector_template=t)) == {"slot.name": "outbox_notifications", "x": "y"}
+    with pytest.raises(SettingsError, match="cannot read"):
+        render(settings(connector_template=tmp_path / "missing.json"))

@@ -1,0 +1,126 @@
+"""compose.yaml, the Dockerfile and .env.example: what can be checked without an engine."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from relay.settings import RelaySettings
+from router.settings import RouterSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.fail(
+            "docker-compose is missing: `apt-get install docker-compose` (make test installs it)"
+        )
+    d = tmp_path_factory.mktemp("compose")
+    for name in ("compose.yaml", "Dockerfile"):
+        shutil.copy(ROOT / name, d / name)
+    shutil.copytree(ROOT / "connect-config", d / "connect-config")
+    shutil.copy(ROOT / ".env.example", d / ".env")
+    subprocess.run(
+        [exe, "-f", "compose.yaml", "config", "-q"],
+        cwd=d,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    out = subprocess.run([exe, "-f", "compose.yaml", "config"], cwd=d, check=True, capture_output=True,
+                         text=True, timeout=60)  # fmt: skip
+    data: dict[str, Any] = yaml.safe_load(out.stdout)
+    return data
+
+
+def test_services_present(rendered: dict[str, Any]) -> None:
+    assert set(rendered["services"]) >= {
+        "postgres",
+        "kafka",
+        "connect",
+        "redis",
+        "relay",
+        "router-1",
+        "router-2",
+    }
+
+
+def test_every_image_is_pinned(rendered: dict[str, Any]) -> None:
+    for name, svc in rendered["services"].items():
+        image = svc["image"]
+        assert ":" in image and not image.endswith(":latest"), (name, image)
+    assert "apache/kafka:3.9.0" in {s["image"] for s in rendered["services"].values()}
+    assert "quay.io/debezium/connect:3.0.7.Final" in {
+        s["image"] for s in rendered["services"].values()
+    }
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("FROM "):
+            assert ":" in line.split()[1] and "latest" not in line
+
+
+def test_environment_names_match_the_settings(rendered: dict[str, Any]) -> None:
+    known = {
+        f"OUTBOX_{n.upper()}" for n in (*RouterSettings.model_fields, *RelaySettings.model_fields)
+    }
+    names: set[str] = set()
+    for svc in rendered["services"].values():
+        env = svc.get("environment") or {}
+        names |= {k for k in env if k.startswith("OUTBOX_")}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if line.startswith("OUTBOX_"):
+            names.add(line.split("=", 1)[0])
+    assert names, "no OUTBOX_ settings found"
+    assert names - known == set()
+
+
+def test_postgres_has_what_doctor_checks(rendered: dict[str, Any]) -> None:
+    cmd = rendered["services"]["postgres"]["command"]
+    text = " ".join(cmd) if isinstance(cmd, list) else cmd
+    assert (
+        "wal_level=logical" in text
+        and "max_replication_slots" in text
+        and "max_wal_senders" in text
+    )
+
+
+def test_connect_worker_settings_equal_connect_config(rendered: dict[str, Any]) -> None:
+    props = {}
+    for line in (ROOT / "connect-config" / "worker.properties").read_text().splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            k, v = line.split("=", 1)
+            props[k] = v
+    env = rendered["services"]["connect"]["environment"]
+    checked = 0
+    for k, v in env.items():
+        if k.startswith("CONNECT_"):
+            key = k[len("CONNECT_") :].lower().replace("_", ".")
+            assert props.get(key) == str(v), key
+            checked += 1
+    fixed = {k: v for k, v in props.items() if "${" not in v and not k.startswith(("config.storage", "offset.storage",
+             "status.storage", "plugin.", "rest.", "listeners"))}  # fmt: skip
+    missing = {k for k in fixed if f"CONNECT_{k.upper().replace('.', '_')}" not in env}
+    assert missing == set()
+    assert checked >= 8
+
+
+def test_relay_mounts_the_connector_template(rendered: dict[str, Any]) -> None:
+    relay = rendered["services"]["relay"]
+    target = relay["environment"]["OUTBOX_CONNECTOR_TEMPLATE"]
+    vols = relay["volumes"]
+    found = [v for v in vols if (v["target"] if isinstance(v, dict) else v.split(":")[1]) == target]
+    assert found
+    src = found[0]["source"] if isinstance(found[0], dict) else found[0].split(":")[0]
+    assert src.endswith("connect-config/connector.json")
+
+
+def test_dockerfile_is_non_root_with_healthcheck() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert "USER 10001" in text and "HEALTHCHECK" in text
