@@ -4,8 +4,8 @@ watermarks, and the Connect client's error translation (httpx MockTransport)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from collections import deque
+from pathlib import Path
 
 import httpx
 import pytest
