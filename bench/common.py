@@ -1,0 +1,106 @@
+"""Shared helpers of the benchmarks: machine info, statistics, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from stack.manager import StackManager
+from stack.settings import StackSettings
+from stack.state import StackState, load
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    def ver(pkg: str) -> str:
+        try:
+            from importlib.metadata import version
+
+            return version(pkg)
+        except Exception:
+            return "?"
+
+    mem = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal"):
+                mem = int(line.split()[1]) // 1024
+    cpu = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpus": os.cpu_count(), "cpu": cpu, "mem_mib": mem, "python": sys.version.split()[0],
+        "platform": platform.platform(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": {p: ver(p) for p in ("websockets", "confluent-kafka", "redis", "psycopg", "pydantic")},
+        "stack": {"postgres": "15", "kafka_connect": "3.9.0", "debezium": "3.0.7.Final", "broker": "tansu 0.6.0"},
+    }  # fmt: skip
+
+
+def pct(values: Sequence[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))
+    return s[k]
+
+
+def summary(values: Sequence[float]) -> dict[str, float]:
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "runs": len(values),
+    }
+
+
+def write_result(name: str, data: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **data}, indent=2))
+    return path
+
+
+@contextmanager
+def bench_stack() -> Iterator[StackState]:
+    """A running stack: the one in $OUTBOX_BENCH_STACK_DIR, or a fresh one stopped at the end."""
+    reuse = os.environ.get("OUTBOX_BENCH_STACK_DIR")
+    if reuse:
+        yield load(Path(reuse))
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="outbox-bench-"))
+    tmp.chmod(0o755)
+    mgr = StackManager(StackSettings(), state_dir=tmp / "stack")
+    try:
+        yield mgr.up()
+    finally:
+        mgr.down()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def python_proc(
+    args: list[str], env: dict[str, str] | None = None, **kw: Any
+) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, *args], env=env, text=True, **kw)

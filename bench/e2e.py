@@ -1,0 +1,234 @@
+"""End to end: commit in Postgres to frame received by WebSocket clients, through
+the real embedded pipeline, with our tuned connector and with Debezium's defaults,
+measured side by side in one run.
+
+    python -m bench.e2e [--rates 100,1000,5000] [--duration 30] [--runs 3]
+                        [--teachers 50] [--conns 4] [--warmup 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from bench.common import bench_stack, pct, python_proc, summary, write_result
+from relay.connector_config import render
+from relay.migrations import migrate
+from relay.resources import data_dir
+from relay.settings import RelaySettings
+from relay.topics import ensure_topic
+from stack.procs import free_port, stop_pid
+from stack.state import StackState
+
+SECRET = "bench-secret-0123456789abcdef0123456789"
+# What a user gets without our tuning: Debezium's default poll interval and
+# producer batching.
+DEFAULTS = {"poll.interval.ms": None, "producer.override.linger.ms": None}
+
+
+def _db(stack: StackState) -> str:
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    admin = stack.pg_dsn.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    dsn = stack.pg_dsn.rsplit("/", 1)[0] + f"/{name}"
+    migrate(dsn, data_dir("sql"))
+    return dsn
+
+
+def _drop_db(stack: StackState, dsn: str, slot: str) -> None:
+    admin = stack.pg_dsn.rsplit("/", 1)[0] + "/postgres"
+    name = dsn.rsplit("/", 1)[1]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        for _ in range(100):
+            try:
+                conn.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                             "WHERE slot_name = %s AND active_pid IS NOT NULL", (slot,))  # fmt: skip
+                conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                             "WHERE slot_name = %s", (slot,))  # fmt: skip
+                break
+            except psycopg.errors.ObjectInUse:
+                time.sleep(0.1)
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class Pipeline:
+    """One connector config + one router + clients, for a series of rates."""
+
+    def __init__(self, stack: StackState, label: str, overrides: dict[str, str | None], args: argparse.Namespace,
+                 workdir: Path) -> None:  # fmt: skip
+        self.stack, self.label, self.args, self.workdir = stack, label, args, workdir
+        u = uuid.uuid4().hex[:8]
+        self.dsn = _db(stack)
+        self.relay = RelaySettings(pg_dsn=self.dsn, connect_url=stack.connect_url, kafka_bootstrap=stack.kafka_bootstrap,
+                                   topic=f"bench.{u}", connector_name=f"bench-{label}-{u}", topic_prefix=f"b{u}",
+                                   slot_name=f"bench_{u}", heartbeat_interval_ms=1000,
+                                   connector_overrides=overrides)  # fmt: skip
+        self.prefix = f"{label}-{u}"
+        self.router: subprocess.Popen[str] | None = None
+        self.clients: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        ensure_topic(self.stack.kafka_bootstrap, self.relay.topic, 6)
+        r = httpx.put(f"{self.stack.connect_url}/connectors/{self.relay.connector_name}/config",
+                      json=render(self.relay), timeout=60)  # fmt: skip
+        r.raise_for_status()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            st = httpx.get(
+                f"{self.stack.connect_url}/connectors/{self.relay.connector_name}/status"
+            ).json()
+            if st.get("tasks") and all(t["state"] == "RUNNING" for t in st["tasks"]):
+                break
+            time.sleep(0.5)
+        self.port = free_port()
+        env = {**os.environ, **self.stack.env(), "OUTBOX_TOPIC": self.relay.topic, "OUTBOX_JWT_SECRET": SECRET,
+               "OUTBOX_ROUTER_PORT": str(self.port), "OUTBOX_GROUP_ID": f"router-{self.prefix}",
+               "OUTBOX_REDIS_PREFIX": f"b{self.prefix}", "OUTBOX_KAFKA_SESSION_TIMEOUT_MS": "6000",
+               "OUTBOX_KAFKA_MAX_POLL_INTERVAL_MS": "10000", "OUTBOX_SEND_QUEUE_MAX": "100000",
+               "OUTBOX_MAX_CONNECTIONS_PER_TEACHER": "100"}  # fmt: skip
+        log = open(self.workdir / f"router-{self.label}.log", "w")  # noqa: SIM115 - closed with the process
+        self.router = python_proc(["-m", "outbox.cli", "router", "run", "--log-level", "WARNING"], env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        else:
+            raise RuntimeError(f"router not ready; see {log.name}")
+
+    def run_rate(self, rate: float) -> dict[str, Any]:
+        a = self.args
+        recv = self.workdir / f"recv-{self.label}-{rate}.jsonl"
+        sent = self.workdir / f"sent-{self.label}-{rate}.jsonl"
+        run_prefix = f"{self.prefix}-{int(rate)}-{uuid.uuid4().hex[:4]}"
+        clients = python_proc(["-m", "bench.clients", f"ws://127.0.0.1:{self.port}/ws", SECRET, str(a.teachers),
+                               str(a.conns), str(recv), "--prefix", run_prefix], stdout=subprocess.PIPE)  # fmt: skip
+        assert clients.stdout is not None
+        line = clients.stdout.readline()
+        if "ready" not in line:
+            raise RuntimeError(f"clients failed: {line}")
+        writer = python_proc(["-m", "bench.load_writer", self.dsn, str(rate), str(a.duration), str(a.teachers),
+                              str(sent), "--prefix", run_prefix], stdout=subprocess.PIPE)  # fmt: skip
+        wout, _ = writer.communicate(timeout=a.duration * 4 + 60)
+        info = json.loads(wout.strip().splitlines()[-1])
+        # drain: wait until the frame count stops growing
+        time.sleep(3)
+        clients.send_signal(signal.SIGTERM)
+        clients.communicate(timeout=120)
+        return analyse(sent, recv, a.conns, a.warmup, info)
+
+    def stop(self) -> None:
+        if self.router and self.router.poll() is None:
+            stop_pid(self.router.pid, expect="router", timeout=20)
+        httpx.delete(f"{self.stack.connect_url}/connectors/{self.relay.connector_name}", timeout=30)
+        _drop_db(self.stack, self.dsn, self.relay.slot_name)
+
+
+def analyse(
+    sent_path: Path, recv_path: Path, conns: int, warmup: float, info: dict[str, Any]
+) -> dict[str, Any]:
+    sent: dict[str, tuple[str, float]] = {}
+    with open(sent_path) as f:
+        for line in f:
+            eid, teacher, t = json.loads(line)
+            sent[eid] = (teacher, t)
+    t0 = min((t for _, t in sent.values()), default=0.0) + warmup
+    seen: dict[tuple[int, str], int] = {}
+    lat: list[float] = []
+    with open(recv_path) as f:
+        for line in f:
+            teacher, cid, eid, t = json.loads(line)
+            key = (cid, eid)
+            seen[key] = seen.get(key, 0) + 1
+            if eid in sent and seen[key] == 1 and sent[eid][1] >= t0:
+                lat.append((t - sent[eid][1]) * 1000)
+    expected = len(sent) * conns
+    got = sum(1 for (c, e) in seen if e in sent)
+    dups = sum(n - 1 for n in seen.values() if n > 1)
+    return {"offered_rate": info.get("achieved_rate"), "sent": len(sent), "frames_expected": expected,
+            "frames_received": got, "lost": expected - got, "duplicates": dups,
+            "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95), "p99_ms": pct(lat, 99), "max_ms": max(lat, default=float("nan"))}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rates", default="100,1000,5000")
+    ap.add_argument("--duration", type=float, default=30)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--teachers", type=int, default=50)
+    ap.add_argument("--conns", type=int, default=4)
+    ap.add_argument("--warmup", type=float, default=5)
+    ap.add_argument("--configs", default="tuned,default")
+    args = ap.parse_args()
+    rates = [float(r) for r in args.rates.split(",")]
+    workdir = Path(tempfile.mkdtemp(prefix="outbox-bench-e2e-"))
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    with bench_stack() as stack:
+        pipes = {}
+        try:
+            for label in args.configs.split(","):
+                p = Pipeline(stack, label, {} if label == "tuned" else DEFAULTS, args, workdir)
+                pipes[label] = p
+                p.start()
+            for run in range(args.runs):
+                for rate in rates:
+                    for label, p in pipes.items():  # side by side, same process of measurement
+                        r = p.run_rate(rate)
+                        results.setdefault(label, {}).setdefault(str(int(rate)), []).append(r)
+                        print(f"run {run + 1} {label:<8} {rate:>6.0f}/s  p50 {r['p50_ms']:7.1f}  p99 {r['p99_ms']:7.1f}"
+                              f"  max {r['max_ms']:7.1f} ms  lost {r['lost']} dup {r['duplicates']}"
+                              f"  (achieved {r['offered_rate']:.0f}/s)", flush=True)  # fmt: skip
+        finally:
+            for p in pipes.values():
+                p.stop()
+    agg: dict[str, Any] = {}
+    for label, by_rate in results.items():
+        agg[label] = {rate: {k: summary([r[k] for r in runs]) for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms",
+                             "offered_rate")} | {"lost": sum(r["lost"] for r in runs),
+                                                 "duplicates": sum(r["duplicates"] for r in runs)}
+                      for rate, runs in by_rate.items()}  # fmt: skip
+    ratios = {}
+    if "tuned" in agg and "default" in agg:
+        for rate in agg["tuned"]:
+            ratios[rate] = (
+                agg["default"][rate]["p50_ms"]["median"] / agg["tuned"][rate]["p50_ms"]["median"]
+            )
+    sustained = [int(r) for r, v in agg.get("tuned", {}).items() if v["p99_ms"]["median"] < 100 and v["lost"] == 0
+                 and v["duplicates"] == 0]  # fmt: skip
+    out = {"settings": vars(args), "results": agg, "raw": results, "p50_ratio_default_over_tuned": ratios,
+           "highest_rate_p99_under_100ms": max(sustained, default=None)}  # fmt: skip
+    path = write_result("e2e", out)
+    print(
+        json.dumps(
+            {
+                "p50_ratio_default_over_tuned": ratios,
+                "highest_rate_p99_under_100ms": out["highest_rate_p99_under_100ms"],
+            }
+        )
+    )
+    print(f"wrote {path}")
+    import shutil
+
+    shutil.rmtree(workdir, ignore_errors=True)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
