@@ -1,0 +1,202 @@
+"""Router alone: topic to frames, against a bare `websockets` broadcast loop fed
+the same messages in the same run; RSS per idle connection at 10,000 connections.
+
+    python -m bench.router [--messages 100000] [--teachers 1000] [--runs 3] [--idle 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from confluent_kafka import Producer
+
+from bench.common import bench_stack, python_proc, rss_kib, summary, write_result
+from contracts import build_notification
+from relay.topics import ensure_topic
+from stack.procs import free_port, stop_pid
+from stack.state import StackState
+
+SECRET = "bench-secret-0123456789abcdef0123456789"
+
+
+def produce(bootstrap: str, topic: str, n: int, teachers: int, prefix: str) -> float:
+    """Produce ``n`` notifications as fast as the broker takes them; returns seconds."""
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "batch.num.messages": 10000,
+                  "queue.buffering.max.messages": 2_000_000})  # fmt: skip
+    bodies = {}
+    t0 = time.monotonic()
+    for i in range(n):
+        teacher = f"{prefix}-{i % teachers}"
+        if teacher not in bodies:
+            bodies[teacher] = build_notification("batch_processing_started", teacher, {"essays": 30}, "bench",
+                                                 batch_id="b-1").to_json().encode()  # fmt: skip
+        hdrs = [
+            ("id", uuid.uuid4().hex.encode()),
+            ("created_at", datetime.now(UTC).isoformat().encode()),
+        ]
+        while True:
+            try:
+                p.produce(topic, key=teacher.encode(), value=bodies[teacher], headers=hdrs)
+                break
+            except BufferError:
+                p.poll(0.05)
+        if i % 10000 == 0:
+            p.poll(0)
+    p.flush(60)
+    return time.monotonic() - t0
+
+
+def start_server(
+    kind: str, stack: StackState, topic: str, port: int, workdir: Path, group: str
+) -> subprocess.Popen[str]:
+    log = open(workdir / f"{kind}-{port}.log", "w")  # noqa: SIM115 - closed with the process
+    if kind == "router":
+        env = {**os.environ, **stack.env(), "OUTBOX_TOPIC": topic, "OUTBOX_JWT_SECRET": SECRET,
+               "OUTBOX_ROUTER_PORT": str(port), "OUTBOX_GROUP_ID": group, "OUTBOX_REDIS_PREFIX": f"b{group}",
+               "OUTBOX_KAFKA_SESSION_TIMEOUT_MS": "6000", "OUTBOX_KAFKA_MAX_POLL_INTERVAL_MS": "10000",
+               "OUTBOX_SEND_QUEUE_MAX": "1000000", "OUTBOX_MAX_CONNECTIONS_PER_TEACHER": "1000",
+               "OUTBOX_PING_INTERVAL_S": "600"}  # fmt: skip
+        proc = python_proc(["-m", "outbox.cli", "router", "run", "--log-level", "WARNING"], env=env, stdout=log,
+                           stderr=subprocess.STDOUT)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    return proc
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError("router not ready")
+    proc = python_proc(["-m", "bench.bare_broadcast", stack.kafka_bootstrap, topic, group, str(port)],
+                       stdout=subprocess.PIPE, stderr=log)  # fmt: skip
+    assert proc.stdout is not None
+    assert "ready" in proc.stdout.readline()
+    time.sleep(6)  # its consumer joins the group
+    return proc
+
+
+def stop_server(proc: subprocess.Popen[str], kind: str) -> None:
+    if proc.poll() is None:
+        stop_pid(proc.pid, expect="router" if kind == "router" else "bare_broadcast", timeout=20)
+
+
+def throughput_run(
+    stack: StackState, kind: str, args: argparse.Namespace, workdir: Path
+) -> dict[str, Any]:
+    u = uuid.uuid4().hex[:8]
+    topic = f"bench.router.{u}"
+    ensure_topic(stack.kafka_bootstrap, topic, 6)
+    port = free_port()
+    server = start_server(kind, stack, topic, port, workdir, f"g{u}")
+    recv = workdir / f"recv-{kind}-{u}.jsonl"
+    prefix = f"rt{u}"
+    clients = python_proc(["-m", "bench.clients", f"ws://127.0.0.1:{port}/ws", SECRET, str(args.teachers), "1",
+                           str(recv), "--prefix", prefix], stdout=subprocess.PIPE)  # fmt: skip
+    try:
+        assert clients.stdout is not None
+        assert "ready" in clients.stdout.readline()
+        produce_s = produce(stack.kafka_bootstrap, topic, args.messages, args.teachers, prefix)
+        # wait until all frames are in (or a timeout)
+        deadline = time.monotonic() + 300
+        last = -1
+        while time.monotonic() < deadline:
+            time.sleep(2)
+            size = recv.stat().st_size if recv.exists() else 0
+            if size == last:
+                break
+            last = size
+        time.sleep(2)
+        peak_rss = rss_kib(server.pid)
+        clients.send_signal(signal.SIGTERM)
+        clients.communicate(timeout=300)
+    finally:
+        if clients.poll() is None:
+            clients.kill()
+        stop_server(server, kind)
+    times = []
+    with open(recv) as f:
+        for line in f:
+            times.append(json.loads(line)[3])
+    n = len(times)
+    dur = (max(times) - min(times)) if n > 1 else float("nan")
+    return {"kind": kind, "frames": n, "expected": args.messages, "seconds": dur, "frames_per_s": n / dur if dur else 0,
+            "produce_s": produce_s, "server_rss_mib": peak_rss / 1024}  # fmt: skip
+
+
+def idle_rss(stack: StackState, kind: str, conns: int, workdir: Path) -> dict[str, Any]:
+    u = uuid.uuid4().hex[:8]
+    topic = f"bench.idle.{u}"
+    ensure_topic(stack.kafka_bootstrap, topic, 6)
+    port = free_port()
+    server = start_server(kind, stack, topic, port, workdir, f"i{u}")
+    try:
+        time.sleep(2)
+        before = rss_kib(server.pid)
+        clients = python_proc(["-m", "bench.clients", f"ws://127.0.0.1:{port}/ws", SECRET, str(conns), "1",
+                               str(workdir / "idle.jsonl"), "--prefix", f"idle{u}"], stdout=subprocess.PIPE)  # fmt: skip
+        assert clients.stdout is not None
+        ok = "ready" in clients.stdout.readline()
+        time.sleep(3)
+        after = rss_kib(server.pid)
+        clients.send_signal(signal.SIGTERM)
+        clients.communicate(timeout=300)
+    finally:
+        stop_server(server, kind)
+    return {"kind": kind, "connections": conns, "all_connected": ok, "rss_before_mib": before / 1024,
+            "rss_after_mib": after / 1024, "kib_per_connection": (after - before) / conns}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--messages", type=int, default=100_000)
+    ap.add_argument("--teachers", type=int, default=1000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--idle", type=int, default=10_000)
+    args = ap.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="outbox-bench-router-"))
+    runs: dict[str, list[dict[str, Any]]] = {"router": [], "bare": []}
+    idle: list[dict[str, Any]] = []
+    with bench_stack() as stack:
+        for r in range(args.runs):
+            for kind in ("router", "bare") if r % 2 == 0 else ("bare", "router"):
+                res = throughput_run(stack, kind, args, workdir)
+                runs[kind].append(res)
+                print(f"run {r + 1} {kind:<7} {res['frames']}/{res['expected']} frames in {res['seconds']:.2f} s = "
+                      f"{res['frames_per_s']:,.0f}/s  (rss {res['server_rss_mib']:.0f} MiB)", flush=True)  # fmt: skip
+        if args.idle:
+            for kind in ("router", "bare"):
+                res = idle_rss(stack, kind, args.idle, workdir)
+                idle.append(res)
+                print(f"idle {kind:<7} {res['connections']} connections: {res['rss_before_mib']:.0f} -> "
+                      f"{res['rss_after_mib']:.0f} MiB ({res['kib_per_connection']:.1f} KiB/conn)", flush=True)  # fmt: skip
+    ratio = [
+        a["frames_per_s"] / b["frames_per_s"]
+        for a, b in zip(runs["router"], runs["bare"], strict=True)
+    ]
+    out = {"settings": vars(args), "runs": runs, "idle": idle,
+           "router_frames_per_s": summary([x["frames_per_s"] for x in runs["router"]]),
+           "bare_frames_per_s": summary([x["frames_per_s"] for x in runs["bare"]]),
+           "throughput_ratio_router_over_bare": summary(ratio)}  # fmt: skip
+    path = write_result("router", out)
+    print(
+        f"router/bare throughput ratio: median {out['throughput_ratio_router_over_bare']['median']:.2f}"
+    )
+    print(f"wrote {path}")
+    import shutil
+
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
