@@ -2,7 +2,8 @@
 
     python -m bench.clients URL SECRET TEACHERS CONNS_PER_TEACHER OUT [--prefix P]
 
-Prints "ready" when every connection has finished its sync; on SIGTERM writes
+Prints "ready" when every connection has finished its sync, then "count N"
+(frames so far) twice a second; on SIGTERM writes
 ``OUT`` (JSON lines: teacher, connection, event id, receive time, created_at)
 and exits.
 """
@@ -81,7 +82,15 @@ async def main() -> None:
             cid += 1
     await asyncio.wait_for(asyncio.gather(*(e.wait() for e in readies)), 600)
     print("ready", flush=True)
+
+    async def progress() -> None:
+        while True:
+            print(f"count {len(frames)}", flush=True)
+            await asyncio.sleep(0.5)
+
+    reporter = asyncio.create_task(progress())
     await stop.wait()
+    reporter.cancel()
     for t in tasks:
         t.cancel()
     await asyncio.to_thread(_dump, out, frames)

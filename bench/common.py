@@ -104,3 +104,26 @@ def python_proc(
     args: list[str], env: dict[str, str] | None = None, **kw: Any
 ) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, *args], env=env, text=True, **kw)
+
+
+def wait_for_count(
+    stdout: Any, expected: int, *, idle_s: float = 5.0, limit_s: float = 300.0
+) -> int:
+    """Read a clients process' "count N" lines until N reaches ``expected`` or
+    stops growing for ``idle_s``."""
+    last, last_change = -1, time.monotonic()
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        line = stdout.readline()
+        if not line:
+            break
+        if not line.startswith("count "):
+            continue
+        n = int(line.split()[1])
+        if n >= expected:
+            return n
+        if n != last:
+            last, last_change = n, time.monotonic()
+        elif time.monotonic() - last_change > idle_s:
+            break
+    return last

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from bench.common import bench_stack, pct, python_proc, summary, write_result
+from bench.common import bench_stack, pct, python_proc, summary, wait_for_count, write_result
 from relay.connector_config import render
 from relay.migrations import migrate
 from relay.resources import data_dir
@@ -128,8 +128,7 @@ class Pipeline:
                               str(sent), "--prefix", run_prefix], stdout=subprocess.PIPE)  # fmt: skip
         wout, _ = writer.communicate(timeout=a.duration * 4 + 60)
         info = json.loads(wout.strip().splitlines()[-1])
-        # drain: wait until the frame count stops growing
-        time.sleep(3)
+        wait_for_count(clients.stdout, info["sent"] * a.conns, idle_s=3)
         clients.send_signal(signal.SIGTERM)
         clients.communicate(timeout=120)
         return analyse(sent, recv, a.conns, a.warmup, info)

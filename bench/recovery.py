@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import bench_stack, python_proc, summary, write_result
+from bench.common import bench_stack, python_proc, summary, wait_for_count, write_result
 from bench.e2e import SECRET, Pipeline
 from stack.manager import StackManager
 from stack.settings import StackSettings
@@ -53,7 +53,7 @@ def one_run(
     restart.start()
     writer.communicate(timeout=args.duration * 4 + 120)
     restart.join(300)
-    time.sleep(10)
+    wait_for_count(clients.stdout, 10**9, idle_s=5, limit_s=60)
     dups = dedup_count(p.port) - dup0
     clients.send_signal(signal.SIGTERM)
     clients.communicate(timeout=120)

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 from confluent_kafka import Producer
 
-from bench.common import bench_stack, python_proc, rss_kib, summary, write_result
+from bench.common import bench_stack, python_proc, rss_kib, summary, wait_for_count, write_result
 from contracts import build_notification
 from relay.topics import ensure_topic
 from stack.procs import free_port, stop_pid
@@ -107,16 +107,7 @@ def throughput_run(
         assert clients.stdout is not None
         assert "ready" in clients.stdout.readline()
         produce_s = produce(stack.kafka_bootstrap, topic, args.messages, args.teachers, prefix)
-        # wait until all frames are in (or a timeout)
-        deadline = time.monotonic() + 300
-        last = -1
-        while time.monotonic() < deadline:
-            time.sleep(2)
-            size = recv.stat().st_size if recv.exists() else 0
-            if size == last:
-                break
-            last = size
-        time.sleep(2)
+        wait_for_count(clients.stdout, args.messages)
         peak_rss = rss_kib(server.pid)
         clients.send_signal(signal.SIGTERM)
         clients.communicate(timeout=300)

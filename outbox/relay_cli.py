@@ -157,8 +157,12 @@ def offsets() -> None:
 
 @relay_app.command("run")
 def relay_run(log_format: LogFormatOpt = LogFormat.human, log_level: LogLevelOpt = "INFO") -> None:
-    """Run the relay daemon until SIGTERM/SIGINT: keep the connector applied and
-    running, watch the slot, delete captured outbox rows, serve /metrics and /healthz."""
+    """Run the relay daemon until SIGTERM/SIGINT.
+
+    Keeps the connector applied and running, watches the replication slot,
+    deletes captured outbox rows, and serves /metrics and /healthz on
+    OUTBOX_RELAY_HTTP_PORT.
+    """
     from relay.daemon import Relay
     from relay.topics import ensure_topic
 

@@ -192,9 +192,12 @@ def dlq_replay(
         bool, typer.Option("--dry-run", help="Only show what would be sent.")
     ] = False,
 ) -> None:
-    """Re-publish dead letters to the notification topic (after fixing their cause,
-    e.g. adding a type to the catalog). Records that are still invalid go back to
-    the dead-letter topic when the router reads them again."""
+    """Re-publish dead letters to the notification topic.
+
+    Run it after fixing their cause (for example adding a type to the catalog).
+    Records that are still invalid go back to the dead-letter topic when the
+    router reads them again; duplicates are dropped by the router.
+    """
     from router.dlq import read_dead_letters, republish
 
     s = _settings()

@@ -24,26 +24,26 @@ class FanoutMessage:
     event_id: str
     position: str | None = None
     created_at: str | None = None
-    notification: dict[str, Any] | None = None
+    notification: str | None = None  # the notification's JSON text, untouched
 
 
 def parse_fanout(raw: bytes | str) -> FanoutMessage:
-    """Parse a channel message.
+    """Parse a channel message: a JSON header array, then (for a notification) a
+    newline and the notification JSON, which is passed on without parsing.
 
     Raises:
         ValueError: not a fan-out message of ours.
     """
-    d = json.loads(raw)
-    if not isinstance(d, dict) or d.get("k") not in ("n", "a"):
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    head, _, body = text.partition("\n")
+    h = json.loads(head)
+    if not isinstance(h, list) or not h or h[0] not in ("n", "a"):
         raise ValueError("not a fan-out message")
-    return FanoutMessage(
-        kind=d["k"],
-        teacher_id=str(d["t"]),
-        event_id=str(d["id"]),
-        position=d.get("p"),
-        created_at=d.get("c") or None,
-        notification=d.get("n"),
-    )
+    if h[0] == "a":
+        return FanoutMessage("a", str(h[1]), str(h[2]))
+    if len(h) != 5 or not body:
+        raise ValueError("malformed notification message")
+    return FanoutMessage("n", str(h[1]), str(h[2]), str(h[3]), str(h[4]) or None, body)
 
 
 @dataclass

@@ -21,13 +21,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from contracts.protocol import position_key
 from router.decode import Routable
 from router.errors import StoreUnavailableError
 
-_INGEST = """
+_INGEST = r"""
 local p = ARGV[1]
 local seen_ttl = tonumber(ARGV[2])
 local maxlen = ARGV[3]
@@ -54,9 +55,10 @@ while i <= #ARGV do
       redis.call('HSET', p .. ':pending:' .. teacher, eid, item)
       redis.call('EXPIRE', p .. ':pending:' .. teacher, hist_ttl)
     end
+    -- A small JSON header line, then the notification JSON as is (compact JSON
+    -- never holds a raw newline): receivers route without parsing the body.
     redis.call('PUBLISH', p .. ':fanout',
-      '{"k":"n","t":' .. cjson.encode(teacher) .. ',"id":' .. cjson.encode(eid) ..
-      ',"p":"' .. pos .. '","c":' .. cjson.encode(created) .. ',"n":' .. n .. '}')
+      cjson.encode({'n', teacher, eid, pos, created}) .. '\n' .. n)
     table.insert(out, pos)
   end
 end
@@ -66,11 +68,15 @@ return out
 _ACK = """
 local removed = redis.call('HDEL', KEYS[1], ARGV[1])
 if removed == 1 then
-  redis.call('PUBLISH', KEYS[2],
-    '{"k":"a","t":' .. cjson.encode(ARGV[2]) .. ',"id":' .. cjson.encode(ARGV[1]) .. '}')
+  redis.call('PUBLISH', KEYS[2], cjson.encode({'a', ARGV[2], ARGV[1]}))
 end
 return removed
 """
+
+
+# Only these mean "Redis is not there"; any other Redis error (a script bug, a
+# wrong key type) is a defect and is raised as it is.
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 @dataclass(frozen=True)
@@ -130,7 +136,7 @@ class Store:
     async def ping(self) -> bool:
         try:
             return bool(await self.redis.ping())
-        except (RedisError, OSError):
+        except _UNAVAILABLE:
             return False
 
     async def ingest(self, batch: Sequence[Routable]) -> list[str | None]:
@@ -144,7 +150,7 @@ class Store:
                      "1" if r.action_required else "0", r.priority_rank, r.deadline or ""]  # fmt: skip
         try:
             result = await self._ingest(args=args)
-        except (RedisError, OSError) as exc:
+        except _UNAVAILABLE as exc:
             raise StoreUnavailableError(str(exc)) from exc
         return [(_s(x) or None) for x in result]
 
@@ -171,7 +177,7 @@ class Store:
                 if trimmed and older and after != "0-0":
                     recovered = False
             rows = await self.redis.xrange(key, min=f"({after}", max="+")
-        except (RedisError, OSError) as exc:
+        except _UNAVAILABLE as exc:
             raise StoreUnavailableError(str(exc)) from exc
         entries = []
         for pos, fields in rows:
@@ -186,7 +192,7 @@ class Store:
         key = self.pending_key(teacher_id)
         try:
             raw: dict[bytes, bytes] = await self.redis.hgetall(key)  # type: ignore[misc]
-        except (RedisError, OSError) as exc:
+        except _UNAVAILABLE as exc:
             raise StoreUnavailableError(str(exc)) from exc
         items: list[PendingItem] = []
         expired: list[str] = []
@@ -203,7 +209,7 @@ class Store:
         if expired:
             try:
                 await self.redis.hdel(key, *expired)  # type: ignore[misc]
-            except (RedisError, OSError) as exc:
+            except _UNAVAILABLE as exc:
                 raise StoreUnavailableError(str(exc)) from exc
         items.sort(key=lambda it: (-it.rank, position_key(it.position)))
         return items[:limit]
@@ -213,6 +219,6 @@ class Store:
         try:
             n = await self._ack(keys=[self.pending_key(teacher_id), self.channel],
                                 args=[event_id, teacher_id])  # fmt: skip
-        except (RedisError, OSError) as exc:
+        except _UNAVAILABLE as exc:
             raise StoreUnavailableError(str(exc)) from exc
         return bool(n)

@@ -24,10 +24,12 @@ def test_registry_isolates_teachers() -> None:
 
 
 def test_parse_fanout() -> None:
-    m = parse_fanout(b'{"k":"n","t":"t1","id":"e1","p":"1-0","c":"","n":{"x":1}}')
-    assert m == FanoutMessage("n", "t1", "e1", "1-0", None, {"x": 1})
-    with pytest.raises(ValueError):
-        parse_fanout(b'{"k":"zzz"}')
+    m = parse_fanout(b'["n","t1","e1","1-0",""]\n{"x":1}')
+    assert m == FanoutMessage("n", "t1", "e1", "1-0", None, '{"x":1}')
+    assert parse_fanout('["a","t1","e1"]') == FanoutMessage("a", "t1", "e1")
+    for bad in (b'{"k":"zzz"}', b'["zzz"]', b'["n","t1"]', b"nope"):
+        with pytest.raises(ValueError):
+            parse_fanout(bad)
 
 
 def test_live_during_sync_is_buffered_and_deduplicated() -> None:
