@@ -70,7 +70,8 @@ async def main() -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     tstop = threading.Event()
     t = threading.Thread(target=consume, args=(bootstrap, topic, group, loop, tstop), daemon=True)
-    async with serve(handler, "127.0.0.1", port, max_queue=None):
+    # Same as the router's default: no permessage-deflate.
+    async with serve(handler, "127.0.0.1", port, max_queue=None, compression=None):
         t.start()
         print("ready", flush=True)
         await stop.wait()

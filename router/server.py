@@ -165,6 +165,7 @@ class WebSocketServer:
             ping_interval=self.s.ping_interval_s,
             ping_timeout=self.s.ping_timeout_s,
             close_timeout=2,
+            compression="deflate" if self.s.ws_compression else None,
             max_queue=16,
         )
         return self.server

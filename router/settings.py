@@ -44,6 +44,9 @@ class RouterSettings(BaseSettings):
     rate_limit_per_s: float = 20.0
     rate_limit_burst: int = 40
     max_errors: int = 5
+    # permessage-deflate: notifications are small, so compression costs more CPU
+    # than it saves on most networks; turn it on for slow links.
+    ws_compression: bool = False
     ping_interval_s: float = 20.0
     ping_timeout_s: float = 20.0
 

@@ -113,3 +113,12 @@ def test_token_bucket() -> None:
     b = TokenBucket(rate_per_s=1, burst=2)
     assert [b.allow(0), b.allow(0), b.allow(0)] == [True, True, False]
     assert b.allow(1.0)
+
+
+def test_decode_passes_compact_json_through_and_reserializes_pretty_json() -> None:
+    n = build_notification("class_created", "t1", {"a": "x\ny"}, "c", class_id="k")
+    compact = n.to_json().encode()
+    assert decode(compact, [("id", b"e")]).notification_json == compact.decode()
+    pretty = json.dumps(json.loads(compact), indent=2).encode()
+    out = decode(pretty, [("id", b"e")]).notification_json
+    assert "\n" not in out and json.loads(out) == json.loads(compact)
