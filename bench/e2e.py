@@ -175,6 +175,12 @@ def main() -> None:
     ap.add_argument("--conns", type=int, default=4)
     ap.add_argument("--warmup", type=float, default=5)
     ap.add_argument("--configs", default="tuned,default")
+    ap.add_argument(
+        "--fresh",
+        action="store_true",
+        help="a new topic, connector and router for every measurement (isolates runs)",
+    )
+    ap.add_argument("--name", default="e2e", help="result file name in bench/results/")
     args = ap.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="outbox-bench-e2e-"))
@@ -188,7 +194,14 @@ def main() -> None:
                 p.start()
             for run in range(args.runs):
                 for rate in rates:
-                    for label, p in pipes.items():  # side by side, same process of measurement
+                    for label in list(pipes):  # side by side, same process of measurement
+                        if args.fresh and (run or rate != rates[0]):
+                            pipes[label].stop()
+                            pipes[label] = Pipeline(
+                                stack, label, {} if label == "tuned" else DEFAULTS, args, workdir
+                            )
+                            pipes[label].start()
+                        p = pipes[label]
                         r = p.run_rate(rate)
                         results.setdefault(label, {}).setdefault(str(int(rate)), []).append(r)
                         print(f"run {run + 1} {label:<8} {rate:>6.0f}/s  p50 {r['p50_ms']:7.1f}  p99 {r['p99_ms']:7.1f}"
@@ -213,7 +226,7 @@ def main() -> None:
                  and v["duplicates"] == 0]  # fmt: skip
     out = {"settings": vars(args), "results": agg, "raw": results, "p50_ratio_default_over_tuned": ratios,
            "highest_rate_p99_under_100ms": max(sustained, default=None)}  # fmt: skip
-    path = write_result("e2e", out)
+    path = write_result(args.name, out)
     print(
         json.dumps(
             {
