@@ -89,8 +89,9 @@ class Router:
                         if msg.get("type") != "message":
                             continue
                         try:
-                            self.hub.dispatch(parse_fanout(msg["data"]))
-                        except (ValueError, KeyError) as exc:
+                            for m in parse_fanout(msg["data"]):
+                                self.hub.dispatch(m)
+                        except (ValueError, KeyError, IndexError) as exc:
                             log.warning("ignoring a malformed fan-out message: %s", exc)
             except (RedisError, OSError) as exc:
                 self.subscribed.clear()

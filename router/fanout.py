@@ -27,23 +27,34 @@ class FanoutMessage:
     notification: str | None = None  # the notification's JSON text, untouched
 
 
-def parse_fanout(raw: bytes | str) -> FanoutMessage:
-    """Parse a channel message: a JSON header array, then (for a notification) a
-    newline and the notification JSON, which is passed on without parsing.
+def parse_fanout(raw: bytes | str) -> list[FanoutMessage]:
+    """Parse a channel message: records of a JSON header line (``["n", teacher,
+    event id, position, created_at]`` or ``["a", teacher, event id]``), a
+    notification header being followed by a line with the notification JSON,
+    which is passed on without parsing. One message holds a whole batch, in order.
 
     Raises:
         ValueError: not a fan-out message of ours.
     """
     text = raw.decode() if isinstance(raw, bytes) else raw
-    head, _, body = text.partition("\n")
-    h = json.loads(head)
-    if not isinstance(h, list) or not h or h[0] not in ("n", "a"):
-        raise ValueError("not a fan-out message")
-    if h[0] == "a":
-        return FanoutMessage("a", str(h[1]), str(h[2]))
-    if len(h) != 5 or not body:
-        raise ValueError("malformed notification message")
-    return FanoutMessage("n", str(h[1]), str(h[2]), str(h[3]), str(h[4]) or None, body)
+    lines = text.split("\n")
+    out: list[FanoutMessage] = []
+    i = 0
+    while i < len(lines):
+        h = json.loads(lines[i])
+        if not isinstance(h, list) or not h or h[0] not in ("n", "a"):
+            raise ValueError("not a fan-out message")
+        if h[0] == "a":
+            out.append(FanoutMessage("a", str(h[1]), str(h[2])))
+            i += 1
+            continue
+        if len(h) != 5 or i + 1 >= len(lines) or not lines[i + 1]:
+            raise ValueError("malformed notification record")
+        out.append(
+            FanoutMessage("n", str(h[1]), str(h[2]), str(h[3]), str(h[4]) or None, lines[i + 1])
+        )
+        i += 2
+    return out
 
 
 @dataclass

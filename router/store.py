@@ -34,6 +34,7 @@ local seen_ttl = tonumber(ARGV[2])
 local maxlen = ARGV[3]
 local hist_ttl = tonumber(ARGV[4])
 local out = {}
+local msgs = {}
 local i = 5
 while i <= #ARGV do
   local eid, teacher, n, created, action, rank, deadline =
@@ -57,10 +58,13 @@ while i <= #ARGV do
     end
     -- A small JSON header line, then the notification JSON as is (compact JSON
     -- never holds a raw newline): receivers route without parsing the body.
-    redis.call('PUBLISH', p .. ':fanout',
-      cjson.encode({'n', teacher, eid, pos, created}) .. '\n' .. n)
+    table.insert(msgs, cjson.encode({'n', teacher, eid, pos, created}) .. '\n' .. n)
     table.insert(out, pos)
   end
+end
+-- One message for the whole batch, in order: far fewer pub/sub deliveries.
+if #msgs > 0 then
+  redis.call('PUBLISH', p .. ':fanout', table.concat(msgs, '\n'))
 end
 return out
 """

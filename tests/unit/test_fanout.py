@@ -25,8 +25,15 @@ def test_registry_isolates_teachers() -> None:
 
 def test_parse_fanout() -> None:
     m = parse_fanout(b'["n","t1","e1","1-0",""]\n{"x":1}')
-    assert m == FanoutMessage("n", "t1", "e1", "1-0", None, '{"x":1}')
-    assert parse_fanout('["a","t1","e1"]') == FanoutMessage("a", "t1", "e1")
+    assert m == [FanoutMessage("n", "t1", "e1", "1-0", None, '{"x":1}')]
+    assert parse_fanout('["a","t1","e1"]') == [FanoutMessage("a", "t1", "e1")]
+    batch = parse_fanout(
+        '["n","t1","e1","1-0","c"]\n{"x":1}\n["n","t2","e2","2-0",""]\n{"y":"a\\nb"}'
+    )
+    assert [(x.teacher_id, x.notification) for x in batch] == [
+        ("t1", '{"x":1}'),
+        ("t2", '{"y":"a\\nb"}'),
+    ]
     for bad in (b'{"k":"zzz"}', b'["zzz"]', b'["n","t1"]', b"nope"):
         with pytest.raises(ValueError):
             parse_fanout(bad)
