@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from contracts.catalog import DeadlineRule, get_entry, requires_batch_id, requires_class_id
 from contracts.errors import (
@@ -45,8 +45,12 @@ class TeacherNotificationRequestedV1(BaseModel):
     class_id: str | None = None
 
     @model_validator(mode="after")
-    def _check_rules(self) -> Self:
-        found = violations(self)
+    def _check_rules(self, info: ValidationInfo) -> Self:
+        # A reader that parsed a whole record of N bytes knows the payload is at
+        # most N bytes encoded: it may pass {"encoded_size": N} to skip re-encoding.
+        ctx = info.context if isinstance(info.context, dict) else {}
+        bound = ctx.get("encoded_size")
+        found = violations(self, payload_bound=bound if isinstance(bound, int) else None)
         if found:
             raise InvalidNotificationError(found)
         return self
@@ -57,7 +61,10 @@ class TeacherNotificationRequestedV1(BaseModel):
 
 
 def violations(
-    n: TeacherNotificationRequestedV1, *, now: datetime | None = None
+    n: TeacherNotificationRequestedV1,
+    *,
+    now: datetime | None = None,
+    payload_bound: int | None = None,
 ) -> list[Violation]:
     """Every rule ``n`` breaks; with ``now``, a past deadline breaks one too.
 
@@ -144,7 +151,10 @@ def violations(
                 SQLSTATE_MISSING_FIELD,
             )
         )
-    size = len(json.dumps(n.payload, separators=(",", ":"), default=str).encode())
+    if payload_bound is not None and payload_bound <= MAX_PAYLOAD_BYTES:
+        size = 0  # the whole encoded record is within the limit, so the payload is
+    else:
+        size = len(json.dumps(n.payload, separators=(",", ":"), default=str).encode())
     if size > MAX_PAYLOAD_BYTES:
         out.append(
             Violation(

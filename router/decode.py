@@ -68,7 +68,9 @@ def _fast(value: bytes, headers: Headers | None) -> Routable | None:
     if not event_id or not _EVENT_ID.match(event_id):
         return None
     try:
-        n = TeacherNotificationRequestedV1.model_validate_json(value)
+        n = TeacherNotificationRequestedV1.model_validate_json(
+            value, context={"encoded_size": len(value)}
+        )
     except (ValidationError, ValueError):
         return None
     text = value.decode() if b"\n" not in value else None

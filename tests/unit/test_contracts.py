@@ -228,3 +228,14 @@ def test_round_trip_property(t: str, teacher: str, payload: dict[str, object]) -
     back = TeacherNotificationRequestedV1.model_validate(json.loads(n.to_json()))
     assert back == n
     assert back.teacher_id == teacher
+
+
+def test_payload_bound_hint_is_only_a_shortcut() -> None:
+    big = {"x": "y" * 70_000}
+    base = build_notification("class_created", "t", {}, "c", class_id="k").model_dump(mode="json")
+    with pytest.raises(ValidationError, match="payload"):
+        TeacherNotificationRequestedV1.model_validate(
+            base | {"payload": big}, context={"encoded_size": 80_000}
+        )
+    ok = TeacherNotificationRequestedV1.model_validate(base, context={"encoded_size": 500})
+    assert ok.payload == {}
