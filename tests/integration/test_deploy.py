@@ -124,3 +124,18 @@ def test_relay_mounts_the_connector_template(rendered: dict[str, Any]) -> None:
 def test_dockerfile_is_non_root_with_healthcheck() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert "USER 10001" in text and "HEALTHCHECK" in text
+
+
+def test_wheel_ships_the_data_the_image_needs(tmp_path: Path) -> None:
+    """The Dockerfile installs the wheel: it must carry sql/, connect-config/ and the page."""
+    import sys
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
+                    str(tmp_path), str(ROOT)], check=True, capture_output=True, timeout=300)  # fmt: skip
+    (wheel,) = tmp_path.glob("outbox_relay-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for needed in ("outbox/_data/sql/001_outbox.sql", "outbox/_data/sql/R__catalog.sql",
+                   "outbox/_data/connect-config/connector.json", "router/static/index.html",
+                   "router/static/app.js", "relay/resources.py"):  # fmt: skip
+        assert needed in names, needed
