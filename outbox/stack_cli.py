@@ -14,7 +14,7 @@ from stack import artifacts, procs
 from stack.errors import StackError
 from stack.manager import StackManager, health
 from stack.settings import StackSettings
-from stack.state import load
+from stack.state import StackState, load
 
 app = typer.Typer(
     help="Run the embedded real stack (Postgres, Redis, broker, Kafka Connect + Debezium).",
@@ -41,6 +41,13 @@ def _settings(state_dir: Path | None) -> StackSettings:
     if state_dir is not None:
         s.state_dir = state_dir
     return s
+
+
+def _load(state_dir: Path | None) -> StackState:
+    try:
+        return load(_settings(state_dir).state_dir.resolve())
+    except StackError as exc:
+        raise _fail(exc) from exc
 
 
 @app.command()
@@ -85,11 +92,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Show each component, its pid, port and health."""
-    s = _settings(state_dir)
-    try:
-        state = load(s.state_dir.resolve())
-    except StackError as exc:
-        raise _fail(exc) from exc
+    state = _load(state_dir)
     h = health(state)
     if as_json:
         rows = [c.model_dump() | {"healthy": h[c.name]} for c in state.components]
@@ -106,11 +109,7 @@ def status(
 @app.command()
 def env(state_dir: StateDir = None) -> None:
     """Print `export` lines for the other commands: eval "$(outbox stack env)"."""
-    s = _settings(state_dir)
-    try:
-        state = load(s.state_dir.resolve())
-    except StackError as exc:
-        raise _fail(exc) from exc
+    state = _load(state_dir)
     for k, v in state.env().items():
         typer.echo(f"export {k}={shlex.quote(v)}")
 
@@ -124,11 +123,7 @@ def logs(
     state_dir: StateDir = None,
 ) -> None:
     """Show the last lines of a component's log."""
-    s = _settings(state_dir)
-    try:
-        state = load(s.state_dir.resolve())
-    except StackError as exc:
-        raise _fail(exc) from exc
+    state = _load(state_dir)
     names = [c.name for c in state.components]
     if component is not None and component not in names:
         typer.secho(f"error: no component {component!r}; one of {', '.join(names)}", err=True)

@@ -1,0 +1,57 @@
+"""`outbox stack up/status/env/logs/down` as a user runs them: a second, separate stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from stack.procs import alive, port_open
+
+
+def outbox(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "outbox.cli", *args], capture_output=True, text=True,
+                          timeout=300, check=False, env=dict(os.environ))  # fmt: skip
+
+
+def test_up_status_env_logs_down_leave_nothing_behind() -> None:
+    with tempfile.TemporaryDirectory(prefix="outbox-cli-stack-") as tmp:
+        Path(tmp).chmod(0o755)
+        d = str(Path(tmp) / "state")
+        rows: list[dict[str, object]] = []
+        up = outbox("stack", "up", "--state-dir", d)
+        try:
+            assert up.returncode == 0, up.stderr
+            for name in ("postgres", "redis", "broker", "connect"):
+                assert name in up.stdout
+            st = outbox("stack", "status", "--state-dir", d, "--json")
+            assert st.returncode == 0, st.stderr
+            rows = json.loads(st.stdout)
+            assert {r["name"] for r in rows} == {"postgres", "redis", "broker", "connect"}
+            assert all(r["healthy"] for r in rows)
+            env = outbox("stack", "env", "--state-dir", d).stdout
+            for var in (
+                "OUTBOX_PG_DSN",
+                "OUTBOX_REDIS_URL",
+                "OUTBOX_KAFKA_BOOTSTRAP",
+                "OUTBOX_CONNECT_URL",
+            ):
+                assert f"export {var}=" in env
+            logs = outbox("stack", "logs", "connect", "--state-dir", d, "-n", "5")
+            assert logs.returncode == 0 and "== connect" in logs.stdout
+            bad = outbox("stack", "logs", "nope", "--state-dir", d)
+            assert bad.returncode == 2 and "one of" in bad.stderr
+            again = outbox("stack", "up", "--state-dir", d)
+            assert again.returncode == 1 and "already running" in again.stderr
+        finally:
+            down = outbox("stack", "down", "--state-dir", d)
+        assert down.returncode == 0 and "stopped:" in down.stdout
+        for r in rows:
+            assert not alive(int(str(r["pid"]))), r
+            assert not port_open(int(str(r["port"]))), r
+        assert "no stack was running" in outbox("stack", "down", "--state-dir", d).stdout
+        missing = outbox("stack", "status", "--state-dir", d)
+        assert missing.returncode == 1 and "no stack is running here" in missing.stderr
