@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 
 from bench.common import bench_stack, pct, python_proc, summary, wait_for_count, write_result
 from relay.connector_config import render
@@ -29,6 +28,7 @@ from relay.migrations import migrate
 from relay.resources import data_dir
 from relay.settings import RelaySettings
 from relay.topics import ensure_topic
+from stack.manager import create_database, drop_database
 from stack.procs import free_port, stop_pid
 from stack.state import StackState
 
@@ -38,30 +38,16 @@ SECRET = "bench-secret-0123456789abcdef0123456789"
 DEFAULTS = {"poll.interval.ms": None, "producer.override.linger.ms": None}
 
 
+def _admin(stack: StackState) -> str:
+    return stack.pg_dsn.rsplit("/", 1)[0] + "/postgres"
+
+
 def _db(stack: StackState) -> str:
     name = f"bench_{uuid.uuid4().hex[:8]}"
-    admin = stack.pg_dsn.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    create_database(_admin(stack), name)
     dsn = stack.pg_dsn.rsplit("/", 1)[0] + f"/{name}"
     migrate(dsn, data_dir("sql"))
     return dsn
-
-
-def _drop_db(stack: StackState, dsn: str, slot: str) -> None:
-    admin = stack.pg_dsn.rsplit("/", 1)[0] + "/postgres"
-    name = dsn.rsplit("/", 1)[1]
-    with psycopg.connect(admin, autocommit=True) as conn:
-        for _ in range(100):
-            try:
-                conn.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-                             "WHERE slot_name = %s AND active_pid IS NOT NULL", (slot,))  # fmt: skip
-                conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                             "WHERE slot_name = %s", (slot,))  # fmt: skip
-                break
-            except psycopg.errors.ObjectInUse:
-                time.sleep(0.1)
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class Pipeline:
@@ -137,7 +123,7 @@ class Pipeline:
         if self.router and self.router.poll() is None:
             stop_pid(self.router.pid, expect="router", timeout=20)
         httpx.delete(f"{self.stack.connect_url}/connectors/{self.relay.connector_name}", timeout=30)
-        _drop_db(self.stack, self.dsn, self.relay.slot_name)
+        drop_database(_admin(self.stack), self.dsn.rsplit("/", 1)[1])
 
 
 def analyse(

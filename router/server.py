@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http
+import json
 import logging
 import time
 import uuid
@@ -84,7 +85,7 @@ class Hub:
         if not targets:
             return
         if msg.kind == "a":
-            text = '{"type":"acked","id":' + _q(msg.event_id) + "}"
+            text = '{"type":"acked","id":' + json.dumps(msg.event_id) + "}"
             for s in targets:
                 s.offer((text, None))
             return
@@ -96,12 +97,6 @@ class Hub:
         for s in targets:
             for it in s.sync.live(msg.position, msg.event_id, item):
                 s.offer(it)
-
-
-def _q(s: str) -> str:
-    import json
-
-    return json.dumps(s)
 
 
 class WebSocketServer:

@@ -21,6 +21,7 @@ from string import Template
 import httpx
 
 from relay.resources import data_dir
+from relay.topics import ensure_topic
 from stack import procs
 from stack.artifacts import Layout
 from stack.errors import ComponentStartError, PrerequisiteError, StackError, StackStateError
@@ -141,7 +142,7 @@ class StackManager:
         connect, connect_proc = self._spawn_connect(broker.url)
         postgres = self._start_postgres()
         redis = self._start_redis()
-        self._create_topic(broker.url)
+        ensure_topic(broker.url, NOTIFICATION_TOPIC, self.settings.topic_partitions)
         connect_log = Path(connect.log)
         _wait(
             "connect",
@@ -307,7 +308,7 @@ class StackManager:
         )
         admin = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         _wait("postgres", lambda: _pg_ready(admin), proc, log_path, timeout=60)
-        _create_database(admin, PG_DATABASE)
+        create_database(admin, PG_DATABASE)
         return comp
 
     def _start_redis(self) -> Component:
@@ -346,17 +347,6 @@ class StackManager:
         )
         _wait("redis", lambda: _redis_ready(url), proc, log_path, timeout=30)
         return comp
-
-    def _create_topic(self, bootstrap: str) -> None:
-        from confluent_kafka.admin import AdminClient
-        from confluent_kafka.cimpl import NewTopic
-
-        admin = AdminClient({"bootstrap.servers": bootstrap})
-        fut = admin.create_topics(
-            [NewTopic(NOTIFICATION_TOPIC, num_partitions=self.settings.topic_partitions)]
-        )
-        for f in fut.values():
-            f.result(timeout=10)
 
     def restart_connect(self, state: StackState) -> StackState:
         """Start the Connect worker again on its port (after a crash or kill -9)
@@ -437,13 +427,40 @@ def _pg_ready(dsn: str) -> bool:
     return True
 
 
-def _create_database(admin_dsn: str, name: str) -> None:
+def create_database(admin_dsn: str, name: str) -> None:
+    """Create database ``name`` unless it exists."""
     import psycopg
 
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def drop_database(admin_dsn: str, name: str) -> None:
+    """Drop database ``name`` and its replication slots (DROP DATABASE refuses
+    while a slot exists); a walsender still exiting is waited for."""
+    import psycopg
+
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        slots = conn.execute(
+            "SELECT slot_name FROM pg_replication_slots WHERE database = %s", (name,)
+        ).fetchall()
+        for (slot,) in slots:
+            for _ in range(100):
+                conn.execute(
+                    "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                    "WHERE slot_name = %s AND active_pid IS NOT NULL",
+                    (slot,),
+                )
+                try:
+                    conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+                    break
+                except psycopg.errors.ObjectInUse:
+                    time.sleep(0.1)
+                except psycopg.Error:
+                    break
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _redis_ready(url: str) -> bool:

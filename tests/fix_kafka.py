@@ -11,19 +11,16 @@ from typing import Any
 import httpx
 import pytest
 from confluent_kafka import Consumer, Message
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 
 from relay.connector_config import render
 from relay.settings import RelaySettings
+from relay.topics import ensure_topic
 from stack.state import StackState
 from tests.fix_stack import Database
 
 
 def create_topic(bootstrap: str, name: str, partitions: int = 3) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for f in admin.create_topics([NewTopic(name, num_partitions=partitions)]).values():
-        f.result(timeout=10)
+    ensure_topic(bootstrap, name, partitions)
 
 
 def make_consumer(bootstrap: str, topic: str, group: str | None = None) -> Consumer:

@@ -10,17 +10,15 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from relay.migrations import migrate
 from relay.resources import data_dir
-from stack.manager import StackManager
+from stack.manager import StackManager, create_database, drop_database
 from stack.settings import StackSettings
 from stack.state import StackState, load
 
@@ -52,8 +50,7 @@ class Database:
         self.name = f"t_{uuid.uuid4().hex[:12]}"
         self.admin = _admin_dsn(stack.pg_dsn)
         self.dsn = self.admin.rsplit("/", 1)[0] + f"/{self.name}"
-        with psycopg.connect(self.admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{self.name}"')
+        create_database(self.admin, self.name)
         if migrated:
             migrate(self.dsn, data_dir("sql"))
 
@@ -62,30 +59,7 @@ class Database:
         return int(self.dsn.rsplit(":", 1)[1].split("/")[0])
 
     def drop(self) -> None:
-        with psycopg.connect(self.admin, autocommit=True) as conn:
-            # Drop the slots of this database first, or DROP DATABASE refuses.
-            for (slot,) in conn.execute(
-                "SELECT slot_name FROM pg_replication_slots WHERE database = %s", (self.name,)
-            ).fetchall():
-                conn.execute(
-                    "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-                    "WHERE slot_name = %s AND active_pid IS NOT NULL",
-                    (slot,),
-                )
-                for _ in range(100):  # the walsender may take a moment to exit
-                    try:
-                        conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-                        break
-                    except psycopg.errors.ObjectInUse:
-                        conn.execute(
-                            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-                            "WHERE slot_name = %s AND active_pid IS NOT NULL",
-                            (slot,),
-                        )
-                        time.sleep(0.1)
-                    except psycopg.Error:
-                        break
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        drop_database(self.admin, self.name)
 
 
 @pytest.fixture
