@@ -19,9 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 from confluent_kafka import Producer
 
-from bench.common import bench_stack, python_proc, rss_kib, summary, wait_for_count, write_result
+from bench.common import (
+    bench_stack,
+    cpu_seconds,
+    python_proc,
+    rss_kib,
+    summary,
+    wait_for_count,
+    write_result,
+)
 from contracts import build_notification
 from relay.topics import ensure_topic
 from stack.procs import free_port, stop_pid
@@ -106,8 +115,10 @@ def throughput_run(
     try:
         assert clients.stdout is not None
         assert "ready" in clients.stdout.readline()
+        cpu0, redis0 = cpu_seconds(server.pid), redis_cpu(stack)
         produce_s = produce(stack.kafka_bootstrap, topic, args.messages, args.teachers, prefix)
         wait_for_count(clients.stdout, args.messages)
+        cpu1, redis1 = cpu_seconds(server.pid), redis_cpu(stack)
         peak_rss = rss_kib(server.pid)
         clients.send_signal(signal.SIGTERM)
         clients.communicate(timeout=300)
@@ -115,6 +126,7 @@ def throughput_run(
         if clients.poll() is None:
             clients.kill()
         stop_server(server, kind)
+        drop_keys(stack, f"bg{u}")
     times = []
     with open(recv) as f:
         for line in f:
@@ -122,7 +134,35 @@ def throughput_run(
     n = len(times)
     dur = (max(times) - min(times)) if n > 1 else float("nan")
     return {"kind": kind, "frames": n, "expected": args.messages, "seconds": dur, "frames_per_s": n / dur if dur else 0,
-            "produce_s": produce_s, "server_rss_mib": peak_rss / 1024}  # fmt: skip
+            "produce_s": produce_s, "server_rss_mib": peak_rss / 1024,
+            "server_cpu_us_per_frame": 1e6 * (cpu1 - cpu0) / max(n, 1),
+            "redis_cpu_us_per_frame": 1e6 * (redis1 - redis0) / max(n, 1)}  # fmt: skip
+
+
+def drop_keys(stack: StackState, prefix: str) -> None:
+    """Remove a run's Redis keys, so every run starts from the same Redis."""
+    r = redis.Redis.from_url(stack.redis_url)
+    try:
+        batch = []
+        for key in r.scan_iter(match=f"{prefix}:*", count=5000):
+            batch.append(key)
+            if len(batch) >= 5000:
+                r.unlink(*batch)
+                batch = []
+        if batch:
+            r.unlink(*batch)
+    finally:
+        r.close()
+
+
+def redis_cpu(stack: StackState) -> float:
+    """CPU seconds the stack's Redis has used (the bare loop uses none of it)."""
+    r = redis.Redis.from_url(stack.redis_url)
+    try:
+        info = r.info("cpu")
+        return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+    finally:
+        r.close()
 
 
 def idle_rss(stack: StackState, kind: str, conns: int, workdir: Path) -> dict[str, Any]:
@@ -164,7 +204,8 @@ def main() -> None:
                 res = throughput_run(stack, kind, args, workdir)
                 runs[kind].append(res)
                 print(f"run {r + 1} {kind:<7} {res['frames']}/{res['expected']} frames in {res['seconds']:.2f} s = "
-                      f"{res['frames_per_s']:,.0f}/s  (rss {res['server_rss_mib']:.0f} MiB)", flush=True)  # fmt: skip
+                      f"{res['frames_per_s']:,.0f}/s  (rss {res['server_rss_mib']:.0f} MiB, cpu "
+                      f"{res['server_cpu_us_per_frame']:.1f} us/frame, redis {res['redis_cpu_us_per_frame']:.1f})", flush=True)  # fmt: skip
         if args.idle:
             for kind in ("router", "bare"):
                 res = idle_rss(stack, kind, args.idle, workdir)

@@ -3,13 +3,26 @@
 Offsets are committed only after a batch is durably in Redis (and its poison
 records are acknowledged by the dead-letter topic), so a crash at any point
 re-reads rather than loses; the store's dedupe absorbs the re-read.
+
+The loop is a two-stage pipeline: while batch *k* is being recorded in Redis,
+batch *k+1* is read and validated. Batches are recorded strictly one after
+another, so per-partition (per-teacher) order is kept.
+
+Commits are asynchronous: a synchronous commit is a broker round trip per
+batch (about as long as the Redis call), and the loop does not need its answer.
+A lost commit (a crash, a rebalance) only means re-reading records that are
+already recorded. Every consumer call (read, commit, close) runs on one thread
+at a time; on revocation and on shutdown what is recorded is committed
+synchronously.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
@@ -54,6 +67,16 @@ def _take_batch(consumer: Consumer, batch_max: int) -> list[Message]:
     return [*first, *consumer.consume(batch_max - 1, 0)]
 
 
+@dataclass
+class Batch:
+    """One read's worth of records, validated: what to record, what to dead-letter,
+    and the offsets to commit once both are done."""
+
+    good: list[Routable] = field(default_factory=list)
+    dead: list[tuple[Message, PoisonMessageError]] = field(default_factory=list)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
 class Ingestor:
     def __init__(self, settings: RouterSettings, *, store: Store, metrics: RouterMetrics) -> None:
         self.s = settings
@@ -61,6 +84,14 @@ class Ingestor:
         self.metrics = metrics
         self.assigned: set[tuple[str, int]] = set()
         self.batches = 0
+        # Next offset to read per partition, for what is recorded in Redis ...
+        self.recorded: dict[tuple[str, int], int] = {}
+        # ... and the part of it not yet handed to an (asynchronous) commit.
+        self._uncommitted: dict[tuple[str, int], int] = {}
+        # Both are written by the loop and read by rebalance callbacks, which
+        # run on the consumer's thread.
+        self._lock = threading.Lock()
+        self.commit_failures = 0
 
     def _consumer_conf(self) -> dict[str, Any]:
         return {
@@ -72,15 +103,59 @@ class Ingestor:
             "max.poll.interval.ms": self.s.kafka_max_poll_interval_ms,
             "fetch.wait.max.ms": 10,
             "client.id": "outbox-router",
+            "on_commit": self._on_commit,
         }
+
+    # -- consumer callbacks and calls (on the consumer's thread) ---------------
+
+    def _on_commit(self, err: KafkaError | None, parts: list[TopicPartition]) -> None:
+        failed = [p for p in parts if p.error is not None]
+        if err is not None or failed:
+            self.commit_failures += 1
+            log.warning("offset commit failed (%s); those records will be re-read and "
+                        "deduplicated", err or failed[0].error)  # fmt: skip
 
     def _on_assign(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         self.assigned |= {(p.topic, p.partition) for p in parts}
         log.info("assigned %s", sorted(p.partition for p in parts))
 
     def _on_revoke(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
-        self.assigned -= {(p.topic, p.partition) for p in parts}
+        keys = {(p.topic, p.partition) for p in parts}
+        self._commit_sync(consumer, keys)
+        with self._lock:
+            for k in keys:
+                self.recorded.pop(k, None)
+                self._uncommitted.pop(k, None)
+        self.assigned -= keys
         log.info("revoked %s", sorted(p.partition for p in parts))
+
+    def _commit_sync(self, consumer: Consumer, keys: set[tuple[str, int]] | None = None) -> None:
+        """Commit what is recorded (for ``keys`` only, if given) and wait for it."""
+        with self._lock:
+            tps = [TopicPartition(t, p, o) for (t, p), o in self.recorded.items()
+                   if (t, p) in self.assigned and (keys is None or (t, p) in keys)]  # fmt: skip
+        if not tps:
+            return
+        try:
+            consumer.commit(offsets=tps, asynchronous=False)
+        except Exception as exc:  # no longer ours, or the broker is gone: re-read later
+            log.warning("offset commit failed (%s); records will be re-read", exc)
+
+    def _commit_and_take(self, consumer: Consumer) -> list[Message]:
+        """Hand what was recorded since the last call to an asynchronous commit,
+        then read the next batch."""
+        with self._lock:
+            tps = [TopicPartition(t, p, o) for (t, p), o in self._uncommitted.items()
+                   if (t, p) in self.assigned]  # fmt: skip
+            self._uncommitted = {}
+        if tps:
+            try:
+                consumer.commit(offsets=tps, asynchronous=True)
+            except Exception as exc:  # e.g. no longer assigned: the records are re-read
+                log.warning("offset commit failed (%s); records will be re-read", exc)
+        return _take_batch(consumer, self.s.batch_max)
+
+    # -- the loop --------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; the batch in flight is finished and committed."""
@@ -89,39 +164,55 @@ class Ingestor:
                              "enable.idempotence": True, "linger.ms": 5})  # fmt: skip
         consumer.subscribe([self.s.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info("consuming %s as group %s", self.s.topic, self.s.group_id)
+        inflight: asyncio.Task[None] | None = None
         try:
             while not stop.is_set():
-                msgs = await asyncio.to_thread(_take_batch, consumer, self.s.batch_max)
-                if msgs:
-                    await self.process(msgs, consumer, producer, stop)
+                msgs = await asyncio.to_thread(self._commit_and_take, consumer)
+                if not msgs:
+                    continue
+                batch = self.validate(msgs)
+                if inflight is not None:
+                    await inflight  # recorded strictly in order
+                inflight = asyncio.create_task(self.record(batch, producer, stop))
         finally:
+            if inflight is not None:
+                try:
+                    await inflight
+                except Exception as exc:  # already raised above, or met while stopping
+                    log.error("recording a batch failed (%s); it will be re-read", exc)
             await asyncio.to_thread(producer.flush, 5)
+            await asyncio.to_thread(self._commit_sync, consumer)
             await asyncio.to_thread(consumer.close)
             self.assigned.clear()
             log.info("consumer closed")
 
-    async def process(self, msgs: Sequence[Message], consumer: Consumer, producer: Producer,
-                      stop: asyncio.Event) -> None:  # fmt: skip
-        good: list[Routable] = []
-        dead: list[tuple[Message, PoisonMessageError]] = []
-        offsets: dict[tuple[str, int], int] = {}
+    def validate(self, msgs: Sequence[Message]) -> Batch:
+        """Sort records into good and poison (pure CPU; no I/O)."""
+        batch = Batch()
+        consumed = 0
         for m in msgs:
             err = m.error()
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error: %s", err)
                 continue
-            self.metrics.consumed.inc()
+            consumed += 1
             try:
-                good.append(decode(m.value(), m.headers()))
+                batch.good.append(decode(m.value(), m.headers()))
             except PoisonMessageError as exc:
-                dead.append((m, exc))
-            offsets[(m.topic() or "", m.partition() or 0)] = (m.offset() or 0) + 1
-        if dead:
-            await self._dead_letter(dead, producer)
+                batch.dead.append((m, exc))
+            batch.offsets[(m.topic() or "", m.partition() or 0)] = (m.offset() or 0) + 1
+        self.metrics.consumed.inc(consumed)
+        return batch
+
+    async def record(self, batch: Batch, producer: Producer, stop: asyncio.Event) -> None:
+        """Dead-letter the poison, record the good in Redis, then mark the offsets
+        committable. Redis being away is waited out (nothing is committed)."""
+        if batch.dead:
+            await self._dead_letter(batch.dead, producer)
         backoff = 0.2
-        for i in range(0, len(good), _CHUNK):
-            chunk = good[i : i + _CHUNK]
+        for i in range(0, len(batch.good), _CHUNK):
+            chunk = batch.good[i : i + _CHUNK]
             while True:
                 try:
                     positions = await self.store.ingest(chunk)
@@ -138,14 +229,9 @@ class Ingestor:
             new = sum(1 for p in positions if p)
             self.metrics.recorded.inc(new)
             self.metrics.deduplicated.inc(len(positions) - new)
-        if offsets:
-            tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-            try:
-                await asyncio.to_thread(consumer.commit, offsets=tps, asynchronous=False)
-            except Exception as exc:  # a rebalance may refuse it: the records are re-read
-                log.warning(
-                    "offset commit failed (%s); records will be re-read and deduplicated", exc
-                )
+        with self._lock:
+            self.recorded.update(batch.offsets)
+            self._uncommitted.update(batch.offsets)
         self.batches += 1
 
     async def _dead_letter(self, dead: list[tuple[Message, PoisonMessageError]],

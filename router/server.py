@@ -21,10 +21,11 @@ from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.typing import Origin
 
 from contracts.protocol import (
@@ -43,7 +44,7 @@ from router.errors import AuthError, StoreUnavailableError
 from router.fanout import FanoutMessage, Registry
 from router.limits import TokenBucket
 from router.metrics import RouterMetrics
-from router.session import Session, created_epoch, notification_text
+from router.session import DirectWrite, Outgoing, Session, created_epoch, notification_text
 from router.settings import RouterSettings
 from router.store import Store
 
@@ -222,7 +223,8 @@ class WebSocketServer:
             self.metrics.rejected.labels("too_many").inc()
             await ws.close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections for this teacher")
             return
-        session = Session(cid, teacher, queue_max=self.s.send_queue_max)
+        session = Session(cid, teacher, queue_max=self.s.send_queue_max,
+                          direct=self._direct_writer(ws))  # fmt: skip
         # Buffer live messages from the moment we are registered: no gap.
         session.sync.begin(resume)
         self.hub.registry.add(teacher, session)
@@ -259,6 +261,36 @@ class WebSocketServer:
         await session.overflowed.wait()
         self.metrics.slow_dropped.inc()
         raise _Close(CloseCode.TRY_AGAIN_LATER, "client too slow; reconnect with resume")
+
+    def _direct_writer(self, ws: ServerConnection) -> DirectWrite:
+        """Write a frame synchronously while the socket keeps up.
+
+        ``broadcast()`` writes without waiting (and without backpressure), so it
+        is only used while the transport's buffer is below its high-water mark;
+        past that frames go through the queue and the writer task, which waits
+        for the buffer to drain, and a client that stays behind overflows the
+        queue and is closed 1013. This saves a task switch per frame.
+        """
+        transport = ws.transport
+        high = transport.get_write_buffer_limits()[1]
+        delivered = self.metrics.delivered
+        latency = self.metrics.latency
+        clock = self.clock
+
+        def write(item: Outgoing) -> bool:
+            if ws.protocol.state is not State.OPEN or transport.get_write_buffer_size() >= high:
+                return False
+            try:
+                broadcast((ws,), item[0], raise_exceptions=True)
+            except ExceptionGroup:
+                return False  # the writer task meets the same error and ends the connection
+            created = item[1]
+            if created is not None:
+                delivered.inc()
+                latency.observe(max(0.0, clock() - created))
+            return True
+
+        return write
 
     async def _writer(self, ws: ServerConnection, session: Session) -> None:
         latency = self.metrics.latency

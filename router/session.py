@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +14,8 @@ from router.fanout import SyncState
 
 # (frame text, created_at as epoch seconds or None for frames without latency)
 Outgoing = tuple[str, float | None]
+# Writes a frame to the socket at once if it can without waiting; False if not.
+DirectWrite = Callable[[Outgoing], bool]
 
 
 def created_epoch(created_at: str | None) -> float | None:
@@ -51,18 +54,25 @@ FRAME_FIELDS = tuple(NotificationFrame.model_fields)
 class Session:
     """State of one connection; the handler owns its tasks."""
 
-    def __init__(self, connection_id: str, teacher_id: str, *, queue_max: int) -> None:
+    def __init__(self, connection_id: str, teacher_id: str, *, queue_max: int,
+                 direct: DirectWrite | None = None) -> None:  # fmt: skip
         self.id = connection_id
         self.teacher_id = teacher_id
+        self.direct = direct
         self.queue: asyncio.Queue[Outgoing] = asyncio.Queue(maxsize=queue_max)
         self.sync = SyncState()
         self.overflowed = asyncio.Event()
         self.opened_at = time.monotonic()
 
     def offer(self, item: Outgoing) -> bool:
-        """Queue a frame without waiting; on overflow mark the session for a 1013 close."""
+        """Send a frame without waiting: straight to the socket when nothing is queued
+        before it and the socket takes it, else through the bounded queue; on
+        overflow mark the session for a 1013 close."""
         if self.overflowed.is_set():
             return False
+        # Only with an empty queue, so frames keep their order.
+        if self.direct is not None and self.queue.empty() and self.direct(item):
+            return True
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -146,11 +146,15 @@ async def wait_ready(port: int, timeout: float = 30) -> None:
 
 
 class Client:
-    """A real WebSocket client for one teacher."""
+    """A real WebSocket client for one teacher. Clients a test leaves open (a
+    failed assertion, a killed router) are closed after it by ``_close_clients``."""
+
+    live: ClassVar[set[Client]] = set()
 
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
         self.frames: list[dict[str, Any]] = []
+        Client.live.add(self)
 
     @classmethod
     async def open(cls, port: int, token: str, *, resume: str | None = None,
@@ -220,7 +224,15 @@ class Client:
         return pos
 
     async def close(self) -> None:
+        Client.live.discard(self)
         await self.ws.close()
+
+
+@pytest.fixture(autouse=True)
+async def _close_clients() -> AsyncIterator[None]:
+    yield
+    for c in list(Client.live):
+        await c.close()
 
 
 @dataclass

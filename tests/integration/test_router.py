@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 import uuid
 
@@ -287,12 +288,17 @@ async def test_slow_client_is_dropped_without_delaying_others(env: Env) -> None:
     async with running_router(s) as router:
         await wait_ready(router.port)
         port = router.port
-        # a client that never reads, with tiny buffers
-        slow = await connect(f"ws://127.0.0.1:{port}/ws", max_size=2**20, max_queue=1)
+        # A client that stops reading, with a small kernel receive buffer: once
+        # the kernel and the transport are full, frames queue up and overflow.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        slow = await connect(f"ws://127.0.0.1:{port}/ws", sock=sock, max_size=2**20, max_queue=1)
         await slow.send(json.dumps({"type": "auth", "token": env.token("slow")}))
         slow.transport.pause_reading()
         fast = await Client.open(port, env.token("fast"))
-        big = "x" * 4000
+        big = "x" * 30000
         for i in range(300):
             env.produce(notification("class_created", "slow", i, blob=big))
             if i % 30 == 0:
