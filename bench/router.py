@@ -1,7 +1,9 @@
 """Router alone: topic to frames, against a bare `websockets` broadcast loop fed
-the same messages in the same run; RSS per idle connection at 10,000 connections.
+the same messages in the same run; latency from Kafka receipt to frame written at
+a steady rate; RSS per idle connection at 10,000 connections.
 
-    python -m bench.router [--messages 100000] [--teachers 1000] [--runs 3] [--idle 10000]
+    python -m bench.router [--messages 100000] [--teachers 1000] [--runs 3]
+                           [--latency-rate 2000] [--latency-seconds 20] [--idle 10000]
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from confluent_kafka import Producer
 from bench.common import (
     bench_stack,
     cpu_seconds,
+    pct,
     python_proc,
     rss_kib,
     summary,
@@ -165,6 +168,115 @@ def redis_cpu(stack: StackState) -> float:
         r.close()
 
 
+def produce_paced(bootstrap: str, topic: str, rate: int, seconds: float, teachers: int,
+                  prefix: str) -> dict[str, float]:  # fmt: skip
+    """Produce ``rate`` notifications a second, in 5 ms ticks; event id -> send time."""
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
+    body = {}
+    sent: dict[str, float] = {}
+    tick = 0.005
+    t0 = time.monotonic()
+    i = 0
+    while (now := time.monotonic()) - t0 < seconds:
+        due = int(rate * (now - t0))
+        while i < due:
+            teacher = f"{prefix}-{i % teachers}"
+            if teacher not in body:
+                body[teacher] = build_notification("batch_processing_started", teacher, {"essays": 30}, "bench",
+                                                   batch_id="b-1").to_json().encode()  # fmt: skip
+            eid = uuid.uuid4().hex
+            sent[eid] = time.time()
+            p.produce(topic, key=teacher.encode(), value=body[teacher],
+                      headers=[("id", eid.encode()), ("created_at", datetime.now(UTC).isoformat().encode())])  # fmt: skip
+            i += 1
+        p.poll(0)
+        time.sleep(max(0.0, now + tick - time.monotonic()))
+    p.flush(30)
+    return sent
+
+
+def histogram(metrics: str, name: str) -> tuple[list[tuple[float, float]], float]:
+    """Cumulative (upper bound, count) buckets and the total of a Prometheus histogram."""
+    buckets: list[tuple[float, float]] = []
+    total = 0.0
+    for line in metrics.splitlines():
+        if line.startswith(f"{name}_bucket{{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append(
+                (float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1]))
+            )
+        elif line.startswith(f"{name}_count "):
+            total = float(line.rsplit(" ", 1)[1])
+    return sorted(buckets), total
+
+
+def bucket_quantile(buckets: list[tuple[float, float]], total: float, q: float) -> float:
+    """The quantile, interpolated linearly inside its bucket (Prometheus' rule)."""
+    rank = q * total
+    lo, below = 0.0, 0.0
+    for hi, count in buckets:
+        if count >= rank:
+            if hi == float("inf"):
+                return lo
+            return lo + (hi - lo) * (rank - below) / max(count - below, 1e-9)
+        lo, below = hi, count
+    return float("nan")
+
+
+def latency_run(stack: StackState, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """A steady ``--latency-rate`` for ``--latency-seconds`` to ``--teachers`` connections;
+    the router's own histogram of Kafka receipt -> frame written, and the clients'
+    view (producer send -> frame received) beside it."""
+    u = uuid.uuid4().hex[:8]
+    topic = f"bench.latency.{u}"
+    ensure_topic(stack.kafka_bootstrap, topic, 6)
+    port = free_port()
+    server = start_server("router", stack, topic, port, workdir, f"l{u}")
+    recv = workdir / f"recv-latency-{u}.jsonl"
+    prefix = f"lt{u}"
+    clients = python_proc(["-m", "bench.clients", f"ws://127.0.0.1:{port}/ws", SECRET, str(args.teachers), "1",
+                           str(recv), "--prefix", prefix], stdout=subprocess.PIPE)  # fmt: skip
+    try:
+        assert clients.stdout is not None
+        assert "ready" in clients.stdout.readline()
+        # Warm-up second, not counted: the first fetches and script loads.
+        produce_paced(stack.kafka_bootstrap, topic, args.latency_rate, 1.0, args.teachers, prefix)
+        time.sleep(1)
+        before, before_n = histogram(httpx.get(f"http://127.0.0.1:{port}/metrics").text,
+                                     "outbox_router_kafka_to_frame_seconds")  # fmt: skip
+        sent = produce_paced(stack.kafka_bootstrap, topic, args.latency_rate, args.latency_seconds,
+                             args.teachers, prefix)  # fmt: skip
+        wait_for_count(clients.stdout, len(sent), idle_s=3)
+        time.sleep(0.5)
+        after, after_n = histogram(httpx.get(f"http://127.0.0.1:{port}/metrics").text,
+                                   "outbox_router_kafka_to_frame_seconds")  # fmt: skip
+        clients.send_signal(signal.SIGTERM)
+        clients.communicate(timeout=300)
+    finally:
+        if clients.poll() is None:
+            clients.kill()
+        stop_server(server, "router")
+        drop_keys(stack, f"bl{u}")
+    counts = dict(before)
+    window = [(le, c - counts.get(le, 0.0)) for le, c in after]
+    n = after_n - before_n
+    client_ms = []
+    with open(recv) as f:
+        for line in f:
+            _teacher, _cid, eid, t = json.loads(line)
+            if eid in sent:
+                client_ms.append(1000 * (t - sent[eid]))
+    within_20 = next((c for le, c in window if le == 0.02), float("nan"))
+    return {
+        "rate_per_s": args.latency_rate, "seconds": args.latency_seconds, "produced": len(sent),
+        "frames_in_histogram": n, "frames_at_clients": len(client_ms),
+        "router_p50_ms": 1000 * bucket_quantile(window, n, 0.50),
+        "router_p99_ms": 1000 * bucket_quantile(window, n, 0.99),
+        "router_share_within_20ms": within_20 / n if n else float("nan"),
+        "client_p50_ms": pct(client_ms, 50), "client_p99_ms": pct(client_ms, 99),
+    }  # fmt: skip
+
+
 def idle_rss(stack: StackState, kind: str, conns: int, workdir: Path) -> dict[str, Any]:
     u = uuid.uuid4().hex[:8]
     topic = f"bench.idle.{u}"
@@ -193,11 +305,14 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=100_000)
     ap.add_argument("--teachers", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--latency-rate", type=int, default=2000, help="0 skips the latency run")
+    ap.add_argument("--latency-seconds", type=float, default=20)
     ap.add_argument("--idle", type=int, default=10_000)
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="outbox-bench-router-"))
     runs: dict[str, list[dict[str, Any]]] = {"router": [], "bare": []}
     idle: list[dict[str, Any]] = []
+    latency: list[dict[str, Any]] = []
     with bench_stack() as stack:
         for r in range(args.runs):
             for kind in ("router", "bare") if r % 2 == 0 else ("bare", "router"):
@@ -206,6 +321,14 @@ def main() -> None:
                 print(f"run {r + 1} {kind:<7} {res['frames']}/{res['expected']} frames in {res['seconds']:.2f} s = "
                       f"{res['frames_per_s']:,.0f}/s  (rss {res['server_rss_mib']:.0f} MiB, cpu "
                       f"{res['server_cpu_us_per_frame']:.1f} us/frame, redis {res['redis_cpu_us_per_frame']:.1f})", flush=True)  # fmt: skip
+        for r in range(args.runs if args.latency_rate else 0):
+            res = latency_run(stack, args, workdir)
+            latency.append(res)
+            print(f"latency run {r + 1} at {res['rate_per_s']}/s: Kafka receipt -> frame p50 "
+                  f"{res['router_p50_ms']:.1f} ms, p99 {res['router_p99_ms']:.1f} ms, "
+                  f"{100 * res['router_share_within_20ms']:.2f}% within 20 ms; producer -> client p50 "
+                  f"{res['client_p50_ms']:.1f} ms, p99 {res['client_p99_ms']:.1f} ms "
+                  f"({res['frames_at_clients']}/{res['produced']} frames)", flush=True)  # fmt: skip
         if args.idle:
             for kind in ("router", "bare"):
                 res = idle_rss(stack, kind, args.idle, workdir)
@@ -216,7 +339,10 @@ def main() -> None:
         a["frames_per_s"] / b["frames_per_s"]
         for a, b in zip(runs["router"], runs["bare"], strict=True)
     ]
-    out = {"settings": vars(args), "runs": runs, "idle": idle,
+    lat = {k: summary([x[k] for x in latency]) for k in ("router_p50_ms", "router_p99_ms",
+           "router_share_within_20ms", "client_p50_ms", "client_p99_ms")} if latency else {}  # fmt: skip
+    out = {"settings": vars(args), "runs": runs, "idle": idle, "latency_runs": latency,
+           "latency": lat,
            "router_frames_per_s": summary([x["frames_per_s"] for x in runs["router"]]),
            "bare_frames_per_s": summary([x["frames_per_s"] for x in runs["bare"]]),
            "throughput_ratio_router_over_bare": summary(ratio)}  # fmt: skip

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +73,7 @@ class Batch:
     """One read's worth of records, validated: what to record, what to dead-letter,
     and the offsets to commit once both are done."""
 
+    received_at: float = 0.0  # epoch seconds the records were read
     good: list[Routable] = field(default_factory=list)
     dead: list[tuple[Message, PoisonMessageError]] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -188,7 +190,7 @@ class Ingestor:
 
     def validate(self, msgs: Sequence[Message]) -> Batch:
         """Sort records into good and poison (pure CPU; no I/O)."""
-        batch = Batch()
+        batch = Batch(received_at=time.time())
         consumed = 0
         for m in msgs:
             err = m.error()
@@ -215,7 +217,7 @@ class Ingestor:
             chunk = batch.good[i : i + _CHUNK]
             while True:
                 try:
-                    positions = await self.store.ingest(chunk)
+                    positions = await self.store.ingest(chunk, received_at=batch.received_at)
                     break
                 except StoreUnavailableError as exc:
                     if stop.is_set():

@@ -25,35 +25,45 @@ class FanoutMessage:
     position: str | None = None
     created_at: str | None = None
     notification: str | None = None  # the notification's JSON text, untouched
+    received_at: float | None = None  # when the ingesting replica read it from Kafka
 
 
 def parse_fanout(raw: bytes | str) -> list[FanoutMessage]:
-    """Parse a channel message: records of a JSON header line (``["n", teacher,
-    event id, position, created_at]`` or ``["a", teacher, event id]``), a
-    notification header being followed by a line with the notification JSON,
-    which is passed on without parsing. One message holds a whole batch, in order.
+    """Parse a channel message: a first line with a JSON array of record headers
+    (``["n", teacher, event id, position, created_at, received_at]`` or ``["a",
+    teacher, event id]``), then one line per ``"n"`` record, in order, with the
+    notification's JSON, which is passed on without parsing. One message holds a
+    whole batch, in order.
 
     Raises:
         ValueError: not a fan-out message of ours.
     """
     text = raw.decode() if isinstance(raw, bytes) else raw
-    lines = text.split("\n")
+    head, _, rest = text.partition("\n")
+    heads = json.loads(head)
+    if not isinstance(heads, list) or not heads:
+        raise ValueError("not a fan-out message")
+    bodies = rest.split("\n") if rest else []
     out: list[FanoutMessage] = []
-    i = 0
-    while i < len(lines):
-        h = json.loads(lines[i])
+    b = 0
+    for h in heads:
         if not isinstance(h, list) or not h or h[0] not in ("n", "a"):
             raise ValueError("not a fan-out message")
         if h[0] == "a":
+            if len(h) != 3:
+                raise ValueError("malformed ack record")
             out.append(FanoutMessage("a", str(h[1]), str(h[2])))
-            i += 1
             continue
-        if len(h) != 5 or i + 1 >= len(lines) or not lines[i + 1]:
+        if len(h) not in (5, 6) or b >= len(bodies) or not bodies[b]:
             raise ValueError("malformed notification record")
+        received = h[5] if len(h) == 6 and isinstance(h[5], int | float) else None
         out.append(
-            FanoutMessage("n", str(h[1]), str(h[2]), str(h[3]), str(h[4]) or None, lines[i + 1])
-        )
-        i += 2
+            FanoutMessage("n", str(h[1]), str(h[2]), str(h[3]), str(h[4]) or None, bodies[b],
+                          received)
+        )  # fmt: skip
+        b += 1
+    if b != len(bodies):
+        raise ValueError("notification lines do not match the headers")
     return out
 
 

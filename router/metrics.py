@@ -1,8 +1,69 @@
-"""Prometheus metrics of one router process (its own registry)."""
+"""Prometheus metrics of one router process (its own registry).
+
+The per-frame metrics (frames delivered and the two latency histograms) are
+updated tens of thousands of times a second on the event loop's thread, so they
+are plain counters read by a collector at scrape time (which runs on the same
+thread) instead of ``prometheus_client``'s locked values: about a microsecond
+less per frame. The rest are ordinary ``prometheus_client`` metrics.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+
+class LoopHistogram:
+    """A histogram for one thread: ``observe`` is a bisect and two additions."""
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = sorted(buckets)
+        self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def family(self) -> HistogramMetricFamily:
+        cumulative: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip([*self.bounds, float("inf")], self.counts, strict=True):
+            running += count
+            cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        return HistogramMetricFamily(
+            self.name, self.documentation, buckets=cumulative, sum_value=self.sum
+        )
+
+
+class LoopCounter:
+    """A counter for one thread."""
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.value = 0
+
+    def inc(self, amount: int = 1) -> None:
+        self.value += amount
+
+    def family(self) -> CounterMetricFamily:
+        return CounterMetricFamily(self.name, self.documentation, value=self.value)
+
+
+class _LoopCollector(Collector):
+    def __init__(self, metrics: Sequence[LoopHistogram | LoopCounter]) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        for m in self.metrics:
+            yield m.family()
 
 
 class RouterMetrics:
@@ -19,9 +80,6 @@ class RouterMetrics:
         self.dead_lettered = Counter(
             "outbox_router_dead_lettered", "Records sent to the DLQ", ["reason"], registry=r
         )
-        self.delivered = Counter(
-            "outbox_router_delivered", "Notification frames written to sockets", registry=r
-        )
         self.replays = Counter("outbox_router_replays", "Resume replays served", registry=r)
         self.replayed = Counter("outbox_router_replayed", "Frames sent from history", registry=r)
         self.slow_dropped = Counter(
@@ -33,9 +91,19 @@ class RouterMetrics:
         self.connections = Gauge(
             "outbox_router_connections", "Open authenticated connections", registry=r
         )
-        self.latency = Histogram(
+        # Updated on the event loop's thread only (see the module docstring).
+        self.delivered = LoopCounter(
+            "outbox_router_delivered", "Live notification frames written to sockets"
+        )
+        self.latency = LoopHistogram(
             "outbox_router_latency_seconds",
             "From the outbox row's created_at to the frame being written",
-            buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10),
-            registry=r,
+            (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10),
         )
+        self.router_latency = LoopHistogram(
+            "outbox_router_kafka_to_frame_seconds",
+            "From the record being read from Kafka (by any replica) to the frame being written",
+            (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5,
+             1, 2.5),
+        )  # fmt: skip
+        r.register(_LoopCollector([self.delivered, self.latency, self.router_latency]))

@@ -88,12 +88,13 @@ class Hub:
         if msg.kind == "a":
             text = '{"type":"acked","id":' + json.dumps(msg.event_id) + "}"
             for s in targets:
-                s.offer((text, None))
+                s.offer((text, None, None))
             return
         assert msg.position is not None and msg.notification is not None
         item = (
             notification_text(msg.event_id, msg.position, msg.created_at, msg.notification),
             created_epoch(msg.created_at),
+            msg.received_at,
         )
         for s in targets:
             for it in s.sync.live(msg.position, msg.event_id, item):
@@ -232,7 +233,7 @@ class WebSocketServer:
         log.info("conn %s open teacher=%s resume=%s", cid, teacher, resume)
         welcome = WelcomeFrame(connection_id=cid, teacher_id=teacher,
                                server_time=datetime.now(UTC))  # fmt: skip
-        session.offer((welcome.model_dump_json(), None))
+        session.offer((welcome.model_dump_json(), None, None))
         reason = "closed"
         try:
             async with asyncio.TaskGroup() as tg:
@@ -273,9 +274,7 @@ class WebSocketServer:
         """
         transport = ws.transport
         high = transport.get_write_buffer_limits()[1]
-        delivered = self.metrics.delivered
-        latency = self.metrics.latency
-        clock = self.clock
+        sent = self._sent
 
         def write(item: Outgoing) -> bool:
             if ws.protocol.state is not State.OPEN or transport.get_write_buffer_size() >= high:
@@ -284,23 +283,28 @@ class WebSocketServer:
                 broadcast((ws,), item[0], raise_exceptions=True)
             except ExceptionGroup:
                 return False  # the writer task meets the same error and ends the connection
-            created = item[1]
-            if created is not None:
-                delivered.inc()
-                latency.observe(max(0.0, clock() - created))
+            sent(item)
             return True
 
         return write
 
+    def _sent(self, item: Outgoing) -> None:
+        """Metrics of a frame just written."""
+        _, created, received = item
+        if created is None and received is None:
+            return
+        now = self.clock()
+        self.metrics.delivered.inc()
+        if created is not None:
+            self.metrics.latency.observe(max(0.0, now - created))
+        if received is not None:
+            self.metrics.router_latency.observe(max(0.0, now - received))
+
     async def _writer(self, ws: ServerConnection, session: Session) -> None:
-        latency = self.metrics.latency
-        delivered = self.metrics.delivered
         while True:
-            text, created = await session.queue.get()
-            await ws.send(text)
-            if created is not None:
-                delivered.inc()
-                latency.observe(max(0.0, self.clock() - created))
+            item = await session.queue.get()
+            await ws.send(item[0])
+            self._sent(item)
 
     async def _reader(self, ws: ServerConnection, session: Session, resume: str | None) -> None:
         await self.sync(session, resume, begun=True)
@@ -330,7 +334,7 @@ class WebSocketServer:
                 if errors > self.s.max_errors:
                     raise _Close(CloseCode.POLICY_VIOLATION, f"too many bad frames ({problem[0]})")
                 session.offer((ErrorFrame(code=problem[0], message=problem[1]).model_dump_json(),
-                               None))  # fmt: skip
+                               None, None))  # fmt: skip
         raise _Done
 
     async def sync(self, session: Session, resume: str | None, *, begun: bool = False) -> None:
@@ -343,7 +347,7 @@ class WebSocketServer:
         for p in pending:
             session.sync.mark_sent(p.event_id)
             session.offer((notification_text(p.event_id, p.position, p.created_at,
-                                             p.notification, pending=True), None))  # fmt: skip
+                                             p.notification, pending=True), None, None))  # fmt: skip
         replay = await self.store.replay(teacher, resume)
         replayed = 0
         if resume is None:
@@ -354,14 +358,14 @@ class WebSocketServer:
                 if session.sync.replayed(e.position, e.event_id):
                     replayed += 1
                     session.offer((notification_text(e.event_id, e.position, e.created_at,
-                                                     e.notification, replayed=True), None))  # fmt: skip
+                                                     e.notification, replayed=True), None, None))  # fmt: skip
             self.metrics.replayed.inc(replayed)
         for item in session.sync.finish():
             session.offer(item)
         done = ReplayDoneFrame(recovered=replay.recovered, replayed=replayed,
                                pending=len(pending),
                                position=session.sync.position or replay.head or "0-0")  # fmt: skip
-        session.offer((done.model_dump_json(), None))
+        session.offer((done.model_dump_json(), None, None))
 
 
 class _Done(Exception):

@@ -12,8 +12,9 @@ from typing import Any
 from contracts.protocol import NotificationFrame
 from router.fanout import SyncState
 
-# (frame text, created_at as epoch seconds or None for frames without latency)
-Outgoing = tuple[str, float | None]
+# (frame text, the outbox row's created_at and the Kafka receipt as epoch
+# seconds; None for frames without latency: welcome, replayed, pending, errors)
+Outgoing = tuple[str, float | None, float | None]
 # Writes a frame to the socket at once if it can without waiting; False if not.
 DirectWrite = Callable[[Outgoing], bool]
 

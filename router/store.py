@@ -37,8 +37,10 @@ local hist_ttl = tonumber(ARGV[4])
 -- created_at, action 0/1, priority rank, deadline], ...]. One argument
 -- instead of seven per notification is far cheaper to send and to unpack.
 local batch = cjson.decode(ARGV[5])
+local received = tonumber(ARGV[6])
 local out = {}
-local msgs = {}
+local heads = {}
+local bodies = {}
 local touched = {}
 for i = 1, #batch do
   local r = batch[i]
@@ -59,9 +61,8 @@ for i = 1, #batch do
       redis.call('HSET', p .. ':pending:' .. teacher, eid, item)
       redis.call('EXPIRE', p .. ':pending:' .. teacher, hist_ttl)
     end
-    -- A small JSON header line, then the notification JSON as is (compact JSON
-    -- never holds a raw newline): receivers route without parsing the body.
-    msgs[#msgs + 1] = cjson.encode({'n', teacher, eid, pos, created}) .. '\n' .. n
+    heads[#heads + 1] = {'n', teacher, eid, pos, created, received}
+    bodies[#bodies + 1] = n
     out[i] = pos
   end
 end
@@ -69,9 +70,11 @@ end
 for hist in pairs(touched) do
   redis.call('EXPIRE', hist, hist_ttl)
 end
--- One message for the whole batch, in order: far fewer pub/sub deliveries.
-if #msgs > 0 then
-  redis.call('PUBLISH', p .. ':fanout', table.concat(msgs, '\n'))
+-- One message for the whole batch, in order: a JSON line of every record's
+-- header, then each notification's JSON as is, a line each (compact JSON never
+-- holds a raw newline). Receivers route without parsing the bodies.
+if #heads > 0 then
+  redis.call('PUBLISH', p .. ':fanout', cjson.encode(heads) .. '\n' .. table.concat(bodies, '\n'))
 end
 return out
 """
@@ -79,7 +82,7 @@ return out
 _ACK = """
 local removed = redis.call('HDEL', KEYS[1], ARGV[1])
 if removed == 1 then
-  redis.call('PUBLISH', KEYS[2], cjson.encode({'a', ARGV[2], ARGV[1]}))
+  redis.call('PUBLISH', KEYS[2], cjson.encode({{'a', ARGV[2], ARGV[1]}}))
 end
 return removed
 """
@@ -150,8 +153,9 @@ class Store:
         except _UNAVAILABLE:
             return False
 
-    async def ingest(self, batch: Sequence[Routable]) -> list[str | None]:
-        """Record and announce ``batch``; a position per item, ``None`` for a duplicate."""
+    async def ingest(self, batch: Sequence[Routable], *, received_at: float) -> list[str | None]:
+        """Record and announce ``batch`` (read from Kafka at epoch ``received_at``);
+        a position per item, ``None`` for a duplicate."""
         if not batch:
             return []
         # UTF-8 as it is (ensure_ascii off): Lua's cjson passes it through untouched.
@@ -159,7 +163,7 @@ class Store:
                             1 if r.action_required else 0, r.priority_rank, r.deadline or ""]
                            for r in batch], ensure_ascii=False)  # fmt: skip
         args: list[str | int] = [self.prefix, self.dedupe_ttl_s, self.history_maxlen,
-                                 self.history_ttl_s, rows]  # fmt: skip
+                                 self.history_ttl_s, rows, f"{received_at:.6f}"]  # fmt: skip
         try:
             result = await self._ingest(args=args)
         except _UNAVAILABLE as exc:

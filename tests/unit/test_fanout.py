@@ -24,17 +24,26 @@ def test_registry_isolates_teachers() -> None:
 
 
 def test_parse_fanout() -> None:
-    m = parse_fanout(b'["n","t1","e1","1-0",""]\n{"x":1}')
+    m = parse_fanout(b'[["n","t1","e1","1-0",""]]\n{"x":1}')
     assert m == [FanoutMessage("n", "t1", "e1", "1-0", None, '{"x":1}')]
-    assert parse_fanout('["a","t1","e1"]') == [FanoutMessage("a", "t1", "e1")]
+    assert parse_fanout('[["a","t1","e1"]]') == [FanoutMessage("a", "t1", "e1")]
+    # with the time the ingesting replica read it from Kafka
+    m = parse_fanout('[["n","t1","e1","1-0","c",1764547200.5]]\n{"x":1}')
+    assert m == [FanoutMessage("n", "t1", "e1", "1-0", "c", '{"x":1}', 1764547200.5)]
     batch = parse_fanout(
-        '["n","t1","e1","1-0","c"]\n{"x":1}\n["n","t2","e2","2-0",""]\n{"y":"a\\nb"}'
+        '[["n","t1","e1","1-0","c"],["a","t1","e0"],["n","t2","e2","2-0",""]]\n'
+        '{"x":1}\n{"y":"a\\nb"}'
     )
-    assert [(x.teacher_id, x.notification) for x in batch] == [
-        ("t1", '{"x":1}'),
-        ("t2", '{"y":"a\\nb"}'),
+    assert [(x.kind, x.teacher_id, x.notification) for x in batch] == [
+        ("n", "t1", '{"x":1}'),
+        ("a", "t1", None),
+        ("n", "t2", '{"y":"a\\nb"}'),
     ]
-    for bad in (b'{"k":"zzz"}', b'["zzz"]', b'["n","t1"]', b"nope"):
+    for bad in (
+        b'{"k":"zzz"}', b'[["zzz"]]', b'[["n","t1"]]', b"nope", b"[]",
+        b'[["n","t1","e1","1-0",""]]',  # a header without its notification line
+        b'[["a","t1","e1"]]\n{"x":1}',  # a notification line without its header
+    ):  # fmt: skip
         with pytest.raises(ValueError):
             parse_fanout(bad)
 

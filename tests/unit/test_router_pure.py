@@ -8,6 +8,7 @@ import time
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from prometheus_client import generate_latest
 
 from contracts import build_notification
 from contracts.protocol import NotificationFrame, client_frame_adapter, server_frame_adapter
@@ -15,6 +16,7 @@ from router.auth import Verifier, mint
 from router.decode import decode
 from router.errors import AuthError, ConfigError, PoisonMessageError
 from router.limits import TokenBucket
+from router.metrics import RouterMetrics
 from router.session import notification_text
 from router.settings import RouterSettings
 
@@ -122,3 +124,21 @@ def test_decode_passes_compact_json_through_and_reserializes_pretty_json() -> No
     pretty = json.dumps(json.loads(compact), indent=2).encode()
     out = decode(pretty, [("id", b"e")]).notification_json
     assert "\n" not in out and json.loads(out) == json.loads(compact)
+
+
+def test_loop_metrics_export_like_prometheus_client() -> None:
+    m = RouterMetrics()
+    for v in (0.0005, 0.001, 0.004, 0.02, 3.0):  # 0.001 and 0.02 sit on bucket bounds
+        m.router_latency.observe(v)
+    m.delivered.inc()
+    m.delivered.inc(2)
+    text = generate_latest(m.registry).decode()
+    assert 'outbox_router_kafka_to_frame_seconds_bucket{le="0.001"} 2.0' in text
+    assert 'outbox_router_kafka_to_frame_seconds_bucket{le="0.005"} 3.0' in text
+    assert 'outbox_router_kafka_to_frame_seconds_bucket{le="0.02"} 4.0' in text
+    assert 'outbox_router_kafka_to_frame_seconds_bucket{le="2.5"} 4.0' in text
+    assert 'outbox_router_kafka_to_frame_seconds_bucket{le="+Inf"} 5.0' in text
+    assert "outbox_router_kafka_to_frame_seconds_count 5.0" in text
+    assert "outbox_router_kafka_to_frame_seconds_sum 3.0255" in text
+    assert "outbox_router_delivered_total 3.0" in text
+    assert 'outbox_router_latency_seconds_bucket{le="+Inf"} 0.0' in text
