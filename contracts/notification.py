@@ -87,20 +87,18 @@ def violations(
                 SQLSTATE_MISSING_FIELD,
             )
         )
-    for field, got, want in (
-        ("priority", n.priority, entry.priority),
-        ("category", n.category, entry.category),
-        ("action_required", n.action_required, entry.action_required),
-    ):
-        if got != want:
-            out.append(
-                Violation(
-                    field,
-                    f"{n.notification_type} has {field} {_show(want)} in the catalog, "
-                    f"not {_show(got)}; leave it out and let build_notification() fill it",
-                    SQLSTATE_CATALOG_MISMATCH,
-                )
+    # Enum members and bools are singletons: identity is the cheap test of the
+    # common case (this runs for every record the router reads).
+    if n.priority is not entry.priority:
+        out.append(_mismatch(n.notification_type, "priority", n.priority, entry.priority))
+    if n.category is not entry.category:
+        out.append(_mismatch(n.notification_type, "category", n.category, entry.category))
+    if n.action_required is not entry.action_required:
+        out.append(
+            _mismatch(
+                n.notification_type, "action_required", n.action_required, entry.action_required
             )
+        )
     d = n.deadline_timestamp
     if d is None:
         if entry.deadline is DeadlineRule.REQUIRED:
@@ -165,6 +163,15 @@ def violations(
             )
         )
     return out
+
+
+def _mismatch(notification_type: str, field: str, got: object, want: object) -> Violation:
+    return Violation(
+        field,
+        f"{notification_type} has {field} {_show(want)} in the catalog, "
+        f"not {_show(got)}; leave it out and let build_notification() fill it",
+        SQLSTATE_CATALOG_MISMATCH,
+    )
 
 
 def _show(value: object) -> str:

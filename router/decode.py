@@ -30,40 +30,43 @@ class Routable(NamedTuple):
 
 
 def header(headers: Headers | None, name: str) -> str | None:
-    items = headers.items() if isinstance(headers, dict) else (headers or ())
-    for k, v in items:
-        if k == name and v is not None:
-            if isinstance(v, str):
-                return v
-            try:
-                return v.decode()
-            except UnicodeDecodeError:
-                return None
-    return None
+    """The first non-null value of header ``name`` as text (None if not UTF-8)."""
+    return _text(header_map(headers).get(name))
+
+
+def header_map(headers: Headers | None) -> dict[str, str | bytes]:
+    """Header name -> its first non-null value."""
+    if not headers:
+        return {}
+    items = headers.items() if isinstance(headers, dict) else headers
+    return {k: v for k, v in reversed(list(items)) if v is not None}
+
+
+def _text(v: str | bytes | None) -> str | None:
+    if v is None or isinstance(v, str):
+        return v
+    try:
+        return v.decode()
+    except UnicodeDecodeError:
+        return None
 
 
 def _routable(n: TeacherNotificationRequestedV1, event_id: str, text: str | None,
-              headers: Headers | None) -> Routable:  # fmt: skip
+              created_at: str | None) -> Routable:  # fmt: skip
     deadline = n.deadline_timestamp.isoformat() if n.deadline_timestamp else None
-    return Routable(
-        event_id=event_id,
-        teacher_id=n.teacher_id,
-        notification_json=text if text is not None else n.model_dump_json(),
-        created_at=header(headers, "created_at"),
-        action_required=n.action_required,
-        priority_rank=n.priority.rank,
-        deadline=deadline,
-    )
+    # Positional: this runs for every record.
+    return Routable(event_id, n.teacher_id, text if text is not None else n.model_dump_json(),
+                    created_at, n.action_required, n.priority.rank, deadline)  # fmt: skip
 
 
-def _fast(value: bytes, headers: Headers | None) -> Routable | None:
+def _fast(value: bytes, headers: dict[str, str | bytes]) -> Routable | None:
     """The common case in one step: a valid JSON object and an ``id`` header.
 
     The validated text is passed on as it is when it holds no raw newline (the
     fan-out framing relies on that); ``None`` sends the record down the slow
     path, which says exactly what is wrong.
     """
-    event_id = header(headers, "id")
+    event_id = _text(headers.get("id"))
     if not event_id or not _EVENT_ID.match(event_id):
         return None
     try:
@@ -73,7 +76,7 @@ def _fast(value: bytes, headers: Headers | None) -> Routable | None:
     except (ValidationError, ValueError):
         return None
     text = value.decode() if b"\n" not in value else None
-    return _routable(n, event_id, text, headers)
+    return _routable(n, event_id, text, _text(headers.get("created_at")))
 
 
 def decode(value: bytes | None, headers: Headers | None) -> Routable:
@@ -85,7 +88,8 @@ def decode(value: bytes | None, headers: Headers | None) -> Routable:
     """
     if value is None:
         raise PoisonMessageError("invalid_json", "the record has no value (a tombstone?)")
-    fast = _fast(value, headers)
+    hmap = header_map(headers)
+    fast = _fast(value, hmap)
     if fast is not None:
         return fast
     try:
@@ -114,7 +118,7 @@ def decode(value: bytes | None, headers: Headers | None) -> Routable:
         )
         kind = "unknown_type" if unknown else "schema"
         raise PoisonMessageError(kind, text[:1000]) from None
-    event_id = header(headers, "id") or str(data.get("event_id") or "")
+    event_id = _text(hmap.get("id")) or str(data.get("event_id") or "")
     if not _EVENT_ID.match(event_id):
         raise PoisonMessageError("missing_id", "no usable event id in the `id` header or payload")
-    return _routable(n, event_id, None, headers)
+    return _routable(n, event_id, None, _text(hmap.get("created_at")))
