@@ -81,6 +81,8 @@ class Router:
                 async with self.redis.pubsub() as ps:
                     await ps.subscribe(self.store.channel)
                     if not first:
+                        log.info("fan-out subscription restored; re-syncing %d connections",
+                                 len(self.hub.registry))  # fmt: skip
                         await self._resync_all()
                     first = False
                     self.subscribed.set()

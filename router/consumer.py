@@ -213,11 +213,16 @@ class Ingestor:
         if batch.dead:
             await self._dead_letter(batch.dead, producer)
         backoff = 0.2
+        retries = 0
         for i in range(0, len(batch.good), _CHUNK):
             chunk = batch.good[i : i + _CHUNK]
             while True:
                 try:
                     positions = await self.store.ingest(chunk, received_at=batch.received_at)
+                    if retries:
+                        log.info("Redis is reachable again; recorded the waiting batch "
+                                 "after %d retries", retries)  # fmt: skip
+                        retries = 0
                     break
                 except StoreUnavailableError as exc:
                     if stop.is_set():
@@ -226,6 +231,7 @@ class Ingestor:
                         )
                         return
                     log.warning("%s; retrying in %.1f s (nothing committed)", exc, backoff)
+                    retries += 1
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
             new = sum(1 for p in positions if p)

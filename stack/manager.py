@@ -311,8 +311,8 @@ class StackManager:
         create_database(admin, PG_DATABASE)
         return comp
 
-    def _start_redis(self) -> Component:
-        port = procs.free_port()
+    def _start_redis(self, port: int | None = None) -> Component:
+        port = port or procs.free_port()
         rdir = self.state_dir / "redis"
         rdir.mkdir(parents=True, exist_ok=True)
         log_path = self.state_dir / "redis.log"
@@ -367,6 +367,17 @@ class StackManager:
         self.state_dir.chmod(0o755)
         try:
             return self._start_postgres()
+        except BaseException:
+            self._stop_started()
+            raise
+
+    def start_redis(self, port: int | None = None) -> Component:
+        """Start only a Redis (for outage tests); again on ``port`` with the same data
+        directory after it was stopped."""
+        check_prerequisites(self.settings)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._start_redis(port)
         except BaseException:
             self._stop_started()
             raise

@@ -1,0 +1,65 @@
+"""The router when its Redis goes away and comes back: nothing is lost, nothing
+is doubled, and /readyz says what is wrong meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+
+from stack.manager import StackManager
+from stack.procs import stop_pid
+from stack.settings import StackSettings
+from tests.fix_router import Client, Env, notification, start_router_process, wait_ready
+
+
+async def _readyz(port: int) -> tuple[int, str]:
+    async with httpx.AsyncClient() as http:
+        r = await http.get(f"http://127.0.0.1:{port}/readyz", timeout=10)
+        return r.status_code, r.text
+
+
+async def test_redis_outage_delays_but_loses_and_doubles_nothing(env: Env, tmp_path: Path) -> None:
+    # A Redis of this test's own, so stopping it disturbs no other test.
+    mgr = StackManager(StackSettings(), state_dir=tmp_path / "redis")
+    redis = mgr.start_redis()
+    try:
+        settings = env.settings.model_copy(update={"redis_url": redis.url})
+        r = start_router_process(settings, tmp_path)
+        try:
+            await wait_ready(r.port)
+            c = await Client.open(r.port, env.token("olga"))
+            ids = [
+                env.produce(notification("batch_processing_started", "olga", i)) for i in range(10)
+            ]
+            env.flush()
+            await c.collect(10)
+
+            stop_pid(redis.pid, expect="redis-server", timeout=20)  # Redis goes away
+            ids += [env.produce(notification("batch_processing_started", "olga", i))
+                    for i in range(10, 20)]  # fmt: skip
+            env.flush()
+            deadline = time.monotonic() + 30
+            while (status := await _readyz(r.port))[0] == 200:
+                assert time.monotonic() < deadline, "readyz never noticed Redis was gone"
+                await asyncio.sleep(0.2)
+            assert status[0] == 503 and "redis FAIL" in status[1], status
+            await c.quiet(1.0)
+            assert len(c.notifications()) == 10  # nothing can be recorded, so nothing is sent
+            assert r.proc.poll() is None  # and the router waits instead of dying
+
+            mgr.start_redis(port=redis.port)  # back, with its append-only file
+            await c.collect(20, timeout=60)
+            await c.quiet(1.0)
+            assert [f["id"] for f in c.notifications()] == ids  # each once, in order
+            await wait_ready(r.port, timeout=30)
+            log = r.log.read_text()
+            assert "nothing committed" in log
+            assert "fan-out subscription restored" in log
+            await c.close()
+        finally:
+            r.stop()
+    finally:
+        mgr.stop_started()
