@@ -16,6 +16,9 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -103,33 +106,59 @@ def stop_server(proc: subprocess.Popen[str], kind: str) -> None:
         stop_pid(proc.pid, expect="router" if kind == "router" else "bare_broadcast", timeout=20)
 
 
-def throughput_run(
-    stack: StackState, kind: str, args: argparse.Namespace, workdir: Path
-) -> dict[str, Any]:
+@dataclass
+class Rig:
+    """One measured setup: a fresh topic, a server on it, a clients process."""
+
+    topic: str
+    port: int
+    prefix: str  # teacher ids are "<prefix>-<n>"
+    recv: Path  # what the clients write when they stop
+    server: subprocess.Popen[str]
+    clients: subprocess.Popen[str]
+
+    def stop_clients(self) -> None:
+        self.clients.send_signal(signal.SIGTERM)
+        self.clients.communicate(timeout=300)
+
+
+@contextmanager
+def rig(stack: StackState, kind: str, teachers: int, workdir: Path, name: str) -> Iterator[Rig]:
+    """Start a server of ``kind`` on a new topic and ``teachers`` connected clients;
+    stop both and drop the run's Redis keys afterwards."""
     u = uuid.uuid4().hex[:8]
-    topic = f"bench.router.{u}"
+    topic = f"bench.{name}.{u}"
+    group = f"{name[0]}{u}"
     ensure_topic(stack.kafka_bootstrap, topic, 6)
     port = free_port()
-    server = start_server(kind, stack, topic, port, workdir, f"g{u}")
+    server = start_server(kind, stack, topic, port, workdir, group)
     recv = workdir / f"recv-{kind}-{u}.jsonl"
-    prefix = f"rt{u}"
-    clients = python_proc(["-m", "bench.clients", f"ws://127.0.0.1:{port}/ws", SECRET, str(args.teachers), "1",
+    prefix = f"{name[0]}t{u}"
+    clients = python_proc(["-m", "bench.clients", f"ws://127.0.0.1:{port}/ws", SECRET, str(teachers), "1",
                            str(recv), "--prefix", prefix], stdout=subprocess.PIPE)  # fmt: skip
     try:
         assert clients.stdout is not None
         assert "ready" in clients.stdout.readline()
-        cpu0, redis0 = cpu_seconds(server.pid), redis_cpu(stack)
-        produce_s = produce(stack.kafka_bootstrap, topic, args.messages, args.teachers, prefix)
-        wait_for_count(clients.stdout, args.messages)
-        cpu1, redis1 = cpu_seconds(server.pid), redis_cpu(stack)
-        peak_rss = rss_kib(server.pid)
-        clients.send_signal(signal.SIGTERM)
-        clients.communicate(timeout=300)
+        yield Rig(topic, port, prefix, recv, server, clients)
     finally:
         if clients.poll() is None:
             clients.kill()
         stop_server(server, kind)
-        drop_keys(stack, f"bg{u}")
+        drop_keys(stack, f"b{group}")  # the router's OUTBOX_REDIS_PREFIX
+
+
+def throughput_run(
+    stack: StackState, kind: str, args: argparse.Namespace, workdir: Path
+) -> dict[str, Any]:
+    with rig(stack, kind, args.teachers, workdir, "router") as r:
+        assert r.clients.stdout is not None
+        cpu0, redis0 = cpu_seconds(r.server.pid), redis_cpu(stack)
+        produce_s = produce(stack.kafka_bootstrap, r.topic, args.messages, args.teachers, r.prefix)
+        wait_for_count(r.clients.stdout, args.messages)
+        cpu1, redis1 = cpu_seconds(r.server.pid), redis_cpu(stack)
+        peak_rss = rss_kib(r.server.pid)
+        r.stop_clients()
+    recv = r.recv
     times = []
     with open(recv) as f:
         for line in f:
@@ -227,36 +256,23 @@ def latency_run(stack: StackState, args: argparse.Namespace, workdir: Path) -> d
     """A steady ``--latency-rate`` for ``--latency-seconds`` to ``--teachers`` connections;
     the router's own histogram of Kafka receipt -> frame written, and the clients'
     view (producer send -> frame received) beside it."""
-    u = uuid.uuid4().hex[:8]
-    topic = f"bench.latency.{u}"
-    ensure_topic(stack.kafka_bootstrap, topic, 6)
-    port = free_port()
-    server = start_server("router", stack, topic, port, workdir, f"l{u}")
-    recv = workdir / f"recv-latency-{u}.jsonl"
-    prefix = f"lt{u}"
-    clients = python_proc(["-m", "bench.clients", f"ws://127.0.0.1:{port}/ws", SECRET, str(args.teachers), "1",
-                           str(recv), "--prefix", prefix], stdout=subprocess.PIPE)  # fmt: skip
-    try:
-        assert clients.stdout is not None
-        assert "ready" in clients.stdout.readline()
+    metric = "outbox_router_kafka_to_frame_seconds"
+    with rig(stack, "router", args.teachers, workdir, "latency") as r:
+        assert r.clients.stdout is not None
+        url = f"http://127.0.0.1:{r.port}/metrics"
         # Warm-up second, not counted: the first fetches and script loads.
-        produce_paced(stack.kafka_bootstrap, topic, args.latency_rate, 1.0, args.teachers, prefix)
+        produce_paced(
+            stack.kafka_bootstrap, r.topic, args.latency_rate, 1.0, args.teachers, r.prefix
+        )
         time.sleep(1)
-        before, before_n = histogram(httpx.get(f"http://127.0.0.1:{port}/metrics").text,
-                                     "outbox_router_kafka_to_frame_seconds")  # fmt: skip
-        sent = produce_paced(stack.kafka_bootstrap, topic, args.latency_rate, args.latency_seconds,
-                             args.teachers, prefix)  # fmt: skip
-        wait_for_count(clients.stdout, len(sent), idle_s=3)
+        before, before_n = histogram(httpx.get(url).text, metric)
+        sent = produce_paced(stack.kafka_bootstrap, r.topic, args.latency_rate, args.latency_seconds,
+                             args.teachers, r.prefix)  # fmt: skip
+        wait_for_count(r.clients.stdout, len(sent), idle_s=3)
         time.sleep(0.5)
-        after, after_n = histogram(httpx.get(f"http://127.0.0.1:{port}/metrics").text,
-                                   "outbox_router_kafka_to_frame_seconds")  # fmt: skip
-        clients.send_signal(signal.SIGTERM)
-        clients.communicate(timeout=300)
-    finally:
-        if clients.poll() is None:
-            clients.kill()
-        stop_server(server, "router")
-        drop_keys(stack, f"bl{u}")
+        after, after_n = histogram(httpx.get(url).text, metric)
+        r.stop_clients()
+    recv = r.recv
     counts = dict(before)
     window = [(le, c - counts.get(le, 0.0)) for le, c in after]
     n = after_n - before_n
