@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -9,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from confluent_kafka import Consumer, Message
 
@@ -127,3 +130,21 @@ def connector(stack: StackState, db: Database, unique: str) -> Iterator[Connecto
         yield h
     finally:
         delete_connector(stack.connect_url, h.name)
+
+
+def notify(dsn: str, n: int, teacher: str = "t-r") -> None:
+    with psycopg.connect(dsn) as conn:
+        for i in range(n):
+            conn.execute("SELECT outbox.notify_teacher(%s, 'class_created', %s::jsonb, 'c', NULL, 'k')",
+                         (teacher, json.dumps({"i": i})))  # fmt: skip
+        conn.commit()
+
+
+async def wait_for(pred: Any, timeout: float = 60, interval: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = await pred()
+        if v:
+            return v
+        await asyncio.sleep(interval)
+    raise AssertionError("condition not met in time")

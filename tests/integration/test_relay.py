@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,9 @@ from tests.fix_kafka import (
     create_topic,
     delete_connector,
     make_consumer,
+    notify,
     relay_settings_for,
+    wait_for,
 )
 from tests.fix_stack import Database
 
@@ -52,24 +53,6 @@ class Counting(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
-
-
-def notify(dsn: str, n: int, teacher: str = "t-r") -> None:
-    with psycopg.connect(dsn) as conn:
-        for i in range(n):
-            conn.execute("SELECT outbox.notify_teacher(%s, 'class_created', %s::jsonb, 'c', NULL, 'k')",
-                         (teacher, json.dumps({"i": i})))  # fmt: skip
-        conn.commit()
-
-
-async def wait_for(pred: Any, timeout: float = 60, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = await pred()
-        if v:
-            return v
-        await asyncio.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture
