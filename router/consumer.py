@@ -11,7 +11,8 @@ another, so per-partition (per-teacher) order is kept.
 Commits are asynchronous: a synchronous commit is a broker round trip per
 batch (about as long as the Redis call), and the loop does not need its answer.
 A lost commit (a crash, a rebalance) only means re-reading records that are
-already recorded. Every consumer call (read, commit, close) runs on one thread
+already recorded. What a batch recorded is handed to the consumer with the next
+read (within ~100 ms when the topic is quiet). Every consumer call (read, commit, close) runs on one thread
 at a time; on revocation and on shutdown what is recorded is committed
 synchronously.
 """
