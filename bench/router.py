@@ -9,6 +9,7 @@ a steady rate; RSS per idle connection at 10,000 connections.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -45,24 +46,33 @@ from stack.state import StackState
 SECRET = "bench-secret-0123456789abcdef0123456789"
 
 
+@functools.cache
+def body(teacher: str) -> bytes:
+    """The notification a bench teacher gets (the same each time; ids differ)."""
+    n = build_notification(
+        "batch_processing_started", teacher, {"essays": 30}, "bench", batch_id="b-1"
+    )
+    return n.to_json().encode()
+
+
+def record(prefix: str, i: int, teachers: int) -> tuple[bytes, bytes, list[tuple[str, bytes]], str]:
+    """Key, value, headers and event id of the ``i``-th bench record."""
+    teacher = f"{prefix}-{i % teachers}"
+    eid = uuid.uuid4().hex
+    hdrs = [("id", eid.encode()), ("created_at", datetime.now(UTC).isoformat().encode())]
+    return teacher.encode(), body(teacher), hdrs, eid
+
+
 def produce(bootstrap: str, topic: str, n: int, teachers: int, prefix: str) -> float:
     """Produce ``n`` notifications as fast as the broker takes them; returns seconds."""
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "batch.num.messages": 10000,
                   "queue.buffering.max.messages": 2_000_000})  # fmt: skip
-    bodies = {}
     t0 = time.monotonic()
     for i in range(n):
-        teacher = f"{prefix}-{i % teachers}"
-        if teacher not in bodies:
-            bodies[teacher] = build_notification("batch_processing_started", teacher, {"essays": 30}, "bench",
-                                                 batch_id="b-1").to_json().encode()  # fmt: skip
-        hdrs = [
-            ("id", uuid.uuid4().hex.encode()),
-            ("created_at", datetime.now(UTC).isoformat().encode()),
-        ]
+        key, value, hdrs, _ = record(prefix, i, teachers)
         while True:
             try:
-                p.produce(topic, key=teacher.encode(), value=bodies[teacher], headers=hdrs)
+                p.produce(topic, key=key, value=value, headers=hdrs)  # type: ignore[arg-type]
                 break
             except BufferError:
                 p.poll(0.05)
@@ -201,7 +211,6 @@ def produce_paced(bootstrap: str, topic: str, rate: int, seconds: float, teacher
                   prefix: str) -> dict[str, float]:  # fmt: skip
     """Produce ``rate`` notifications a second, in 5 ms ticks; event id -> send time."""
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
-    body = {}
     sent: dict[str, float] = {}
     tick = 0.005
     t0 = time.monotonic()
@@ -209,14 +218,9 @@ def produce_paced(bootstrap: str, topic: str, rate: int, seconds: float, teacher
     while (now := time.monotonic()) - t0 < seconds:
         due = int(rate * (now - t0))
         while i < due:
-            teacher = f"{prefix}-{i % teachers}"
-            if teacher not in body:
-                body[teacher] = build_notification("batch_processing_started", teacher, {"essays": 30}, "bench",
-                                                   batch_id="b-1").to_json().encode()  # fmt: skip
-            eid = uuid.uuid4().hex
+            key, value, hdrs, eid = record(prefix, i, teachers)
             sent[eid] = time.time()
-            p.produce(topic, key=teacher.encode(), value=body[teacher],
-                      headers=[("id", eid.encode()), ("created_at", datetime.now(UTC).isoformat().encode())])  # fmt: skip
+            p.produce(topic, key=key, value=value, headers=hdrs)  # type: ignore[arg-type]
             i += 1
         p.poll(0)
         time.sleep(max(0.0, now + tick - time.monotonic()))

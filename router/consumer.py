@@ -12,9 +12,9 @@ Commits are asynchronous: a synchronous commit is a broker round trip per
 batch (about as long as the Redis call), and the loop does not need its answer.
 A lost commit (a crash, a rebalance) only means re-reading records that are
 already recorded. What a batch recorded is handed to the consumer with the next
-read (within ~100 ms when the topic is quiet). Every consumer call (read, commit, close) runs on one thread
-at a time; on revocation and on shutdown what is recorded is committed
-synchronously.
+read (within ~100 ms when the topic is quiet). Every consumer call (read,
+commit, close) runs on one thread at a time; on revocation and on shutdown what
+is recorded is committed synchronously.
 """
 
 from __future__ import annotations
@@ -87,14 +87,12 @@ class Ingestor:
         self.metrics = metrics
         self.assigned: set[tuple[str, int]] = set()
         self.batches = 0
-        # Next offset to read per partition, for what is recorded in Redis ...
+        # Next offset to read per partition, for what is recorded in Redis, and
+        # whether it moved since the last commit. Written by the loop, read on the
+        # consumer's thread (commits, rebalance callbacks).
         self.recorded: dict[tuple[str, int], int] = {}
-        # ... and the part of it not yet handed to an (asynchronous) commit.
-        self._uncommitted: dict[tuple[str, int], int] = {}
-        # Both are written by the loop and read by rebalance callbacks, which
-        # run on the consumer's thread.
+        self._moved = False
         self._lock = threading.Lock()
-        self.commit_failures = 0
 
     def _consumer_conf(self) -> dict[str, Any]:
         return {
@@ -114,7 +112,6 @@ class Ingestor:
     def _on_commit(self, err: KafkaError | None, parts: list[TopicPartition]) -> None:
         failed = [p for p in parts if p.error is not None]
         if err is not None or failed:
-            self.commit_failures += 1
             log.warning("offset commit failed (%s); those records will be re-read and "
                         "deduplicated", err or failed[0].error)  # fmt: skip
 
@@ -124,38 +121,36 @@ class Ingestor:
 
     def _on_revoke(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         keys = {(p.topic, p.partition) for p in parts}
-        self._commit_sync(consumer, keys)
+        self._commit(consumer, keys, wait=True)
         with self._lock:
             for k in keys:
                 self.recorded.pop(k, None)
-                self._uncommitted.pop(k, None)
         self.assigned -= keys
         log.info("revoked %s", sorted(p.partition for p in parts))
 
-    def _commit_sync(self, consumer: Consumer, keys: set[tuple[str, int]] | None = None) -> None:
-        """Commit what is recorded (for ``keys`` only, if given) and wait for it."""
+    def _commit(self, consumer: Consumer, keys: set[tuple[str, int]] | None = None, *,
+                wait: bool) -> None:  # fmt: skip
+        """Commit what is recorded for the assigned partitions (``keys`` only, if
+        given); ``wait`` for the broker's answer or not."""
         with self._lock:
             tps = [TopicPartition(t, p, o) for (t, p), o in self.recorded.items()
                    if (t, p) in self.assigned and (keys is None or (t, p) in keys)]  # fmt: skip
+            self._moved = False
         if not tps:
             return
         try:
-            consumer.commit(offsets=tps, asynchronous=False)
+            if wait:
+                consumer.commit(offsets=tps, asynchronous=False)
+            else:
+                consumer.commit(offsets=tps, asynchronous=True)
         except Exception as exc:  # no longer ours, or the broker is gone: re-read later
             log.warning("offset commit failed (%s); records will be re-read", exc)
 
     def _commit_and_take(self, consumer: Consumer) -> list[Message]:
         """Hand what was recorded since the last call to an asynchronous commit,
         then read the next batch."""
-        with self._lock:
-            tps = [TopicPartition(t, p, o) for (t, p), o in self._uncommitted.items()
-                   if (t, p) in self.assigned]  # fmt: skip
-            self._uncommitted = {}
-        if tps:
-            try:
-                consumer.commit(offsets=tps, asynchronous=True)
-            except Exception as exc:  # e.g. no longer assigned: the records are re-read
-                log.warning("offset commit failed (%s); records will be re-read", exc)
+        if self._moved:
+            self._commit(consumer, wait=False)
         return _take_batch(consumer, self.s.batch_max)
 
     # -- the loop --------------------------------------------------------------
@@ -184,7 +179,7 @@ class Ingestor:
                 except Exception as exc:  # already raised above, or met while stopping
                     log.error("recording a batch failed (%s); it will be re-read", exc)
             await asyncio.to_thread(producer.flush, 5)
-            await asyncio.to_thread(self._commit_sync, consumer)
+            await asyncio.to_thread(self._commit, consumer, wait=True)
             await asyncio.to_thread(consumer.close)
             self.assigned.clear()
             log.info("consumer closed")
@@ -240,7 +235,7 @@ class Ingestor:
             self.metrics.deduplicated.inc(len(positions) - new)
         with self._lock:
             self.recorded.update(batch.offsets)
-            self._uncommitted.update(batch.offsets)
+            self._moved = True
         self.batches += 1
 
     async def _dead_letter(self, dead: list[tuple[Message, PoisonMessageError]],

@@ -29,11 +29,6 @@ class Routable(NamedTuple):
     deadline: str | None
 
 
-def header(headers: Headers | None, name: str) -> str | None:
-    """The first non-null value of header ``name`` as text (None if not UTF-8)."""
-    return _text(header_map(headers).get(name))
-
-
 def header_map(headers: Headers | None) -> dict[str, str | bytes]:
     """Header name -> its first non-null value."""
     if not headers:
@@ -42,7 +37,8 @@ def header_map(headers: Headers | None) -> dict[str, str | bytes]:
     return {k: v for k, v in reversed(list(items)) if v is not None}
 
 
-def _text(v: str | bytes | None) -> str | None:
+def header_text(v: str | bytes | None) -> str | None:
+    """A header value as text (None if absent or not UTF-8)."""
     if v is None or isinstance(v, str):
         return v
     try:
@@ -66,7 +62,7 @@ def _fast(value: bytes, headers: dict[str, str | bytes]) -> Routable | None:
     fan-out framing relies on that); ``None`` sends the record down the slow
     path, which says exactly what is wrong.
     """
-    event_id = _text(headers.get("id"))
+    event_id = header_text(headers.get("id"))
     if not event_id or not _EVENT_ID.match(event_id):
         return None
     try:
@@ -76,7 +72,7 @@ def _fast(value: bytes, headers: dict[str, str | bytes]) -> Routable | None:
     except (ValidationError, ValueError):
         return None
     text = value.decode() if b"\n" not in value else None
-    return _routable(n, event_id, text, _text(headers.get("created_at")))
+    return _routable(n, event_id, text, header_text(headers.get("created_at")))
 
 
 def decode(value: bytes | None, headers: Headers | None) -> Routable:
@@ -118,7 +114,7 @@ def decode(value: bytes | None, headers: Headers | None) -> Routable:
         )
         kind = "unknown_type" if unknown else "schema"
         raise PoisonMessageError(kind, text[:1000]) from None
-    event_id = _text(hmap.get("id")) or str(data.get("event_id") or "")
+    event_id = header_text(hmap.get("id")) or str(data.get("event_id") or "")
     if not _EVENT_ID.match(event_id):
         raise PoisonMessageError("missing_id", "no usable event id in the `id` header or payload")
-    return _routable(n, event_id, None, _text(hmap.get("created_at")))
+    return _routable(n, event_id, None, header_text(hmap.get("created_at")))

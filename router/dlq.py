@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from router.decode import header
+from router.decode import header_map, header_text
 
 
 @dataclass(frozen=True)
@@ -56,10 +56,10 @@ def read_dead_letters(bootstrap: str, topic: str, *, limit: int) -> list[DeadLet
                 raw = m.headers() or []
                 hdrs = [(k, v if isinstance(v, bytes) else (v or "").encode())
                         for k, v in (raw.items() if isinstance(raw, dict) else raw)]  # fmt: skip
-                src = (f"{header(hdrs, 'dlq.source.topic')}[{header(hdrs, 'dlq.source.partition')}]"
-                       f"@{header(hdrs, 'dlq.source.offset')}")  # fmt: skip
-                out.append(DeadLetter(p, o, m.key(), m.value(), hdrs, header(hdrs, "dlq.reason") or "?",
-                                      header(hdrs, "dlq.error") or "", src))  # fmt: skip
+                h = {k: header_text(v) for k, v in header_map(hdrs).items()}
+                src = f"{h.get('dlq.source.topic')}[{h.get('dlq.source.partition')}]@{h.get('dlq.source.offset')}"
+                out.append(DeadLetter(p, o, m.key(), m.value(), hdrs, h.get("dlq.reason") or "?",
+                                      h.get("dlq.error") or "", src))  # fmt: skip
                 if o + 1 >= todo.get(p, 0):
                     todo.pop(p, None)
         return out[:limit]

@@ -23,7 +23,7 @@ class LoopHistogram:
     def __init__(self, name: str, documentation: str, buckets: Sequence[float]) -> None:
         self.name = name
         self.documentation = documentation
-        self.bounds = sorted(buckets)
+        self.bounds = sorted(float(b) for b in buckets)
         self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
         self.sum = 0.0
 
@@ -36,6 +36,7 @@ class LoopHistogram:
         running = 0
         for bound, count in zip([*self.bounds, float("inf")], self.counts, strict=True):
             running += count
+            # floats, so 1 is "1.0" as prometheus_client writes it
             cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
         return HistogramMetricFamily(
             self.name, self.documentation, buckets=cumulative, sum_value=self.sum

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import http
 import json
 import logging
@@ -57,6 +58,12 @@ _STATIC = {
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/static/style.css": ("style.css", "text/css; charset=utf-8"),
 }
+
+
+@functools.cache
+def _static(name: str) -> bytes:
+    """A file of the inbox page, read once."""
+    return (STATIC_DIR / name).read_bytes()
 
 
 class _Close(Exception):
@@ -142,7 +149,7 @@ class WebSocketServer:
                              CONTENT_TYPE_LATEST)  # fmt: skip
         if path in _STATIC:
             name, ctype = _STATIC[path]
-            return _response(http.HTTPStatus.OK, (STATIC_DIR / name).read_bytes(), ctype)
+            return _response(http.HTTPStatus.OK, _static(name), ctype)
         return _response(http.HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
 
     # -- lifecycle -----------------------------------------------------------
