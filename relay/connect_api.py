@@ -116,9 +116,6 @@ class ConnectClient:
                             params={"includeTasks": str(include_tasks).lower(),
                                     "onlyFailed": str(only_failed).lower()})  # fmt: skip
 
-    async def restart_task(self, name: str, task_id: int) -> None:
-        await self._request("POST", f"/connectors/{name}/tasks/{task_id}/restart", connector=name)
-
     async def pause(self, name: str) -> None:
         await self._request("PUT", f"/connectors/{name}/pause", connector=name)
 

@@ -59,7 +59,6 @@ class Relay:
         self.janitor = Janitor(settings.slot_name, batch=settings.janitor_batch)
         self._pg: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self.http_port: int | None = None
-        self.ticks = 0
 
     # -- observation ---------------------------------------------------------
 
@@ -122,7 +121,6 @@ class Relay:
                     "".join(f"\n  {d}" for d in report.details))  # fmt: skip
         self.report = report
         self._update_metrics(obs)
-        self.ticks += 1
         return report
 
     async def _execute(self, action: Create | Reapply | RestartFailed) -> None:

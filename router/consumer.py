@@ -86,7 +86,6 @@ class Ingestor:
         self.store = store
         self.metrics = metrics
         self.assigned: set[tuple[str, int]] = set()
-        self.batches = 0
         # Next offset to read per partition, for what is recorded in Redis, and
         # whether it moved since the last commit. Written by the loop, read on the
         # consumer's thread (commits, rebalance callbacks).
@@ -236,7 +235,6 @@ class Ingestor:
         with self._lock:
             self.recorded.update(batch.offsets)
             self._moved = True
-        self.batches += 1
 
     async def _dead_letter(self, dead: list[tuple[Message, PoisonMessageError]],
                            producer: Producer) -> None:  # fmt: skip

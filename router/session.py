@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -63,7 +62,6 @@ class Session:
         self.queue: asyncio.Queue[Outgoing] = asyncio.Queue(maxsize=queue_max)
         self.sync = SyncState()
         self.overflowed = asyncio.Event()
-        self.opened_at = time.monotonic()
 
     def offer(self, item: Outgoing) -> bool:
         """Send a frame without waiting: straight to the socket when nothing is queued

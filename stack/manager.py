@@ -362,22 +362,19 @@ class StackManager:
 
     def start_postgres(self) -> Component:
         """Start only a Postgres (for tests of other settings, e.g. wal_level=replica)."""
-        check_prerequisites(self.settings)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.state_dir.chmod(0o755)
-        try:
-            return self._start_postgres()
-        except BaseException:
-            self._stop_started()
-            raise
+        return self._start_alone(self._start_postgres)
 
     def start_redis(self, port: int | None = None) -> Component:
         """Start only a Redis (for outage tests); again on ``port`` with the same data
         directory after it was stopped."""
+        return self._start_alone(lambda: self._start_redis(port))
+
+    def _start_alone(self, start: Callable[[], Component]) -> Component:
         check_prerequisites(self.settings)
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.chmod(0o755)
         try:
-            return self._start_redis(port)
+            return start()
         except BaseException:
             self._stop_started()
             raise
