@@ -15,6 +15,7 @@ SQLSTATE_CATALOG_MISMATCH = "OB002"
 SQLSTATE_DEADLINE = "OB003"
 SQLSTATE_MISSING_FIELD = "OB004"
 SQLSTATE_PAYLOAD = "OB005"
+SQLSTATE_MALFORMED = "OB006"  # wrong JSON type, too long, forbidden characters, extra key
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from contracts.catalog import catalog_sql
+from contracts.limits import limits_sql
 from outbox.common import JsonFlag, fail, table
 from relay import migrations
 from relay.errors import RelayError
@@ -58,6 +59,25 @@ def status(dsn: DsnOpt = None, as_json: JsonFlag = False) -> None:
                          [[s.migration.version, s.migration.path.name, s.state] for s in st]))  # fmt: skip
     if any(s.state != "applied" for s in st):
         raise typer.Exit(1)
+
+
+GENERATED = {"R__catalog.sql": catalog_sql, "R__limits.sql": limits_sql}
+
+
+@app.command("generate")
+def generate_cmd(
+    write: Annotated[bool, typer.Option("--write", help="Write the files into sql/.")] = False,
+) -> None:
+    """Print (or --write) the SQL generated from contracts: the catalog table's
+    rows (sql/R__catalog.sql) and every limit of a notification (sql/R__limits.sql)."""
+    for name, make in GENERATED.items():
+        text = make()
+        if write:
+            path = data_dir("sql") / name
+            path.write_text(text)
+            typer.echo(f"wrote {path}")
+        else:
+            typer.echo(f"-- {name}\n{text}", nl=False)
 
 
 @app.command("catalog-sql")

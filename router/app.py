@@ -91,10 +91,16 @@ class Router:
                         if msg.get("type") != "message":
                             continue
                         try:
-                            for m in parse_fanout(msg["data"]):
-                                self.hub.dispatch(m)
-                        except (ValueError, KeyError, IndexError) as exc:
+                            messages = parse_fanout(msg["data"])
+                        except Exception as exc:  # not ours, or a defect: never the loop's end
                             log.warning("ignoring a malformed fan-out message: %s", exc)
+                            continue
+                        for m in messages:
+                            try:
+                                self.hub.dispatch(m)
+                            except Exception:
+                                log.exception("delivering %s to teacher %r failed; the "
+                                              "connections can resume", m.event_id, m.teacher_id)  # fmt: skip
             except (RedisError, OSError) as exc:
                 self.subscribed.clear()
                 log.warning("fan-out subscription lost (%s); retrying in %.1f s", exc, backoff)

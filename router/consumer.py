@@ -23,11 +23,11 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from router.decode import Routable, decode
 from router.errors import PoisonMessageError, StoreUnavailableError
@@ -49,7 +49,7 @@ def dead_letter_headers(
     headers: list[tuple[str, str | bytes | None]] = list(items)
     headers += [
         ("dlq.reason", exc.kind.encode()),
-        ("dlq.error", exc.detail.encode()[:2000]),
+        ("dlq.error", exc.detail.encode(errors="backslashreplace")[:2000]),
         ("dlq.source.topic", (m.topic() or "").encode()),
         ("dlq.source.partition", str(m.partition()).encode()),
         ("dlq.source.offset", str(m.offset()).encode()),
@@ -76,6 +76,7 @@ class Batch:
 
     received_at: float = 0.0  # epoch seconds the records were read
     good: list[Routable] = field(default_factory=list)
+    sources: list[Message] = field(default_factory=list)  # the record of each good one
     dead: list[tuple[Message, PoisonMessageError]] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
@@ -196,6 +197,7 @@ class Ingestor:
             consumed += 1
             try:
                 batch.good.append(decode(m.value(), m.headers()))
+                batch.sources.append(m)
             except PoisonMessageError as exc:
                 batch.dead.append((m, exc))
             batch.offsets[(m.topic() or "", m.partition() or 0)] = (m.offset() or 0) + 1
@@ -207,42 +209,117 @@ class Ingestor:
         committable. Redis being away is waited out (nothing is committed)."""
         if batch.dead:
             await self._dead_letter(batch.dead, producer)
-        backoff = 0.2
-        retries = 0
         for i in range(0, len(batch.good), _CHUNK):
             chunk = batch.good[i : i + _CHUNK]
-            while True:
-                try:
-                    positions = await self.store.ingest(chunk, received_at=batch.received_at)
-                    if retries:
-                        log.info("Redis is reachable again; recorded the waiting batch "
-                                 "after %d retries", retries)  # fmt: skip
-                        retries = 0
-                    break
-                except StoreUnavailableError as exc:
-                    if stop.is_set():
-                        log.warning(
-                            "stopping with a batch not recorded (%s); it will be re-read", exc
-                        )
-                        return
-                    log.warning("%s; retrying in %.1f s (nothing committed)", exc, backoff)
-                    retries += 1
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
-            new = sum(1 for p in positions if p)
+            positions = await self._ingest(chunk, batch.received_at, stop)
+            if positions is None:
+                return  # stopping; nothing of this batch is committed
+            rejected = [(r, why) for r, why in zip(chunk, positions, strict=True)
+                        if isinstance(why, PoisonMessageError)]  # fmt: skip
+            if rejected:
+                await self._dead_letter_routable(rejected, producer, batch)
+            new = sum(1 for p in positions if isinstance(p, str) and p)
             self.metrics.recorded.inc(new)
-            self.metrics.deduplicated.inc(len(positions) - new)
+            self.metrics.deduplicated.inc(sum(1 for p in positions if p is None))
         with self._lock:
             self.recorded.update(batch.offsets)
             self._moved = True
 
+    async def _ingest(self, chunk: list[Routable], received_at: float,
+                      stop: asyncio.Event) -> list[str | PoisonMessageError | None] | None:  # fmt: skip
+        """Record ``chunk``: a position per item, ``None`` for a duplicate, or why the
+        store refused that item. Redis being away is waited out; ``None`` if
+        stopping meanwhile. A refusal of the whole chunk (a script error, a value
+        Redis will not take) is narrowed down to the items that cause it, so one
+        bad item never holds back the others."""
+        backoff = 0.2
+        retries = 0
+        while True:
+            try:
+                positions = await self.store.ingest(chunk, received_at=received_at)
+                if retries:
+                    log.info("Redis is reachable again; recorded the waiting batch "
+                             "after %d retries", retries)  # fmt: skip
+                return list(positions)
+            except StoreUnavailableError as exc:
+                if stop.is_set():
+                    log.warning("stopping with a batch not recorded (%s); it will be re-read", exc)
+                    return None
+                log.warning("%s; retrying in %.1f s (nothing committed)", exc, backoff)
+                retries += 1
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except Exception as exc:
+                if len(chunk) == 1:
+                    return [PoisonMessageError("store_rejected", f"{type(exc).__name__}: "
+                                               f"{str(exc)[:500]}")]  # fmt: skip
+                half = len(chunk) // 2
+                first = await self._ingest(chunk[:half], received_at, stop)
+                if first is None:
+                    return None
+                rest = await self._ingest(chunk[half:], received_at, stop)
+                return None if rest is None else first + rest
+
+    async def _dead_letter_routable(self, rejected: list[tuple[Routable, PoisonMessageError]],
+                                    producer: Producer, batch: Batch) -> None:  # fmt: skip
+        by_id = {id(r): m for r, m in zip(batch.good, batch.sources, strict=True)}
+        await self._dead_letter([(by_id[id(r)], exc) for r, exc in rejected], producer)
+
     async def _dead_letter(self, dead: list[tuple[Message, PoisonMessageError]],
                            producer: Producer) -> None:  # fmt: skip
+        """Send each record to the dead-letter topic with why; wait until the broker
+        has every one. A record the DLQ refuses (too large with its headers) is
+        sent without its value: the headers say where the original still is."""
+        failed: list[tuple[Message, PoisonMessageError, str]] = []
+
+        def sent(
+            m: Message, exc: PoisonMessageError
+        ) -> Callable[[KafkaError | None, Message], None]:
+            def cb(err: KafkaError | None, _msg: Message) -> None:
+                if err is not None:
+                    failed.append((m, exc, str(err)))
+
+            return cb
+
         for m, exc in dead:
-            log.warning("dead-lettering %s[%s]@%s: %s", m.topic(), m.partition(), m.offset(), exc)
-            producer.produce(self.s.dlq_topic, value=m.value(), key=m.key(),
-                             headers=dead_letter_headers(m, exc))  # fmt: skip
+            log.warning("dead-lettering %s[%s]@%s: %s", m.topic(), m.partition(), m.offset(),
+                        str(exc)[:300])  # fmt: skip
+            self._produce(producer, m, exc, sent(m, exc), keep_value=True)
             self.metrics.dead_lettered.labels(exc.kind).inc()
+        await self._flush(producer)
+        for m, exc, why in failed:
+            log.warning("the DLQ refused %s[%s]@%s (%s); sending it without its value",
+                        m.topic(), m.partition(), m.offset(), why)  # fmt: skip
+            self._produce(producer, m, exc, None, keep_value=False)
+        if failed:
+            await self._flush(producer)
+
+    def _produce(self, producer: Producer, m: Message, exc: PoisonMessageError,
+                 cb: Callable[[KafkaError | None, Message], None] | None, *,
+                 keep_value: bool) -> None:  # fmt: skip
+        headers = dead_letter_headers(m, exc)
+        value = m.value() if keep_value else None
+        if not keep_value:
+            headers = [h for h in headers if h[0].startswith("dlq.")]
+            headers.append(("dlq.value_dropped", b"true"))
+        while True:
+            try:
+                producer.produce(self.s.dlq_topic, value=value, key=m.key(), headers=headers,
+                                 on_delivery=cb)  # fmt: skip
+                return
+            except BufferError:
+                producer.poll(0.5)  # the local queue is full: let it drain
+            except KafkaException as err:
+                if not keep_value:
+                    raise
+                # refused before sending (e.g. larger than message.max.bytes)
+                log.warning("the DLQ producer refused %s[%s]@%s (%s); sending it without "
+                            "its value", m.topic(), m.partition(), m.offset(), err)  # fmt: skip
+                value, keep_value = None, False
+                headers = [h for h in headers if h[0].startswith("dlq.")]
+                headers.append(("dlq.value_dropped", b"true"))
+
+    async def _flush(self, producer: Producer) -> None:
         backoff = 0.5
         while (left := await asyncio.to_thread(producer.flush, 10)) > 0:
             log.warning("%d dead letters not yet acknowledged; retrying", left)

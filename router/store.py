@@ -26,7 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from contracts.protocol import position_key
 from router.decode import Routable
-from router.errors import StoreUnavailableError
+from router.errors import PoisonMessageError, StoreUnavailableError
 
 _INGEST = r"""
 local p = ARGV[1]
@@ -42,28 +42,50 @@ local out = {}
 local heads = {}
 local bodies = {}
 local touched = {}
+-- Redis scripts do not roll back: a command failing half-way would leave items
+-- recorded but never announced. So each item's keys are type-checked (once per
+-- batch) before anything is written, and an item that cannot be recorded is
+-- answered with '!' and the reason; the others go on.
+local kind = {}
+local function key_ok(key, want)
+  local t = kind[key]
+  if t == nil then
+    t = redis.call('TYPE', key)['ok']
+    kind[key] = t
+  end
+  return t == 'none' or t == want
+end
 for i = 1, #batch do
   local r = batch[i]
   local eid, teacher, n, created = r[1], r[2], r[3], r[4]
   local seen = p .. ':seen:' .. eid
+  local hist = p .. ':hist:' .. teacher
+  local pend = p .. ':pending:' .. teacher
   if redis.call('EXISTS', seen) == 1 then
     out[i] = ''
+  elseif not key_ok(hist, 'stream') or (r[5] == 1 and not key_ok(pend, 'hash')) then
+    out[i] = '!WRONGTYPE a key of teacher ' .. teacher .. ' holds another type'
   else
-    local hist = p .. ':hist:' .. teacher
-    local pos = redis.call('XADD', hist, 'MAXLEN', '~', maxlen, '*',
-                           'id', eid, 'n', n, 'c', created)
-    touched[hist] = true
-    redis.call('SET', seen, pos, 'EX', seen_ttl)
-    if r[5] == 1 then
-      local item = '{"id":' .. cjson.encode(eid) .. ',"p":"' .. pos .. '","r":' ..
-                   string.format('%d', r[6]) .. ',"d":' .. cjson.encode(r[7]) ..
-                   ',"c":' .. cjson.encode(created) .. ',"n":' .. n .. '}'
-      redis.call('HSET', p .. ':pending:' .. teacher, eid, item)
-      redis.call('EXPIRE', p .. ':pending:' .. teacher, hist_ttl)
+    local pos = redis.pcall('XADD', hist, 'MAXLEN', '~', maxlen, '*',
+                            'id', eid, 'n', n, 'c', created)
+    if type(pos) == 'table' then
+      out[i] = '!' .. tostring(pos.err)
+    else
+      kind[hist] = 'stream'
+      touched[hist] = true
+      redis.call('SET', seen, pos, 'EX', seen_ttl)
+      if r[5] == 1 then
+        local item = '{"id":' .. cjson.encode(eid) .. ',"p":"' .. pos .. '","r":' ..
+                     string.format('%d', r[6]) .. ',"d":' .. cjson.encode(r[7]) ..
+                     ',"c":' .. cjson.encode(created) .. ',"n":' .. n .. '}'
+        redis.call('HSET', pend, eid, item)
+        redis.call('EXPIRE', pend, hist_ttl)
+        kind[pend] = 'hash'
+      end
+      heads[#heads + 1] = {'n', teacher, eid, pos, created, received}
+      bodies[#bodies + 1] = n
+      out[i] = pos
     end
-    heads[#heads + 1] = {'n', teacher, eid, pos, created, received}
-    bodies[#bodies + 1] = n
-    out[i] = pos
   end
 end
 -- Each touched history gets its TTL once per batch, not once per notification.
@@ -153,9 +175,16 @@ class Store:
         except _UNAVAILABLE:
             return False
 
-    async def ingest(self, batch: Sequence[Routable], *, received_at: float) -> list[str | None]:
+    async def ingest(self, batch: Sequence[Routable], *, received_at: float
+                     ) -> list[str | PoisonMessageError | None]:  # fmt: skip
         """Record and announce ``batch`` (read from Kafka at epoch ``received_at``);
-        a position per item, ``None`` for a duplicate."""
+        a position per item, ``None`` for a duplicate, or why Redis could not
+        record that item.
+
+        Raises:
+            StoreUnavailableError: Redis is not reachable (nothing to conclude).
+            redis.RedisError: the whole call was refused (nothing was written).
+        """
         if not batch:
             return []
         # UTF-8 as it is (ensure_ascii off): Lua's cjson passes it through untouched.
@@ -168,7 +197,11 @@ class Store:
             result = await self._ingest(args=args)
         except _UNAVAILABLE as exc:
             raise StoreUnavailableError(str(exc)) from exc
-        return [(_s(x) or None) for x in result]
+        out: list[str | PoisonMessageError | None] = []
+        for x in result:
+            v = _s(x) or None
+            out.append(PoisonMessageError("store_rejected", v[1:]) if v and v[0] == "!" else v)
+        return out
 
     async def replay(self, teacher_id: str, after: str | None) -> Replay:
         """History after position ``after`` (all retained history for ``"0-0"``)."""

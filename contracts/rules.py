@@ -1,0 +1,381 @@
+"""The rule set of a notification document, as one pure function.
+
+:func:`check_document` takes the JSON document an outbox row holds (a ``dict``
+as ``json.loads`` gives it, or with Python values such as enums and datetimes
+when a service builds one) and returns every broken rule. The database trigger
+(``sql/004_rules.sql``) applies the same rules with the same SQLSTATEs, reading
+its limits from the generated ``sql/R__limits.sql``; a differential test proves
+both accept and refuse the same documents.
+
+Numbers are checked as written: a JSON reader that turns ``1.0000000000000001``
+into the float ``1.0`` has lost what the rule looks at, so
+:func:`parse_document` reads floats as :class:`decimal.Decimal`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from enum import Enum
+from typing import Any
+
+from contracts.catalog import CATALOG, DeadlineRule, requires_batch_id, requires_class_id
+from contracts.errors import (
+    SQLSTATE_CATALOG_MISMATCH,
+    SQLSTATE_DEADLINE,
+    SQLSTATE_MALFORMED,
+    SQLSTATE_MISSING_FIELD,
+    SQLSTATE_PAYLOAD,
+    SQLSTATE_UNKNOWN_TYPE,
+    Violation,
+)
+from contracts.limits import (
+    DEADLINE_PATTERN,
+    DEADLINE_YEAR_MAX,
+    DEADLINE_YEAR_MIN,
+    DOCUMENT_KEYS,
+    ID_FORBIDDEN_RANGES,
+    ID_MAX_CHARS,
+    MAX_NUMBER_DIGITS,
+    MAX_PAYLOAD_BYTES,
+    MAX_PAYLOAD_DEPTH,
+    OPTIONAL_IDS,
+    REQUIRED_IDS,
+    WHITESPACE,
+)
+
+_FORBIDDEN = re.compile(
+    "[" + "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in ID_FORBIDDEN_RANGES) + "]"
+)
+_SURROGATE_OR_NUL = re.compile("[\x00\ud800-\udfff]")
+_WS = "".join(chr(c) for c in WHITESPACE)
+_DEADLINE = re.compile(DEADLINE_PATTERN)
+_KEYS = frozenset(DOCUMENT_KEYS)
+_MAX_OFFSET = timedelta(hours=14, minutes=59)
+
+
+class _Absent:
+    """A key that is not in the document (unlike one whose value is null)."""
+
+
+ABSENT = _Absent()
+
+
+@dataclass(frozen=True)
+class PayloadStats:
+    """What the payload rules look at."""
+
+    size: int  # UTF-8 bytes of the canonical compact JSON
+    depth: int  # containers nested, the payload object counting as 1
+    problem: str | None  # a value no JSON document in Postgres can hold, or a bad number
+    has_float: bool  # a float was measured from its repr, not from its JSON text
+
+
+def canonical_number(d: Decimal) -> str:
+    """A finite number as Postgres writes it: plain decimal form, the scale as
+    written (``1.50`` stays ``1.50``, ``1e2`` is ``100``), no sign on zero."""
+    s = format(d, "f")
+    return s.lstrip("-") if d.is_zero() else s
+
+
+def number_digits(canonical: str) -> int:
+    """Integer digits (leading zeros not counted) plus every fraction digit."""
+    int_part, _, frac = canonical.lstrip("-").partition(".")
+    return len(int_part.lstrip("0")) + len(frac)
+
+
+def _number(value: int | float | Decimal) -> tuple[int, str | None]:
+    """The canonical length of a number and the problem with it, if any."""
+    if isinstance(value, int):
+        if abs(value) >= 10**MAX_NUMBER_DIGITS:
+            return 0, f"a number has more than {MAX_NUMBER_DIGITS} digits"
+        return len(str(value)), None
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return 0, "a number is not finite (NaN or infinity)"
+        value = Decimal(repr(value))
+    if not value.is_finite():
+        return 0, "a number is not finite (NaN or infinity)"
+    _, digits, exp = value.as_tuple()
+    assert isinstance(exp, int)
+    too_many = f"a number has more than {MAX_NUMBER_DIGITS} digits written out; round it"
+    # Guard before formatting: 1e-999999999 would be a billion digits long.
+    if exp < -MAX_NUMBER_DIGITS or (not value.is_zero() and len(digits) + exp > MAX_NUMBER_DIGITS):
+        return 0, too_many
+    text = canonical_number(value)
+    if number_digits(text) > MAX_NUMBER_DIGITS:
+        return 0, too_many
+    return len(text), None
+
+
+def _string_size(s: str) -> tuple[int, str | None]:
+    if _SURROGATE_OR_NUL.search(s):
+        return 0, "a string holds NUL or a lone surrogate, which JSON in Postgres cannot hold"
+    return len(json.dumps(s, ensure_ascii=False).encode()), None
+
+
+def payload_stats(payload: Any) -> PayloadStats:
+    """Measure a payload (already known to be a dict). Iterative: no depth can
+    exhaust the stack."""
+    size = 0
+    depth = 0
+    has_float = False
+    stack: list[tuple[Any, int]] = [(payload, 1)]
+    while stack:
+        v, level = stack.pop()
+        if isinstance(v, dict):
+            depth = max(depth, level)
+            size += 2 + max(0, len(v) - 1)
+            for k, item in v.items():
+                if not isinstance(k, str):
+                    return PayloadStats(size, depth, "an object key is not a string", has_float)
+                n, problem = _string_size(k)
+                if problem:
+                    return PayloadStats(size, depth, problem, has_float)
+                size += n + 1
+                stack.append((item, level + 1))
+        elif isinstance(v, list | tuple):
+            depth = max(depth, level)
+            size += 2 + max(0, len(v) - 1)
+            stack.extend((item, level + 1) for item in v)
+        elif isinstance(v, str):
+            n, problem = _string_size(v)
+            if problem:
+                return PayloadStats(size, depth, problem, has_float)
+            size += n
+        elif v is None:
+            size += 4
+        elif isinstance(v, bool):
+            size += 4 if v else 5
+        elif isinstance(v, int | float | Decimal):
+            has_float = has_float or isinstance(v, float)
+            n, problem = _number(v)
+            if problem:
+                return PayloadStats(size, depth, problem, has_float)
+            size += n
+        else:
+            return PayloadStats(size, depth, f"a {type(v).__name__} is not a JSON value", has_float)
+        if size > 16 * MAX_PAYLOAD_BYTES:
+            break  # far over the limit: measuring further only costs
+    return PayloadStats(size, depth, None, has_float)
+
+
+def _payload_violations(payload: Any, report: dict[str, Any] | None) -> list[Violation]:
+    if payload is ABSENT:
+        return []
+    if not isinstance(payload, dict):
+        return [Violation("payload", "must be a JSON object (a dict)", SQLSTATE_PAYLOAD)]
+    st = payload_stats(payload)
+    if report is not None:
+        report["has_float"] = st.has_float
+    if st.problem:
+        return [Violation("payload", st.problem, SQLSTATE_PAYLOAD)]
+    if st.depth > MAX_PAYLOAD_DEPTH:
+        return [Violation("payload", f"nests more than {MAX_PAYLOAD_DEPTH} objects or arrays "
+                          "deep; flatten it", SQLSTATE_PAYLOAD)]  # fmt: skip
+    if st.size > MAX_PAYLOAD_BYTES:
+        return [Violation("payload", f"is {st.size} bytes encoded, more than {MAX_PAYLOAD_BYTES}; "
+                          "send a reference (an id or URL) instead of the data",
+                          SQLSTATE_PAYLOAD)]  # fmt: skip
+    return []
+
+
+def _id_violations(field: str, value: Any, *, required: bool) -> list[Violation]:
+    if value is ABSENT or value is None:
+        if required:
+            return [Violation(field, "is required; pass it as a non-empty string",
+                              SQLSTATE_MISSING_FIELD)]  # fmt: skip
+        return []
+    if not isinstance(value, str):
+        return [Violation(field, f"must be a string, not {_json_type(value)}", SQLSTATE_MALFORMED)]
+    out = []
+    if not value.strip(_WS):
+        out.append(Violation(field, "must not be empty or only whitespace", SQLSTATE_MISSING_FIELD))
+    limit = ID_MAX_CHARS[field]
+    if len(value) > limit:
+        out.append(Violation(field, f"is {len(value)} characters, more than {limit}",
+                             SQLSTATE_MALFORMED))  # fmt: skip
+    if _FORBIDDEN.search(value):
+        out.append(Violation(field, "holds a control, invisible or bidirectional-format "
+                             "character; ids must be printable text", SQLSTATE_MALFORMED))  # fmt: skip
+    return out
+
+
+def _json_type(v: Any) -> str:
+    if v is ABSENT:
+        return "missing"
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int | float | Decimal):
+        return "a number"
+    if isinstance(v, dict):
+        return "an object"
+    if isinstance(v, list | tuple):
+        return "an array"
+    return f"a {type(v).__name__}"
+
+
+def _text(v: Any) -> Any:
+    """Enum members as their value (a service passes enums, JSON has strings)."""
+    return v.value if isinstance(v, Enum) else v
+
+
+def parse_deadline(value: Any) -> datetime | Violation:
+    """A deadline as a timezone-aware datetime, or why it is not one."""
+    if isinstance(value, datetime):
+        off = value.utcoffset()
+        if value.tzinfo is None or off is None:
+            return Violation("deadline_timestamp", "is naive; give it a timezone "
+                             "(for example datetime.now(UTC))", SQLSTATE_DEADLINE)  # fmt: skip
+        if abs(off) > _MAX_OFFSET or off % timedelta(minutes=1):
+            return Violation("deadline_timestamp", "has a UTC offset beyond ±14:59 or not in "
+                             "whole minutes", SQLSTATE_DEADLINE)  # fmt: skip
+        if not DEADLINE_YEAR_MIN <= value.year <= DEADLINE_YEAR_MAX:
+            return _year_violation()
+        return value
+    if not isinstance(value, str):
+        return Violation("deadline_timestamp", f"must be an RFC 3339 string, not "
+                         f"{_json_type(value)}", SQLSTATE_DEADLINE)  # fmt: skip
+    m = _DEADLINE.match(value)
+    if m is None:
+        return Violation("deadline_timestamp", f"{value[:40]!r} is not RFC 3339 with an offset; "
+                         "write it like 2026-12-01T12:00:00Z or 2026-12-01T13:00:00+01:00",
+                         SQLSTATE_DEADLINE)  # fmt: skip
+    year, month, day = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    if not DEADLINE_YEAR_MIN <= year <= DEADLINE_YEAR_MAX:
+        return _year_violation()
+    try:
+        date(year, month, day)
+    except ValueError:
+        return Violation("deadline_timestamp", f"{value!r} is not a calendar date",
+                         SQLSTATE_DEADLINE)  # fmt: skip
+    frac = (m.group(7) or ".")[1:]
+    zone: str = m.group(8)
+    tz: timezone = UTC
+    if zone != "Z":
+        sign = 1 if zone[0] == "+" else -1
+        tz = timezone(sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
+    return datetime(year, month, day, int(m.group(4)), int(m.group(5)), int(m.group(6)),
+                    int(frac.ljust(6, "0")) if frac else 0, tzinfo=tz)  # fmt: skip
+
+
+def _year_violation() -> Violation:
+    return Violation("deadline_timestamp", f"must fall in the years {DEADLINE_YEAR_MIN}.."
+                     f"{DEADLINE_YEAR_MAX}", SQLSTATE_DEADLINE)  # fmt: skip
+
+
+def check_document(doc: Any, *, now: datetime | None = None,
+                   report: dict[str, Any] | None = None) -> list[Violation]:  # fmt: skip
+    """Every rule ``doc`` breaks; with ``now``, a deadline not after it breaks one too
+    (the database checks that at insert time). ``report["has_float"]`` says
+    whether a float was measured from its repr (see :func:`parse_document`)."""
+    if not isinstance(doc, dict):
+        return [Violation("document", "must be a JSON object holding the whole notification",
+                          SQLSTATE_PAYLOAD)]  # fmt: skip
+    out: list[Violation] = []
+    extra = sorted(str(k) for k in doc if k not in _KEYS)
+    if extra:
+        out.append(Violation("document", f"has keys that are not notification fields: "
+                             f"{', '.join(repr(k[:40]) for k in extra[:5])}", SQLSTATE_MALFORMED))  # fmt: skip
+    get = doc.get
+    n_type = _text(get("notification_type", ABSENT))
+    entry = CATALOG.get(n_type) if isinstance(n_type, str) else None
+    if entry is None:
+        shown = repr(n_type[:80]) if isinstance(n_type, str) else _json_type(n_type)
+        out.append(Violation("notification_type", f"unknown notification_type {shown}; use one "
+                             f"of: {', '.join(sorted(CATALOG))}", SQLSTATE_UNKNOWN_TYPE))  # fmt: skip
+    for f in REQUIRED_IDS:
+        out += _id_violations(f, get(f, ABSENT), required=True)
+    deadline = get("deadline_timestamp", ABSENT)
+    if entry is not None:
+        for f, want in (("priority", entry.priority.value), ("category", entry.category.value)):
+            got = _text(get(f, ABSENT))
+            if got != want or not isinstance(got, str):
+                out.append(_mismatch(n_type, f, got, want))
+        action = get("action_required", False)
+        if action is not entry.action_required:
+            out.append(_mismatch(n_type, "action_required", action, entry.action_required))
+        if deadline is ABSENT or deadline is None:
+            if entry.deadline is DeadlineRule.REQUIRED:
+                out.append(Violation("deadline_timestamp", f"{n_type} requires a deadline; pass "
+                                     "a timezone-aware datetime", SQLSTATE_DEADLINE))  # fmt: skip
+        elif entry.deadline is DeadlineRule.NONE:
+            out.append(Violation("deadline_timestamp", f"{n_type} takes no deadline; leave it out",
+                                 SQLSTATE_DEADLINE))  # fmt: skip
+    if deadline is not ABSENT and deadline is not None:
+        parsed = parse_deadline(deadline)
+        if isinstance(parsed, Violation):
+            out.append(parsed)
+        elif now is not None and parsed <= now:
+            out.append(Violation("deadline_timestamp", f"{parsed.isoformat()} is already past; "
+                                 "give a deadline in the future", SQLSTATE_DEADLINE))  # fmt: skip
+    for f in OPTIONAL_IDS:
+        out += _id_violations(f, get(f, ABSENT), required=False)
+    if isinstance(n_type, str):
+        for f, needed in (("batch_id", requires_batch_id(n_type)),
+                          ("class_id", requires_class_id(n_type))):  # fmt: skip
+            if needed and get(f) is None:
+                out.append(Violation(f, f"is required for {n_type}; pass its id",
+                                     SQLSTATE_MISSING_FIELD))  # fmt: skip
+    out += _payload_violations(get("payload", ABSENT), report)
+    return out
+
+
+def _mismatch(notification_type: str, field: str, got: object, want: object) -> Violation:
+    return Violation(
+        field,
+        f"{notification_type} has {field} {_show(want)} in the catalog, "
+        f"not {_show(got)}; leave it out and let build_notification() fill it",
+        SQLSTATE_CATALOG_MISMATCH,
+    )
+
+
+def _show(value: object) -> str:
+    if value is ABSENT or value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value)[:60] if not isinstance(value, str) else value.upper()
+
+
+def _parse_int(text: str) -> int | Decimal:
+    return Decimal(text) if len(text) > 18 else int(text)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_document(raw: bytes | str) -> tuple[Any, Violation | None]:
+    """Parse JSON text exactly (floats as Decimal, no NaN, any depth or size of
+    number without an exception escaping): the document, or why it is not JSON."""
+    try:
+        return json.loads(raw, parse_float=Decimal, parse_int=_parse_int,
+                          parse_constant=_reject_constant), None  # fmt: skip
+    except RecursionError:
+        return None, Violation("payload", f"nests more than {MAX_PAYLOAD_DEPTH} objects or "
+                               "arrays deep; flatten it", SQLSTATE_PAYLOAD)  # fmt: skip
+    except (ValueError, InvalidOperation, UnicodeDecodeError) as exc:
+        return None, Violation("document", f"is not JSON: {str(exc)[:200]}", SQLSTATE_PAYLOAD)
+
+
+def walk_strings(doc: Any) -> Iterator[str]:
+    """Every string (keys included) in ``doc``; used by tests."""
+    stack = [doc]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            yield v
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                yield k
+                stack.append(item)
+        elif isinstance(v, list):
+            stack.extend(v)

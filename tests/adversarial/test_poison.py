@@ -1,0 +1,161 @@
+"""Poison never stops the router: every record it cannot route goes to the
+dead-letter topic with the reason, its offset is committed, and the next good
+notification reaches its teacher (real broker, Redis and WebSocket clients)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime
+
+import redis
+
+from contracts.limits import MAX_RECORD_BYTES
+from router.consumer import Ingestor
+from tests.adversarial.docs import hostile
+from tests.fix_kafka import consume, make_consumer
+from tests.fix_router import Client, Env, notification, running_router, wait_ready
+
+ACCEPTED = {
+    "valid", "valid critical", "deep payload 32 (limit)", "deep payload 32 via array",
+    "15-digit integer", "trailing zeros 1.50", "1e2", "0e20", "-0.0", "1e-15",
+    "128-char teacher_id", "128 astral chars teacher_id", "NFC teacher_id", "NFD teacher_id",
+    "emoji and U+2028 in payload", "action_required missing", "payload missing",
+    "payload at limit", "payload 32000 x é", "payload many small", "deadline year 2199",
+    "deadline Feb 29 leap", "deadline +14:59", "duplicate keys, last valid",
+    # a write-time rule: the router still delivers a notification whose deadline passed
+    "deadline past",
+}  # fmt: skip
+
+
+def _poison() -> dict[str, bytes]:
+    """Every record the router must refuse, as record values."""
+    out = {
+        name: text.encode(errors="surrogatepass")
+        for name, text in hostile().items()
+        if name not in ACCEPTED and len(text) < 1_000_000  # the 1.1 MB one: Kafka refuses it
+    }
+    out["invalid UTF-8"] = b'{"teacher_id":"\xff\xfe"}'
+    out["empty value"] = b""
+    out["over the record limit"] = b'{"payload":"' + b"x" * MAX_RECORD_BYTES + b'"}'
+    good = notification("class_created", "mallory").to_json()
+    out["JSON string of a bad document"] = json.dumps(good.replace('"mallory"', "7")).encode()
+    out["JSON string of a JSON string"] = json.dumps(json.dumps(good)).encode()
+    out["binary garbage"] = bytes(range(256))
+    return out
+
+
+async def test_every_poison_record_is_dead_lettered_and_delivery_goes_on(env: Env) -> None:
+    poison = _poison()
+    dlq = make_consumer(env.stack.kafka_bootstrap, env.settings.dlq_topic)
+    good: list[str] = []
+    try:
+        async with running_router(env.settings) as router:
+            await wait_ready(router.port)
+            c = await Client.open(router.port, env.token("mallory"))
+            # One key, so one partition: each poison record is followed by a good one.
+            for i, value in enumerate(poison.values()):
+                env.produce(value, key="mallory")
+                good.append(env.produce(notification("class_created", "mallory", i)))
+            env.produce(b"{}", key="mallory", headers=[("id", b"bad id with spaces")])
+            env.produce(b"{}", key="mallory", headers=[])
+            good.append(env.produce(notification("class_created", "mallory", 999)))
+            env.flush()
+            await c.collect(len(good), timeout=60)
+            assert [f["id"] for f in c.notifications()] == good
+            dead = await asyncio.to_thread(consume, dlq, len(poison) + 2, 30)
+            await c.quiet(0.5)
+            assert len(c.notifications()) == len(good)
+            await c.close()
+    finally:
+        dlq.close()
+    missing = [n for n, v in poison.items() if v not in {m.value() for m in dead}]
+    assert not missing
+    assert len(dead) == len(poison) + 2
+    reasons = [dict(m.headers())["dlq.reason"].decode() for m in dead]
+    by_name = dict(zip([*poison, "bad id header", "no id header"], reasons, strict=True))
+    assert by_name["over the record limit"] == "too_large"
+    assert by_name["unknown type"] == "unknown_type"
+    assert by_name["not JSON"] == "invalid_json"
+    assert by_name["no id header"] == "missing_id"
+    assert by_name["deep payload 1500"] == "schema"
+    assert by_name["129-char teacher_id"] == "schema"
+    assert set(reasons) <= {"too_large", "invalid_json", "unknown_type", "schema", "missing_id"}
+    for m in dead:
+        h = dict(m.headers())
+        assert h["dlq.error"] and h["dlq.source.topic"] == env.topic.encode()
+    values = {m.value() for m in dead}
+    assert poison["5000-digit number"] in values  # kept whole, for `outbox dlq replay`
+
+
+async def test_an_item_redis_refuses_is_dead_lettered_and_the_rest_recorded(env: Env) -> None:
+    """A failure nobody planned for: the store's script errors on one teacher's
+    item (its history key holds a string). The batch is narrowed down to that
+    item; the others are recorded and delivered."""
+    r = redis.Redis.from_url(env.stack.redis_url)
+    r.set(f"{env.settings.redis_prefix}:hist:broken", "not a stream")
+    r.close()
+    dlq = make_consumer(env.stack.kafka_bootstrap, env.settings.dlq_topic)
+    try:
+        async with running_router(env.settings.model_copy(update={"batch_max": 50})) as router:
+            await wait_ready(router.port)
+            c = await Client.open(router.port, env.token("olga"))
+            ids = []
+            for i in range(10):
+                ids.append(env.produce(notification("class_created", "olga", i), key="k"))
+                if i == 4:
+                    env.produce(notification("class_created", "broken", i), key="k")
+            env.flush()
+            await c.collect(10)
+            assert [f["id"] for f in c.notifications()] == ids
+            dead = await asyncio.to_thread(consume, dlq, 1, 30)
+            await c.close()
+    finally:
+        dlq.close()
+    assert [dict(m.headers())["dlq.reason"] for m in dead] == [b"store_rejected"]
+    assert b"WRONGTYPE" in dict(dead[0].headers())["dlq.error"]
+
+
+def test_an_unforeseen_decode_error_is_poison_not_a_crash(env: Env) -> None:
+    import router.decode as decode_mod
+
+    original = decode_mod.parse_notification
+
+    def explode(raw: bytes | str, **kw: object) -> object:
+        raise RuntimeError("a defect nobody foresaw")
+
+    decode_mod.parse_notification = explode  # type: ignore[assignment]
+    try:
+        from router.metrics import RouterMetrics
+        from router.store import Store
+
+        ing = Ingestor(env.settings, store=Store.__new__(Store), metrics=RouterMetrics())
+
+        class M:
+            def error(self) -> None:
+                return None
+
+            def value(self) -> bytes:
+                return notification("class_created", "x").to_json().encode()
+
+            def headers(self) -> list[tuple[str, bytes]]:
+                return [("id", uuid.uuid4().hex.encode()),
+                        ("created_at", datetime.now(UTC).isoformat().encode())]  # fmt: skip
+
+            def topic(self) -> str:
+                return "t"
+
+            def partition(self) -> int:
+                return 0
+
+            def offset(self) -> int:
+                return 41
+
+        batch = ing.validate([M()])  # type: ignore[list-item]
+    finally:
+        decode_mod.parse_notification = original
+    assert batch.good == []
+    assert [e.kind for _, e in batch.dead] == ["internal"]
+    assert "a defect nobody foresaw" in batch.dead[0][1].detail
+    assert batch.offsets == {("t", 0): 42}
