@@ -24,8 +24,41 @@ LogFormatOpt = Annotated[
 LogLevelOpt = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")]
 
 
+# Secret values this process knows (passwords, the JWT secret): scrubbed from
+# every log line and error message, whatever quoted them.
+_SECRETS: set[str] = set()
+MASK = "********"
+
+
+def register_secrets(*values: str | None) -> None:
+    _SECRETS.update(v for v in values if v and len(v) >= 3)
+
+
+def scrub(text: str) -> str:
+    for s in sorted(_SECRETS, key=len, reverse=True):
+        text = text.replace(s, MASK)
+    return text
+
+
+class _ScrubFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _SECRETS:
+            msg = record.getMessage()
+            clean = scrub(msg)
+            if clean != msg:
+                record.msg, record.args = clean, None
+        return True
+
+
+def settings_error(what: str, exc: Any) -> typer.Exit:
+    """An invalid-settings exit that never echoes the values (one may be a secret)."""
+    lines = [f"  OUTBOX_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+             for e in exc.errors(include_input=False)]  # fmt: skip
+    return fail(f"invalid {what} settings:\n" + "\n".join(lines), 2)
+
+
 def fail(exc: Exception | str, code: int = 1) -> typer.Exit:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    typer.secho(f"error: {scrub(str(exc))}", fg=typer.colors.RED, err=True)
     return typer.Exit(code)
 
 
@@ -49,6 +82,7 @@ def setup_logging(fmt: LogFormat = LogFormat.human, level: str = "INFO") -> None
         handler.setFormatter(_JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.addFilter(_ScrubFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

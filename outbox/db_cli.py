@@ -9,7 +9,7 @@ import typer
 
 from contracts.catalog import catalog_sql
 from contracts.limits import limits_sql
-from outbox.common import JsonFlag, fail, table
+from outbox.common import JsonFlag, fail, register_secrets, table
 from relay import migrations
 from relay.errors import RelayError
 from relay.resources import data_dir
@@ -24,7 +24,10 @@ DsnOpt = Annotated[
 
 
 def _dsn(dsn: str | None) -> str:
+    from relay.secrets import dsn_password
+
     value = dsn or RelaySettings().pg_dsn
+    register_secrets(dsn_password(value))
     if not value:
         raise fail("no database given: pass --dsn or set OUTBOX_PG_DSN "
                    '(eval "$(outbox stack env)" for the embedded stack)', 2)  # fmt: skip

@@ -10,8 +10,19 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import ValidationError
 
-from outbox.common import JsonFlag, LogFormat, LogFormatOpt, LogLevelOpt, fail, setup_logging, table
+from outbox.common import (
+    JsonFlag,
+    LogFormat,
+    LogFormatOpt,
+    LogLevelOpt,
+    fail,
+    register_secrets,
+    settings_error,
+    setup_logging,
+    table,
+)
 from relay.errors import RelayError
+from relay.secrets import is_secret_key
 from relay.settings import RelaySettings
 
 connector_app = typer.Typer(help="The Debezium connector, through the Kafka Connect REST API.",
@@ -23,10 +34,15 @@ T = TypeVar("T")
 
 
 def _settings() -> RelaySettings:
+    from relay.secrets import dsn_password
+
     try:
-        return RelaySettings()
+        s = RelaySettings()
     except ValidationError as exc:
-        raise fail(f"invalid relay settings:\n{exc}", 2) from exc
+        raise settings_error("relay", exc) from exc
+    register_secrets(s.cdc_password.get_secret_value(), dsn_password(s.pg_dsn),
+                     *(v for k, v in s.connector_overrides.items() if v and is_secret_key(k)))  # fmt: skip
+    return s
 
 
 def _run(make: Callable[[], Awaitable[T]]) -> T:
@@ -47,8 +63,8 @@ def render(
     as_json: JsonFlag = True, show_secrets: Annotated[bool, typer.Option("--show-secrets")] = False
 ) -> None:
     """Print the connector config rendered from connect-config/connector.json and OUTBOX_*."""
-    from relay.connector_config import masked
     from relay.connector_config import render as do_render
+    from relay.secrets import masked
 
     try:
         cfg = do_render(_settings())
@@ -183,12 +199,25 @@ def relay_run(log_format: LogFormatOpt = LogFormat.human, log_level: LogLevelOpt
 
 
 @relay_app.command("status")
-def relay_status(as_json: JsonFlag = False) -> None:
-    """One observation: connector health, restarts, slot lag, backlog, heartbeat age."""
+def relay_status(
+    as_json: JsonFlag = False,
+    one_shot: Annotated[
+        bool,
+        typer.Option(
+            "--one-shot", help="Observe once from here even if a relay daemon is running."
+        ),
+    ] = False,
+) -> None:
+    """Connector health, restarts, slot lag, backlog, heartbeat age.
+
+    Asks the running relay daemon (OUTBOX_HTTP_HOST:OUTBOX_RELAY_HTTP_PORT) first:
+    only it knows the restart history. Without one, observes once.
+    """
     from relay.daemon import Relay
     from relay.supervisor import Memory, Policy, decide
 
     s = _settings()
+    data = None if one_shot else _daemon_status(s)
 
     async def go() -> dict[str, Any]:
         relay = Relay(s)
@@ -200,27 +229,52 @@ def relay_status(as_json: JsonFlag = False) -> None:
             out["connector"] = (
                 obs.status.state if obs.status else ("missing" if obs.reachable else "unreachable")
             )
+            out["source"] = "one-shot"
             return out
         finally:
             await relay.aclose()
 
-    data = _run(go)
+    if data is None:
+        data = _run(go)
     if as_json:
         typer.echo(json.dumps(data, indent=2, default=str))
-        return
-    slot = data["slot"] or {}
-    rows = [
-        ["health", data["health"]],
-        ["message", data["message"]],
-        ["connector", data["connector"]],
-        ["slot", f"{slot.get('slot_name', s.slot_name)} active={slot.get('active')}"],
-        ["slot retained", f"{slot.get('retained_bytes', 0)} bytes"],
-        ["slot lag", f"{slot.get('lag_bytes', 0)} bytes"],
-        ["outbox backlog", f"{slot.get('backlog', 0)} rows"],
-        ["heartbeat age", f"{slot.get('heartbeat_age_s')} s"],
-    ]
-    rows += [["problem", d] for d in data["details"]]
-    typer.echo(table(["WHAT", "VALUE"], rows))
+    else:
+        slot = data.get("slot") or {}
+        rows = [
+            ["health", data["health"]],
+            ["message", data["message"]],
+            ["source", data.get("source", "relay daemon")],
+            ["connector", data.get("connector", "")],
+            ["restarts", str(data.get("restarts", 0))],
+            ["slot", f"{slot.get('slot_name', s.slot_name)} active={slot.get('active')}"],
+            ["slot retained", f"{slot.get('retained_bytes', 0)} bytes"],
+            ["slot lag", f"{slot.get('lag_bytes', 0)} bytes"],
+            ["outbox backlog", f"{slot.get('backlog', 0)} rows"],
+            ["heartbeat age", f"{slot.get('heartbeat_age_s')} s"],
+        ]
+        if data.get("last_failure"):
+            rows.append(["last failure", data["last_failure"]])
+        rows += [["problem", d] for d in data.get("details", [])]
+        typer.echo(table(["WHAT", "VALUE"], rows))
+    if data["health"] not in ("healthy", "paused", "stopped", "starting"):
+        raise typer.Exit(1)
+
+
+def _daemon_status(s: RelaySettings) -> dict[str, Any] | None:
+    """The running daemon's /healthz, or None when none answers."""
+    import httpx
+
+    if not s.relay_http_port:
+        return None
+    try:
+        r = httpx.get(f"http://{s.http_host}:{s.relay_http_port}/healthz", timeout=2)
+        data = r.json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    if not isinstance(data, dict) or "health" not in data:
+        return None
+    data["source"] = f"relay daemon on {s.http_host}:{s.relay_http_port}"
+    return data
 
 
 def doctor(as_json: JsonFlag = False) -> None:

@@ -14,7 +14,15 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from outbox.common import LogFormat, LogFormatOpt, LogLevelOpt, fail, setup_logging
+from outbox.common import (
+    LogFormat,
+    LogFormatOpt,
+    LogLevelOpt,
+    fail,
+    register_secrets,
+    settings_error,
+    setup_logging,
+)
 from router.errors import RouterError
 
 router_app = typer.Typer(help="The WebSocket router (Kafka -> teachers' browsers).",
@@ -23,12 +31,17 @@ dlq_app = typer.Typer(help="Inspect and re-publish dead-lettered records.", no_a
 
 
 def _settings() -> Any:
+    from urllib.parse import urlsplit
+
     from router.settings import RouterSettings
 
     try:
-        return RouterSettings()
+        s = RouterSettings()
     except ValidationError as exc:
-        raise fail(f"invalid router settings:\n{exc}", 2) from exc
+        raise settings_error("router", exc) from exc
+    register_secrets(s.jwt_secret.get_secret_value() if s.jwt_secret else None,
+                     urlsplit(s.redis_url).password)  # fmt: skip
+    return s
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:

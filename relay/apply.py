@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from relay.connect_api import ConnectClient
-from relay.connector_config import MASK, SECRET_KEYS, diff
+from relay.connector_config import diff
+from relay.secrets import mask_value
 
 
 @dataclass(frozen=True)
@@ -19,10 +20,6 @@ class ApplyResult:
         return bool(self.changes)
 
 
-def _mask(key: str, value: str | None) -> str | None:
-    return MASK if key in SECRET_KEYS and value else value
-
-
 async def apply(
     client: ConnectClient, name: str, desired: dict[str, str], *, dry_run: bool = False
 ) -> ApplyResult:
@@ -33,7 +30,7 @@ async def apply(
     """
     live = await client.get_config(name)
     changes = diff(live, desired)
-    masked = [(k, _mask(k, a), _mask(k, b)) for k, a, b in changes]
+    masked = [(k, mask_value(k, a), mask_value(k, b)) for k, a, b in changes]
     if not changes or dry_run:
         return ApplyResult(live is None, masked, applied=False)
     await client.put_config(name, desired)

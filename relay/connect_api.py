@@ -7,6 +7,7 @@ Tests pass ``transport=httpx.MockTransport(...)`` for pure logic.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,8 +42,10 @@ class ConnectorStatus:
 
 class ConnectClient:
     def __init__(self, url: str, *, transport: httpx.AsyncBaseTransport | None = None,
-                 timeout: float = 30.0) -> None:  # fmt: skip
+                 timeout: float = 30.0,
+                 rebalance_retries: tuple[float, ...] = (0.5, 1.0, 2.0)) -> None:  # fmt: skip
         self.url = url.rstrip("/")
+        self.rebalance_retries = rebalance_retries
         self._http = httpx.AsyncClient(base_url=self.url, transport=transport, timeout=timeout)
 
     async def __aenter__(self) -> ConnectClient:
@@ -56,10 +59,19 @@ class ConnectClient:
 
     async def _request(self, method: str, path: str, *, connector: str | None = None,
                        json: Any = None, params: dict[str, str] | None = None) -> Any:  # fmt: skip
-        try:
-            r = await self._http.request(method, path, json=json, params=params)
-        except httpx.TransportError as exc:
-            raise ConnectUnreachableError(self.url, str(exc) or type(exc).__name__) from exc
+        # A worker answers 409 (or 500 "a rebalance is expected") while the group
+        # rebalances, without doing anything: asking again shortly is safe.
+        for delay in (*self.rebalance_retries, None):
+            try:
+                r = await self._http.request(method, path, json=json, params=params)
+            except httpx.TransportError as exc:
+                raise ConnectUnreachableError(self.url, str(exc) or type(exc).__name__) from exc
+            rebalancing = r.status_code == 409 or (
+                r.status_code == 500 and b"rebalance" in r.content
+            )
+            if not rebalancing or delay is None:
+                break
+            await asyncio.sleep(delay)
         if r.status_code >= 400:
             try:
                 body = r.json()
@@ -89,14 +101,20 @@ class ConnectClient:
         return data
 
     async def get_config(self, name: str) -> dict[str, str] | None:
-        """The live config, or ``None`` when the connector does not exist."""
+        """The live config, or ``None`` when the connector does not exist.
+
+        Raises:
+            ConnectUnreachableError, ConnectApiError: as every call here; an
+                answer that is not a config object is a ConnectApiError too.
+        """
         try:
-            data: dict[str, str] = await self._request(
-                "GET", f"/connectors/{name}/config", connector=name
-            )
+            data = await self._request("GET", f"/connectors/{name}/config", connector=name)
         except ConnectorNotFoundError:
             return None
-        return data
+        if not isinstance(data, dict):
+            raise ConnectApiError(200, f"expected a config object, got {str(data)[:200]!r}",
+                                  connector=name)  # fmt: skip
+        return {str(k): str(v) for k, v in data.items()}
 
     async def put_config(self, name: str, config: dict[str, str]) -> dict[str, Any]:
         """Create or update; Connect validates the config (and the DB connection) first."""
@@ -105,9 +123,13 @@ class ConnectClient:
         return data
 
     async def status(self, name: str) -> ConnectorStatus:
-        return ConnectorStatus.from_json(
-            await self._request("GET", f"/connectors/{name}/status", connector=name)
-        )
+        """Raises ConnectApiError for an answer that is not a connector status."""
+        data = await self._request("GET", f"/connectors/{name}/status", connector=name)
+        try:
+            return ConnectorStatus.from_json(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ConnectApiError(200, f"not a connector status ({type(exc).__name__}): "
+                                  f"{str(data)[:200]!r}", connector=name) from exc  # fmt: skip
 
     async def restart(
         self, name: str, *, include_tasks: bool = True, only_failed: bool = True

@@ -15,9 +15,6 @@ from relay.errors import SettingsError
 from relay.resources import data_dir
 from relay.settings import RelaySettings
 
-SECRET_KEYS = frozenset({"database.password"})
-MASK = "********"
-
 
 def load_template(path: Path | None = None) -> str:
     """The template text.
@@ -41,7 +38,10 @@ def render(settings: RelaySettings, template: str | None = None) -> dict[str, st
     """
     if not settings.pg_dsn:
         raise SettingsError("pg_dsn", 'is not set; export it or run `eval "$(outbox stack env)"`')
-    host, port, database = settings.pg_parts()
+    try:
+        host, port, database = settings.pg_parts()
+    except ValueError as exc:
+        raise SettingsError("pg_dsn", str(exc)) from None
     values = {
         "pg_host": host,
         "pg_port": str(port),
@@ -69,11 +69,6 @@ def render(settings: RelaySettings, template: str | None = None) -> dict[str, st
         else:
             config[key] = value
     return config
-
-
-def masked(config: dict[str, str]) -> dict[str, str]:
-    """``config`` with secrets replaced by a mask, for display."""
-    return {k: (MASK if k in SECRET_KEYS and v else v) for k, v in config.items()}
 
 
 def diff(

@@ -20,7 +20,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from relay.connect_api import ConnectClient, ConnectorStatus
 from relay.connector_config import render
-from relay.errors import ConnectApiError, ConnectError, ConnectUnreachableError
+from relay.errors import (
+    ConnectApiError,
+    ConnectError,
+    ConnectorNotFoundError,
+    ConnectUnreachableError,
+)
 from relay.janitor import Janitor
 from relay.metrics import CONNECTOR_STATES, RelayMetrics
 from relay.settings import RelaySettings
@@ -52,12 +57,15 @@ class Relay:
             settings.restart_backoff_initial_s,
             settings.restart_backoff_max_s,
             settings.max_restarts,
+            settings.restart_stable_after_s,
         )
         self.memory = Memory()
         self.report = Report(Health.STARTING, "not yet observed")
         self.slot: SlotStats | None = None
         self.janitor = Janitor(settings.slot_name, batch=settings.janitor_batch)
         self._pg: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+        self._last_crash = ""
+        self.connector_state = "not yet observed"
         self.http_port: int | None = None
 
     # -- observation ---------------------------------------------------------
@@ -91,10 +99,13 @@ class Relay:
             live = await self.connect.get_config(name)
             status: ConnectorStatus | None = None
             if live is not None:
-                with contextlib.suppress(ConnectApiError):
-                    status = await self.connect.status(name)
+                status = await self.connect.status(name)
         except ConnectUnreachableError as exc:
             return Observation(False, slot=assessment, unreachable_reason=exc.reason)
+        except ConnectorNotFoundError:
+            return Observation(True, None, None, assessment)  # deleted between the two calls
+        except ConnectApiError as exc:
+            return Observation(True, slot=assessment, api_error=str(exc))
         return Observation(True, live, status, assessment)
 
     # -- one step -----------------------------------------------------------
@@ -150,6 +161,7 @@ class Relay:
             if obs.status
             else ("MISSING" if obs.reachable and obs.live_config is None else None)
         )
+        self.connector_state = state or ("unreachable" if not obs.reachable else "unknown")
         for s in CONNECTOR_STATES:
             m.connector_state.labels(s).set(1 if s == state else 0)
         counts: dict[str, int] = {}
@@ -165,10 +177,13 @@ class Relay:
             if self.slot.heartbeat_age_s is not None:
                 m.heartbeat_age.set(self.slot.heartbeat_age_s)
         m.healthy.set(1 if self.report.health is Health.HEALTHY else 0)
+        m.gave_up.set(1 if self.memory.gave_up else 0)
 
     def status_dict(self) -> dict[str, object]:
         return {"health": self.report.health.value, "message": self.report.message, "details": self.report.details,
-                "restarts": self.memory.total_restarts, "slot": asdict(self.slot) if self.slot else None,
+                "connector": self.connector_state,
+                "restarts": self.memory.total_restarts, "gave_up": self.memory.gave_up,
+                "last_failure": self.memory.last_failure or None, "slot": asdict(self.slot) if self.slot else None,
                 "janitor_deleted": self.janitor.deleted_total}  # fmt: skip
 
     async def aclose(self) -> None:
@@ -179,10 +194,24 @@ class Relay:
 
     # -- loops ----------------------------------------------------------------
 
+    async def _safe_tick(self) -> Report:
+        """A tick that cannot end the daemon: an error nobody foresaw is logged
+        (once per distinct error) and reported."""
+        try:
+            return await self.tick()
+        except Exception as exc:
+            what = f"{type(exc).__name__}: {str(exc)[:300]}"
+            if what != self._last_crash:
+                log.exception("supervision step failed; retrying (%s)", what)
+                self._last_crash = what
+            self.report = Report(Health.UNHEALTHY, f"supervision step failed: {what}")
+            self.metrics.healthy.set(0)
+            return self.report
+
     async def _supervise(self, stop: asyncio.Event) -> None:
         interval = self.s.supervise_interval_s
         while not stop.is_set():
-            report = await self.tick()
+            report = await self._safe_tick()
             # Back off while Connect is unreachable; poll normally otherwise.
             interval = (
                 min(interval * 2, 60.0)
@@ -199,6 +228,9 @@ class Relay:
                 self.metrics.janitor_deleted.inc(n)
             except psycopg.Error as exc:
                 log.warning("janitor skipped a round: %s", str(exc).strip())
+                self._pg = None
+            except Exception:
+                log.exception("janitor round failed; trying again next round")
                 self._pg = None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.s.janitor_interval_s)

@@ -9,7 +9,9 @@ import psycopg
 
 from relay.connect_api import ConnectClient
 from relay.errors import ConnectError
+from relay.secrets import dsn_password, safe_dsn, scrub
 from relay.settings import RelaySettings
+from relay.supervisor import first_line
 
 POSTGRES_CONNECTOR = "io.debezium.connector.postgresql.PostgresConnector"
 EXPECTED_TABLES = {"outbox.teacher_notifications", "outbox.heartbeat"}
@@ -28,10 +30,11 @@ def _pg_checks(s: RelaySettings) -> list[Check]:
     try:
         conn = psycopg.connect(s.pg_dsn, connect_timeout=5, autocommit=True)
     except psycopg.Error as exc:
-        return [Check("postgres reachable", False, str(exc).strip().splitlines()[0],
+        reason = scrub(str(exc).strip().splitlines()[0], [dsn_password(s.pg_dsn) or ""])
+        return [Check("postgres reachable", False, f"{safe_dsn(s.pg_dsn)}: {reason}",
                       "check OUTBOX_PG_DSN and that Postgres is running")]  # fmt: skip
     with conn:
-        out.append(Check("postgres reachable", True, s.pg_dsn.split("@")[-1]))
+        out.append(Check("postgres reachable", True, safe_dsn(s.pg_dsn)))
 
         def show(name: str) -> str:
             row = conn.execute(f"SHOW {name}").fetchone()
@@ -94,6 +97,52 @@ def _pg_checks(s: RelaySettings) -> list[Check]:
     return out
 
 
+# Known causes of a failed connector task: a piece of its trace, and the fix.
+KNOWN_FAILURES: tuple[tuple[str, str], ...] = (
+    ("RecordTooLargeException",
+     "a row too large for a Kafka record is in the outbox (the validation trigger was "
+     "bypassed). Let it through once so the router dead-letters it: set "
+     "OUTBOX_CONNECTOR_OVERRIDES='{\"producer.override.max.request.size\": \"10485760\"}' "
+     "(and the topic's max.message.bytes), `outbox connector apply`, `outbox connector "
+     "restart`; then remove the override. See docs/operations.md, \"A connector task keeps failing\""),
+    ("is not permitted to log in", "the CDC role cannot log in: ALTER ROLE <cdc user> LOGIN"),
+    ("password authentication failed",
+     "the CDC password is wrong: set OUTBOX_CDC_PASSWORD to the role's password and "
+     "`outbox connector apply`"),
+    ("all replication slots are in use", "raise max_replication_slots and restart Postgres"),
+    ("is active for PID", "another client reads the replication slot; stop it or use another "
+                          "OUTBOX_SLOT_NAME"),
+    ("publication", "the publication is missing or wrong: `outbox db migrate`"),
+)  # fmt: skip
+
+
+def explain(trace: str) -> str:
+    """The fix for a known cause of a failed task, else where to look."""
+    for needle, fix in KNOWN_FAILURES:
+        if needle in trace:
+            return fix
+    return "see `outbox connector status`, the worker's log, and docs/operations.md"
+
+
+async def _connector_check(c: ConnectClient, s: RelaySettings) -> Check:
+    name = f"connector {s.connector_name}"
+    try:
+        if await c.get_config(s.connector_name) is None:
+            return Check(name, True, "not created yet; `outbox connector apply` or the relay "
+                         "creates it")  # fmt: skip
+        st = await c.status(s.connector_name)
+    except ConnectError as exc:
+        return Check(name, False, str(exc), "retry; Connect may be rebalancing")
+    failed = [(f"task {t.id}", t.trace or "") for t in st.tasks if t.state == "FAILED"]
+    if st.state == "FAILED":
+        failed.insert(0, ("connector", st.trace or ""))
+    if not failed:
+        tasks = ", ".join(t.state for t in st.tasks) or "no tasks yet"
+        return Check(name, True, f"{st.state} ({tasks})")
+    part, trace = failed[0]
+    return Check(name, False, f"{part} FAILED: {first_line(trace) or 'no trace'}", explain(trace))
+
+
 async def _connect_checks(s: RelaySettings) -> list[Check]:
     async with ConnectClient(s.connect_url, timeout=10) as c:
         try:
@@ -116,6 +165,7 @@ async def _connect_checks(s: RelaySettings) -> list[Check]:
                 "offered" if has else "not among the worker's plugins",
                 "put the Debezium Postgres connector on the worker's plugin.path",
             ),
+            await _connector_check(c, s),
         ]
 
 

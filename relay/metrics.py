@@ -35,6 +35,11 @@ class RelayMetrics:
         self.janitor_deleted = Counter(
             "outbox_relay_janitor_deleted", "Outbox rows deleted", registry=r
         )
+        self.gave_up = Gauge(
+            "outbox_relay_restarts_exhausted",
+            "1 when the connector kept failing and the relay stopped restarting it",
+            registry=r,
+        )
         self.healthy = Gauge("outbox_relay_healthy", "1 when the pipeline is healthy", registry=r)
         self.connect_up = Gauge(
             "outbox_relay_connect_reachable", "1 when Connect answers", registry=r

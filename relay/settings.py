@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +45,8 @@ class RelaySettings(BaseSettings):
     restart_backoff_initial_s: float = Field(default=5.0, gt=0)
     restart_backoff_max_s: float = Field(default=300.0, gt=0)
     max_restarts: int = Field(default=5, ge=0)
+    # The restart budget resets only after the connector ran this long unbroken.
+    restart_stable_after_s: float = Field(default=60.0, ge=0)
 
     slot_warn_bytes: int = 1 << 30
     slot_critical_bytes: int = 8 << 30
@@ -64,9 +65,19 @@ class RelaySettings(BaseSettings):
         return v.rstrip("/")
 
     def pg_parts(self) -> tuple[str, int, str]:
-        """Host, port and database name of ``pg_dsn``."""
-        parts = urlsplit(self.pg_dsn)
-        host = self.connector_pg_host or parts.hostname or "127.0.0.1"
-        port = self.connector_pg_port or parts.port or 5432
-        database = self.connector_pg_database or parts.path.lstrip("/") or "postgres"
+        """Host, port and database name of ``pg_dsn`` (a URL or key=value DSN).
+
+        Raises:
+            ValueError: psycopg cannot read the DSN.
+        """
+        import psycopg.conninfo
+
+        try:
+            parts = psycopg.conninfo.conninfo_to_dict(self.pg_dsn)
+        except psycopg.Error as exc:
+            raise ValueError("OUTBOX_PG_DSN is not a Postgres DSN (a URL or key=value "
+                             "pairs)") from exc  # fmt: skip
+        host = self.connector_pg_host or str(parts.get("host") or "127.0.0.1").split(",")[0]
+        port = self.connector_pg_port or int(str(parts.get("port") or 5432).split(",")[0])
+        database = self.connector_pg_database or str(parts.get("dbname") or "postgres")
         return host, port, database

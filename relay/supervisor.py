@@ -2,13 +2,19 @@
 status + slot stats in, actions and a report out.
 
 Rules:
-  * Connect unreachable: no action; report UNHEALTHY (the loop backs off).
+  * Connect unreachable, or answering with an error (a 409 during a worker
+    rebalance, a 500, a body that is not Connect's): no action; report
+    UNHEALTHY (the loop backs off). Nothing Connect answers ends the daemon.
   * Connector missing: create it.
   * Live config differs from the desired one: re-apply.
   * Paused or stopped (by an operator): leave it so; report PAUSED / STOPPED.
   * Connector or tasks FAILED: restart only the failed ones, with exponential
-    backoff and a cap on attempts; past the cap report DEGRADED with the trace.
-  * Everything RUNNING: HEALTHY, and the restart budget is reset.
+    backoff and a cap on attempts; past the cap give up and report DEGRADED
+    with the trace's first line until the cause is fixed.
+  * Everything RUNNING: HEALTHY. The restart budget resets only once it has
+    stayed RUNNING for the stability window: a task that fails again a few
+    seconds after each restart uses the budget up instead of restarting forever.
+    After giving up, a task RUNNING again stays DEGRADED until it is stable.
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ class Observation:
     status: ConnectorStatus | None = None
     slot: SlotAssessment | None = None
     unreachable_reason: str | None = None
+    api_error: str | None = None  # Connect answered, but not with what we asked for
 
 
 @dataclass(frozen=True)
@@ -64,16 +71,20 @@ class Policy:
     backoff_initial_s: float = 5.0
     backoff_max_s: float = 300.0
     max_restarts: int = 5
+    stable_after_s: float = 60.0
 
 
 @dataclass(frozen=True)
 class Memory:
     """What the supervisor remembers between ticks."""
 
-    restarts: int = 0  # consecutive, since last fully RUNNING
+    restarts: int = 0  # consecutive: since the last stable RUNNING
     total_restarts: int = 0
     next_restart_at: float = 0.0
     backoff_s: float = 0.0
+    running_since: float | None = None  # all RUNNING since (None: not now)
+    gave_up: bool = False
+    last_failure: str = ""  # first line of the last trace seen
 
 
 @dataclass(frozen=True)
@@ -94,6 +105,17 @@ def shorten(trace: str | None, lines: int = 4, width: int = 300) -> str:
     return " | ".join(k[:width] for k in kept)
 
 
+def first_line(trace: str | None, width: int = 400) -> str:
+    """The first line of a Java stack trace (the exception and its message) and,
+    when it wraps another, the root cause: what an operator needs to see."""
+    if not trace:
+        return ""
+    lines = [ln.strip() for ln in trace.strip().splitlines() if ln.strip()]
+    caused = [ln.removeprefix("Caused by: ") for ln in lines if ln.startswith("Caused by:")]
+    out = lines[0] if not caused else f"{lines[0]}; caused by {caused[-1]}"
+    return out[:width]
+
+
 def decide(desired: dict[str, str], obs: Observation, mem: Memory, policy: Policy,
            now: float) -> tuple[list[Action], Memory, Report]:  # fmt: skip
     if not obs.reachable:
@@ -102,6 +124,9 @@ def decide(desired: dict[str, str], obs: Observation, mem: Memory, policy: Polic
             mem,
             Report(Health.UNHEALTHY, f"Kafka Connect unreachable: {obs.unreachable_reason}"),
         )
+    if obs.api_error is not None:
+        return [], mem, Report(Health.UNHEALTHY, f"Kafka Connect answered with an error; "
+                               f"retrying: {obs.api_error}")  # fmt: skip
     slot_details = list(obs.slot.problems) if obs.slot else []
     if obs.live_config is None:
         return (
@@ -129,21 +154,42 @@ def decide(desired: dict[str, str], obs: Observation, mem: Memory, policy: Polic
         if obs.slot and obs.slot.level is not Level.OK:
             health = Health.DEGRADED if obs.slot.level is Level.CRITICAL else Health.HEALTHY
         running = all(t.state == "RUNNING" for t in st.tasks)
-        new_mem = replace(mem, restarts=0, backoff_s=0.0, next_restart_at=0.0) if running else mem
-        msg = "connector and tasks running" if running else "tasks restarting"
+        if not running:
+            return actions, replace(mem, running_since=None), Report(health, "tasks restarting",
+                                                                     slot_details)  # fmt: skip
+        since = mem.running_since if mem.running_since is not None else now
+        stable = now - since >= policy.stable_after_s
+        if stable:
+            new_mem = replace(mem, restarts=0, backoff_s=0.0, next_restart_at=0.0,
+                              running_since=since, gave_up=False)  # fmt: skip
+            return actions, new_mem, Report(health, "connector and tasks running", slot_details)
+        new_mem = replace(mem, running_since=since)
+        if mem.gave_up:
+            return actions, new_mem, Report(
+                Health.DEGRADED,
+                f"running again after giving up ({mem.last_failure}); healthy once it has run "
+                f"{policy.stable_after_s:.0f} s", slot_details)  # fmt: skip
+        msg = "connector and tasks running"
+        if mem.restarts:
+            msg += (f" (after restart {mem.restarts}/{policy.max_restarts}; the budget resets "
+                    f"after {policy.stable_after_s:.0f} s running)")  # fmt: skip
         return actions, new_mem, Report(health, msg, slot_details)
     traces = [shorten(st.trace)] if connector_failed and st.trace else []
     traces += [
         f"task {t.id}: {shorten(t.trace)}" for t in st.tasks if t.state == "FAILED" and t.trace
     ]
+    first = first_line(st.trace if connector_failed and st.trace else next(
+        (t.trace for t in st.tasks if t.state == "FAILED" and t.trace), None))  # fmt: skip
+    mem = replace(mem, running_since=None, last_failure=first or mem.last_failure)
     if mem.restarts >= policy.max_restarts:
         return (
             actions,
-            mem,
+            replace(mem, gave_up=True),
             Report(
                 Health.DEGRADED,
-                f"restarted {mem.restarts} times without recovery; giving up until the cause is fixed "
-                "(`outbox connector restart` retries by hand)",
+                f"gave up after {mem.restarts} restarts: {mem.last_failure or 'no trace'}; "
+                "fix the cause, then `outbox connector restart` (`outbox doctor` explains "
+                "known causes)",
                 traces + slot_details,
             ),
         )
@@ -162,8 +208,8 @@ def decide(desired: dict[str, str], obs: Observation, mem: Memory, policy: Polic
         if mem.backoff_s == 0
         else min(mem.backoff_s * 2, policy.backoff_max_s)
     )
-    new_mem = Memory(restarts=mem.restarts + 1, total_restarts=mem.total_restarts + 1,
-                     next_restart_at=now + backoff, backoff_s=backoff)  # fmt: skip
+    new_mem = replace(mem, restarts=mem.restarts + 1, total_restarts=mem.total_restarts + 1,
+                      next_restart_at=now + backoff, backoff_s=backoff)  # fmt: skip
     actions.append(RestartFailed(connector_failed, failed_tasks))
     what = ("connector and " if connector_failed else "") + f"tasks {failed_tasks}"
     return (
@@ -171,7 +217,8 @@ def decide(desired: dict[str, str], obs: Observation, mem: Memory, policy: Polic
         new_mem,
         Report(
             Health.DEGRADED,
-            f"{what} FAILED; restart {new_mem.restarts}/{policy.max_restarts}",
+            f"{what} FAILED ({first or 'no trace'}); restart {new_mem.restarts}/"
+            f"{policy.max_restarts}",
             traces + slot_details,
         ),
     )

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from relay.connect_api import ConnectClient
-from relay.connector_config import diff, masked, render
+from relay.connector_config import diff, render
 from relay.errors import (
     ConnectApiError,
     ConnectorNotFoundError,
@@ -19,6 +19,7 @@ from relay.errors import (
     SettingsError,
 )
 from relay.janitor import Watermark, parse_lsn, usable
+from relay.secrets import masked
 from relay.settings import RelaySettings
 from relay.slot_health import Level, SlotStats, assess
 

@@ -76,17 +76,54 @@ def test_restart_only_failed_tasks_with_exponential_backoff_and_cap() -> None:
         now = mem.next_restart_at
     assert seen == [5, 10, 20]
     assert mem.total_restarts == 3
-    assert "giving up" in report.message
+    assert "gave up after 3 restarts: java.lang.X: no" in report.message
     assert any("Caused by: y" in d for d in report.details)
 
 
-def test_recovery_resets_the_budget() -> None:
+def test_recovery_resets_the_budget_only_after_the_stability_window() -> None:
     obs = Observation(True, LIVE, status("RUNNING", "RUNNING"))
-    _, mem, report = decide(
-        DESIRED, obs, Memory(restarts=3, total_restarts=3, backoff_s=20), POLICY, 0
+    _, mem, report = decide(DESIRED, obs, Memory(restarts=2, total_restarts=2, backoff_s=20),
+                            POLICY, 0)  # fmt: skip
+    assert (mem.restarts, mem.backoff_s) == (2, 20)  # running, but not yet for long
+    assert report.health is Health.HEALTHY and "budget resets after 60 s" in report.message
+    _, mem, report = decide(DESIRED, obs, mem, POLICY, 59)
+    assert mem.restarts == 2
+    _, mem, report = decide(DESIRED, obs, mem, POLICY, 60)
+    assert (mem.restarts, mem.backoff_s, mem.total_restarts) == (0, 0, 2)
+    assert report.message == "connector and tasks running"
+
+
+def test_a_task_that_fails_soon_after_each_restart_uses_the_budget_up() -> None:
+    """Before the window, "restart 1/5" repeated forever: the task was RUNNING for
+    a moment after each restart, which reset the budget."""
+    failed = Observation(
+        True, LIVE, status("RUNNING", "FAILED", trace="org.X: RecordTooLarge\n\tat a")
     )
-    assert (mem.restarts, mem.backoff_s, mem.total_restarts) == (0, 0, 3)
-    assert report.health is Health.HEALTHY
+    running = Observation(True, LIVE, status("RUNNING", "RUNNING"))
+    mem, now, healths = Memory(), 0.0, []
+    for _ in range(8):
+        actions, mem, report = decide(DESIRED, failed, mem, POLICY, now)
+        healths.append(report.health)
+        now = max(now + 1, mem.next_restart_at)
+        _, mem, report = decide(DESIRED, running, mem, POLICY, now)  # up for 2 s only
+        healths.append(report.health)
+        now += 2
+    _, mem, report = decide(DESIRED, failed, mem, POLICY, now)
+    assert mem.gave_up and mem.total_restarts == 3
+    assert report.health is Health.DEGRADED
+    assert report.message.startswith("gave up after 3 restarts: org.X: RecordTooLarge")
+    # Once it gave up, running again is not "healthy" until it has been stable.
+    _, mem, report = decide(DESIRED, running, mem, POLICY, now + 1)
+    assert report.health is Health.DEGRADED and "running again after giving up" in report.message
+    _, mem, report = decide(DESIRED, running, mem, POLICY, now + 61)
+    assert report.health is Health.HEALTHY and not mem.gave_up and mem.restarts == 0
+
+
+def test_an_error_answer_is_unhealthy_and_changes_nothing() -> None:
+    obs = Observation(True, api_error="Kafka Connect answered 409: rebalance in progress")
+    actions, mem, report = decide(DESIRED, obs, Memory(restarts=1), POLICY, 0)
+    assert actions == [] and mem == Memory(restarts=1)
+    assert report.health is Health.UNHEALTHY and "409" in report.message
 
 
 def test_shorten() -> None:
