@@ -16,7 +16,7 @@ from datetime import datetime
 from enum import IntEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 
 PROTOCOL_VERSION = 1
 POSITION_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
@@ -35,6 +35,23 @@ class CloseCode(IntEnum):
     TOO_MANY_CONNECTIONS = 4429  # the teacher has too many open connections
 
 
+_U64 = 1 << 64
+
+
+def valid_position(position: str) -> bool:
+    """A well-formed position whose two parts fit Redis' 64-bit stream ids."""
+    if not POSITION_RE.match(position):
+        return False
+    ms, _, seq = position.partition("-")
+    return int(ms) < _U64 and int(seq) < _U64
+
+
+def _position(v: str | None) -> str | None:
+    if v is not None and not valid_position(v):
+        raise ValueError("not a position: two integers below 2^64 joined by '-', as sent")
+    return v
+
+
 def position_key(position: str) -> tuple[int, int]:
     """Sortable form of a position."""
     ms, _, seq = position.partition("-")
@@ -51,12 +68,12 @@ class _Frame(BaseModel):
 class AuthFrame(_Frame):
     type: Literal["auth"] = "auth"
     token: str = Field(min_length=1, max_length=8192)
-    resume: str | None = Field(default=None, pattern=POSITION_RE.pattern)
+    resume: Annotated[str | None, AfterValidator(_position)] = None
 
 
 class ResumeFrame(_Frame):
     type: Literal["resume"] = "resume"
-    position: str | None = Field(default=None, pattern=POSITION_RE.pattern)
+    position: Annotated[str | None, AfterValidator(_position)] = None
 
 
 class AckFrame(_Frame):

@@ -185,7 +185,8 @@ def _payload_violations(payload: Any, report: dict[str, Any] | None) -> list[Vio
     return []
 
 
-def _id_violations(field: str, value: Any, *, required: bool) -> list[Violation]:
+def id_violations(field: str, value: Any, *, required: bool) -> list[Violation]:
+    """What is wrong with an id field's value (also used for a token's ``sub``)."""
     if value is ABSENT or value is None:
         if required:
             return [Violation(field, "is required; pass it as a non-empty string",
@@ -292,7 +293,7 @@ def check_document(doc: Any, *, now: datetime | None = None,
         out.append(Violation("notification_type", f"unknown notification_type {shown}; use one "
                              f"of: {', '.join(sorted(CATALOG))}", SQLSTATE_UNKNOWN_TYPE))  # fmt: skip
     for f in REQUIRED_IDS:
-        out += _id_violations(f, get(f, ABSENT), required=True)
+        out += id_violations(f, get(f, ABSENT), required=True)
     deadline = get("deadline_timestamp", ABSENT)
     if entry is not None:
         for f, want in (("priority", entry.priority.value), ("category", entry.category.value)):
@@ -317,7 +318,7 @@ def check_document(doc: Any, *, now: datetime | None = None,
             out.append(Violation("deadline_timestamp", f"{parsed.isoformat()} is already past; "
                                  "give a deadline in the future", SQLSTATE_DEADLINE))  # fmt: skip
     for f in OPTIONAL_IDS:
-        out += _id_violations(f, get(f, ABSENT), required=False)
+        out += id_violations(f, get(f, ABSENT), required=False)
     if isinstance(n_type, str):
         for f, needed in (("batch_id", requires_batch_id(n_type)),
                           ("class_id", requires_class_id(n_type))):  # fmt: skip

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import time
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -38,13 +41,16 @@ class Router:
         )
         self.store = Store(self.redis, prefix=settings.redis_prefix, dedupe_ttl_s=settings.dedupe_ttl_s,
                            history_maxlen=settings.history_maxlen,
-                           history_ttl_s=settings.history_ttl_s)  # fmt: skip
+                           history_ttl_s=settings.history_ttl_s,
+                           pending_max=settings.pending_max)  # fmt: skip
         self.hub = Hub(self.metrics)
         self.ingestor = Ingestor(settings, store=self.store, metrics=self.metrics)
         self.subscribed = asyncio.Event()
         self.server = WebSocketServer(settings, store=self.store, hub=self.hub, verifier=self.verifier,
                                       metrics=self.metrics, ready=self._ready)  # fmt: skip
         self.started = asyncio.Event()
+        self._emfile = 0
+        self._emfile_logged = -60.0
 
     def _ready(self) -> dict[str, bool]:
         return {
@@ -56,7 +62,25 @@ class Router:
     def port(self) -> int:
         return self.server.port
 
+    def _loop_errors(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """Out of file descriptors (EMFILE), asyncio stops accepting for a second
+        and logs a traceback each time: log one line a minute with a count."""
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+            self.metrics.rejected.labels("emfile").inc()
+            now = time.monotonic()
+            self._emfile += 1
+            if now - self._emfile_logged >= 60:
+                log.warning("out of file descriptors (%s); accepting paused, open connections "
+                            "still served (%d times since the last line); raise the limit "
+                            "(ulimit -n) or lower OUTBOX_MAX_CONNECTIONS", exc.strerror,
+                            self._emfile)  # fmt: skip
+                self._emfile, self._emfile_logged = 0, now
+            return
+        loop.default_exception_handler(context)
+
     async def run(self, stop: asyncio.Event) -> None:
+        asyncio.get_running_loop().set_exception_handler(self._loop_errors)
         try:
             async with asyncio.TaskGroup() as tg:
                 sub = tg.create_task(self._subscribe(), name="fanout-subscriber")

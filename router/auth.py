@@ -1,13 +1,28 @@
-"""JWT verification: token in, teacher id out (pure; no I/O)."""
+"""JWT verification: token in, teacher id and expiry out (pure; no I/O).
+
+A session lives as long as its token: the server closes it with 4401 "token
+expired" at ``exp`` (plus the leeway); a client reconnects with a fresh token
+and ``resume``, so nothing is missed.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import jwt
 
+from contracts.rules import id_violations
 from router.errors import AuthError, ConfigError
 from router.settings import RouterSettings
+
+MIN_HS_SECRET_BYTES = 32  # RFC 7518 section 3.2: at least the hash's size
+
+
+@dataclass(frozen=True)
+class Identity:
+    teacher_id: str
+    expires_at: float  # epoch seconds, the token's exp
 
 
 @dataclass(frozen=True)
@@ -32,16 +47,21 @@ class Verifier:
             if any(not a.startswith("HS") for a in algs):
                 raise ConfigError("jwt_algorithms", "use HS256 with a shared secret")
             key = s.jwt_secret.get_secret_value()
+            if len(key.encode()) < MIN_HS_SECRET_BYTES:
+                raise ConfigError("jwt_secret", f"is {len(key.encode())} bytes; an HS256 secret "
+                                  f"needs at least {MIN_HS_SECRET_BYTES} (for example "
+                                  "`openssl rand -hex 32`)")  # fmt: skip
         else:
             raise ConfigError("jwt_secret", "set OUTBOX_JWT_SECRET or OUTBOX_JWT_PUBLIC_KEY")
         return cls(key, algs, s.jwt_audience, s.jwt_issuer, s.jwt_leeway_s)
 
-    def verify(self, token: str | None) -> str:
-        """The teacher id of a valid ``token``.
+    def verify(self, token: str | None) -> Identity:
+        """The identity in a valid ``token``.
 
         Raises:
             AuthError: missing, malformed, badly signed, expired, not yet valid,
-                wrong audience or issuer, or no ``sub``.
+                wrong audience or issuer, a time claim that is not a number, or a
+                ``sub`` that is not a valid teacher id.
         """
         if not token:
             raise AuthError("missing token")
@@ -70,10 +90,15 @@ class Verifier:
             raise AuthError("bad signature") from None
         except jwt.PyJWTError:
             raise AuthError("malformed token") from None
+        for claim in ("exp", "nbf", "iat"):
+            v = claims.get(claim)
+            if claim in claims and (isinstance(v, bool) or not isinstance(v, int | float)
+                                    or not math.isfinite(v)):  # fmt: skip
+                raise AuthError(f"token's {claim} claim is not a number")
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub.strip():
-            raise AuthError("token has an empty sub claim")
-        return sub
+        if not isinstance(sub, str) or id_violations("teacher_id", sub, required=True):
+            raise AuthError("token's sub claim is not a valid teacher id")
+        return Identity(sub, float(claims["exp"]))
 
 
 def mint(

@@ -17,10 +17,14 @@ class TokenBucket:
 
     def allow(self, now: float) -> bool:
         """Take one token at time ``now`` (seconds); False when none is left."""
+        return self.take(1, now)
+
+    def take(self, cost: float, now: float) -> bool:
+        """Take ``cost`` tokens at ``now``, or none and False if there are fewer."""
         if self._at is not None:
             self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate_per_s)
         self._at = now
-        if self._tokens >= 1:
-            self._tokens -= 1
+        if self._tokens >= cost:
+            self._tokens -= cost
             return True
         return False

@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
+from websockets import http11
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -30,7 +31,6 @@ from websockets.protocol import State
 from websockets.typing import Origin
 
 from contracts.protocol import (
-    POSITION_RE,
     AckFrame,
     AuthFrame,
     CloseCode,
@@ -39,8 +39,9 @@ from contracts.protocol import (
     ResumeFrame,
     WelcomeFrame,
     client_frame_adapter,
+    valid_position,
 )
-from router.auth import Verifier
+from router.auth import Identity, Verifier
 from router.errors import AuthError, StoreUnavailableError
 from router.fanout import FanoutMessage, Registry
 from router.limits import TokenBucket
@@ -64,6 +65,57 @@ _STATIC = {
 def _static(name: str) -> bytes:
     """A file of the inbox page, read once."""
     return (STATIC_DIR / name).read_bytes()
+
+
+_HEADERS_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 32\r\nConnection: close\r\n\r\nrequest headers are too large\r\n\r\n"
+)
+
+
+class _Connection(ServerConnection):
+    """Answers a request whose head is over websockets' limits (a line longer
+    than MAX_LINE_LENGTH, more than MAX_NUM_HEADERS headers) with 431, where
+    websockets would close the socket without a word."""
+
+    _line = 0
+    _lines = 0
+
+    def data_received(self, data: bytes) -> None:
+        if self.request is None and self.protocol.state is State.CONNECTING:
+            parts = data.split(b"\n")
+            longest = max(self._line + len(parts[0]), *(len(p) for p in parts[1:]))
+            self._line = self._line + len(parts[0]) if len(parts) == 1 else len(parts[-1])
+            self._lines += len(parts) - 1
+            if longest > http11.MAX_LINE_LENGTH or self._lines > http11.MAX_NUM_HEADERS + 2:
+                if not self.transport.is_closing():
+                    log.info("request from %s: head over the size limits; answered 431",
+                             self.remote_address[0] if self.remote_address else "?")  # fmt: skip
+                    self.transport.write(_HEADERS_TOO_LARGE)
+                    self.transport.close()
+                return
+        super().data_received(data)
+
+
+class _OneLineHandshakeErrors(logging.Filter):
+    """websockets logs every failed opening handshake (a port scanner, a client
+    sending garbage or huge headers) with a traceback: one line says enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.msg == "opening handshake failed":
+            exc = record.exc_info[1]
+            causes: list[str] = []
+            while exc is not None and len(causes) < 4:
+                causes.append(f"{type(exc).__name__}: {exc}")
+                exc = exc.__cause__ or exc.__context__
+            record.msg, record.args, record.exc_info = "opening handshake failed: %s", (
+                " <- ".join(causes),), None  # fmt: skip
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+_ws_log = logging.getLogger("websockets.server")
+_ws_log.addFilter(_OneLineHandshakeErrors())
 
 
 class _Close(Exception):
@@ -128,12 +180,19 @@ class WebSocketServer:
         self.ready = ready
         self.clock = clock
         self.server: Server | None = None
+        self._unauthenticated: dict[str, int] = {}
+        self._notes: dict[str, tuple[int, float]] = {}
 
     # -- HTTP ---------------------------------------------------------------
 
     async def process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
         if path == "/ws":
+            if self.server is not None and len(self.server.connections) >= self.s.max_connections:
+                self.metrics.rejected.labels("server_full").inc()
+                self._note("refusing WebSocket connections: max_connections reached")
+                return _response(http.HTTPStatus.SERVICE_UNAVAILABLE,
+                                 b"server full; retry with backoff\n", "text/plain")  # fmt: skip
             return None
         if path == "/healthz":
             return _response(http.HTTPStatus.OK, b"ok\n", "text/plain")
@@ -171,6 +230,8 @@ class WebSocketServer:
             close_timeout=2,
             compression="deflate" if self.s.ws_compression else None,
             max_queue=16,
+            create_connection=_Connection,
+            logger=_ws_log,
         )
         return self.server
 
@@ -188,11 +249,11 @@ class WebSocketServer:
 
     # -- one connection ------------------------------------------------------
 
-    async def _authenticate(self, ws: ServerConnection) -> tuple[str, str | None]:
+    async def _authenticate(self, ws: ServerConnection) -> tuple[Identity, str | None]:
         query = parse_qs(urlsplit(ws.request.path if ws.request else "").query)
         resume_values = query.get("resume") or []
         resume = resume_values[0] if resume_values else None
-        if resume is not None and not POSITION_RE.match(resume):
+        if resume is not None and not valid_position(resume):
             raise _Close(CloseCode.BAD_REQUEST, "bad resume position")
         header = ws.request.headers.get("Authorization") if ws.request else None
         if header:
@@ -206,27 +267,45 @@ class WebSocketServer:
             raise _Close(CloseCode.AUTH_TIMEOUT, "no auth frame in time") from None
         try:
             frame = client_frame_adapter.validate_json(raw)
-        except ValidationError:
-            raise _Close(CloseCode.BAD_REQUEST, "first frame must be an auth frame") from None
+        except ValidationError as exc:
+            bad_resume = any(e["loc"][-1:] == ("resume",) for e in exc.errors())
+            raise _Close(CloseCode.BAD_REQUEST, "bad resume position" if bad_resume
+                         else "first frame must be an auth frame") from None  # fmt: skip
         if not isinstance(frame, AuthFrame):
             raise _Close(CloseCode.BAD_REQUEST, "first frame must be an auth frame")
         return self.verifier.verify(frame.token), frame.resume or resume
 
     async def handler(self, ws: ServerConnection) -> None:
         cid = uuid.uuid4().hex[:12]
+        ip = str(ws.remote_address[0]) if ws.remote_address else "?"
+        if self._unauthenticated.get(ip, 0) >= self.s.max_unauthenticated_per_ip:
+            self.metrics.rejected.labels("too_many_unauthenticated").inc()
+            self._note("too many unauthenticated connections from one address")
+            await ws.close(CloseCode.TRY_AGAIN_LATER, "too many unauthenticated connections "
+                           "from this address")  # fmt: skip
+            return
+        self._unauthenticated[ip] = self._unauthenticated.get(ip, 0) + 1
         try:
-            teacher, resume = await self._authenticate(ws)
+            identity, resume = await self._authenticate(ws)
         except AuthError as exc:
             self.metrics.rejected.labels("auth").inc()
-            log.info("conn %s refused: %s", cid, exc.reason)
+            log.info("conn %s from %s refused: %s", cid, ip, exc.reason)
             await ws.close(int(exc.code), exc.reason)
             return
         except _Close as exc:
             self.metrics.rejected.labels("protocol").inc()
+            log.info("conn %s from %s refused: %s", cid, ip, exc.reason)
             await ws.close(exc.code, exc.reason)
             return
         except ConnectionClosed:
             return
+        finally:
+            left = self._unauthenticated[ip] - 1
+            if left:
+                self._unauthenticated[ip] = left
+            else:
+                del self._unauthenticated[ip]
+        teacher = identity.teacher_id
         if self.hub.registry.count(teacher) >= self.s.max_connections_per_teacher:
             self.metrics.rejected.labels("too_many").inc()
             await ws.close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections for this teacher")
@@ -237,7 +316,7 @@ class WebSocketServer:
         session.sync.begin(resume)
         self.hub.registry.add(teacher, session)
         self.metrics.connections.inc()
-        log.info("conn %s open teacher=%s resume=%s", cid, teacher, resume)
+        log.info("conn %s open teacher=%r resume=%s", cid, teacher, resume)
         welcome = WelcomeFrame(connection_id=cid, teacher_id=teacher,
                                server_time=datetime.now(UTC))  # fmt: skip
         session.offer((welcome.model_dump_json(), None, None))
@@ -247,6 +326,7 @@ class WebSocketServer:
                 tg.create_task(self._writer(ws, session))
                 tg.create_task(self._reader(ws, session, resume))
                 tg.create_task(self._watch_overflow(session))
+                tg.create_task(self._expire(identity.expires_at))
         except* _Close as eg:
             first = eg.exceptions[0]
             assert isinstance(first, _Close)
@@ -263,7 +343,22 @@ class WebSocketServer:
         finally:
             self.hub.registry.remove(teacher, session)
             self.metrics.connections.dec()
-            log.info("conn %s closed teacher=%s (%s)", cid, teacher, reason)
+            log.info("conn %s closed teacher=%r (%s)", cid, teacher, reason)
+
+    async def _expire(self, expires_at: float) -> None:
+        """A session lives as long as its token (docs/protocol.md)."""
+        await asyncio.sleep(max(0.0, expires_at + self.verifier.leeway_s - self.clock()))
+        raise _Close(CloseCode.UNAUTHORIZED, "token expired")
+
+    def _note(self, what: str) -> None:
+        """Log a refusal class at most once a minute, with how often it happened."""
+        now = time.monotonic()
+        count, last = self._notes.get(what, (0, 0.0))
+        if now - last >= 60:
+            log.warning("%s (%d times in the last minute)", what, count + 1)
+            self._notes[what] = (0, now)
+        else:
+            self._notes[what] = (count + 1, last)
 
     async def _watch_overflow(self, session: Session) -> None:
         await session.overflowed.wait()
@@ -316,6 +411,9 @@ class WebSocketServer:
     async def _reader(self, ws: ServerConnection, session: Session, resume: str | None) -> None:
         await self.sync(session, resume, begun=True)
         bucket = TokenBucket(self.s.rate_limit_per_s, self.s.rate_limit_burst)
+        # A resume costs what it replays, not one frame: entries per second,
+        # with one whole history as the burst.
+        replay_budget = TokenBucket(self.s.replay_rate_per_s, self.s.history_maxlen)
         errors = 0
         async for raw in ws:
             problem: tuple[str, str] | None = None
@@ -333,7 +431,7 @@ class WebSocketServer:
                     if isinstance(frame, AckFrame):
                         await self.store.ack(session.teacher_id, frame.id)
                     elif isinstance(frame, ResumeFrame):
-                        await self.sync(session, frame.position)
+                        problem = await self._resume(session, frame.position, replay_budget)
                     else:
                         problem = ("already_authenticated", "this connection is authenticated")
             if problem is not None:
@@ -343,6 +441,17 @@ class WebSocketServer:
                 session.offer((ErrorFrame(code=problem[0], message=problem[1]).model_dump_json(),
                                None, None))  # fmt: skip
         raise _Done
+
+    async def _resume(self, session: Session, position: str | None,
+                      budget: TokenBucket) -> tuple[str, str] | None:  # fmt: skip
+        """A mid-session resume, if the connection's replay budget allows it."""
+        cost = await self.store.replay_count(session.teacher_id, position)
+        if not budget.take(cost, time.monotonic()):
+            self.metrics.rejected.labels("replay_budget").inc()
+            return ("rate_limited", f"this resume would replay {cost} notifications; the "
+                    f"budget is {self.s.replay_rate_per_s:g} a second, try again later")  # fmt: skip
+        await self.sync(session, position)
+        return None
 
     async def sync(self, session: Session, resume: str | None, *, begun: bool = False) -> None:
         """Pending items first, then the missed history, then live; no gap, no duplicate."""

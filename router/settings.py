@@ -40,6 +40,13 @@ class RouterSettings(BaseSettings):
     auth_timeout_s: float = 5.0
     max_frame_bytes: int = 16 * 1024
     max_connections_per_teacher: int = Field(default=10, ge=1)
+    # Every open WebSocket of this process; past it /ws answers 503.
+    max_connections: int = Field(default=20000, ge=1)
+    # Connections of one address still authenticating; past it they close 1013.
+    max_unauthenticated_per_ip: int = Field(default=50, ge=1)
+    # Notifications a connection may have replayed per second by `resume` frames
+    # (the burst is one whole history).
+    replay_rate_per_s: float = Field(default=100.0, gt=0)
     send_queue_max: int = Field(default=1000, ge=1)
     rate_limit_per_s: float = 20.0
     rate_limit_burst: int = 40
@@ -53,7 +60,9 @@ class RouterSettings(BaseSettings):
     dedupe_ttl_s: int = 7 * 24 * 3600
     history_maxlen: int = Field(default=1000, ge=10)
     history_ttl_s: int = 7 * 24 * 3600
-    pending_max: int = 500
+    # Pending action items kept per teacher; past it new ones are delivered live
+    # and kept in history, but not re-sent on connect (docs/protocol.md).
+    pending_max: int = Field(default=500, ge=1)
 
     @model_validator(mode="before")
     @classmethod

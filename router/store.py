@@ -38,6 +38,7 @@ local hist_ttl = tonumber(ARGV[4])
 -- instead of seven per notification is far cheaper to send and to unpack.
 local batch = cjson.decode(ARGV[5])
 local received = tonumber(ARGV[6])
+local pending_max = tonumber(ARGV[7])
 local out = {}
 local heads = {}
 local bodies = {}
@@ -74,7 +75,9 @@ for i = 1, #batch do
       kind[hist] = 'stream'
       touched[hist] = true
       redis.call('SET', seen, pos, 'EX', seen_ttl)
-      if r[5] == 1 then
+      -- Past the cap a new action item is still recorded and announced, but not
+      -- kept for re-sending on connect (a bound on what one teacher can pile up).
+      if r[5] == 1 and redis.call('HLEN', pend) < pending_max then
         local item = '{"id":' .. cjson.encode(eid) .. ',"p":"' .. pos .. '","r":' ..
                      string.format('%d', r[6]) .. ',"d":' .. cjson.encode(r[7]) ..
                      ',"c":' .. cjson.encode(created) .. ',"n":' .. n .. '}'
@@ -150,12 +153,13 @@ class Store:
     """Thin async adapter over one Redis; every call raises StoreUnavailableError."""
 
     def __init__(self, client: aioredis.Redis, *, prefix: str, dedupe_ttl_s: int,
-                 history_maxlen: int, history_ttl_s: int) -> None:  # fmt: skip
+                 history_maxlen: int, history_ttl_s: int, pending_max: int = 500) -> None:  # fmt: skip
         self.redis = client
         self.prefix = prefix
         self.dedupe_ttl_s = dedupe_ttl_s
         self.history_maxlen = history_maxlen
         self.history_ttl_s = history_ttl_s
+        self.pending_max = pending_max
         self._ingest = client.register_script(_INGEST)
         self._ack = client.register_script(_ACK)
 
@@ -192,7 +196,8 @@ class Store:
                             1 if r.action_required else 0, r.priority_rank, r.deadline or ""]
                            for r in batch], ensure_ascii=False)  # fmt: skip
         args: list[str | int] = [self.prefix, self.dedupe_ttl_s, self.history_maxlen,
-                                 self.history_ttl_s, rows, f"{received_at:.6f}"]  # fmt: skip
+                                 self.history_ttl_s, rows, f"{received_at:.6f}",
+                                 self.pending_max]  # fmt: skip
         try:
             result = await self._ingest(args=args)
         except _UNAVAILABLE as exc:
@@ -202,6 +207,17 @@ class Store:
             v = _s(x) or None
             out.append(PoisonMessageError("store_rejected", v[1:]) if v and v[0] == "!" else v)
         return out
+
+    async def replay_count(self, teacher_id: str, after: str | None) -> int:
+        """How many entries a resume from ``after`` would replay (at most the history)."""
+        if after is None:
+            return 0
+        try:
+            rows = await self.redis.xrange(self.hist_key(teacher_id), min=f"({after}", max="+",
+                                           count=self.history_maxlen)  # fmt: skip
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailableError(str(exc)) from exc
+        return len(rows)
 
     async def replay(self, teacher_id: str, after: str | None) -> Replay:
         """History after position ``after`` (all retained history for ``"0-0"``)."""

@@ -254,7 +254,11 @@ class RouterProcess:
 
 
 def start_router_process(
-    settings: RouterSettings, log_dir: Path, port: int | None = None
+    settings: RouterSettings,
+    log_dir: Path,
+    port: int | None = None,
+    *,
+    limit_fds: int | None = None,
 ) -> RouterProcess:
     port = port or free_port()
     env = dict(os.environ)
@@ -270,4 +274,8 @@ def start_router_process(
     with open(log, "wb") as f:
         proc = subprocess.Popen([sys.executable, "-m", "outbox.cli", "router", "run"], env=env,
                                 stdout=f, stderr=subprocess.STDOUT)  # fmt: skip
+    if limit_fds:  # set from outside: the router is still importing, far below it
+        import resource
+
+        resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, (limit_fds, limit_fds))
     return RouterProcess(proc, port, log)

@@ -26,7 +26,8 @@ def test_hs256() -> None:
     v = Verifier.from_settings(
         RouterSettings(jwt_secret="s" * 32, jwt_audience="a", jwt_issuer="i")
     )
-    assert v.verify(mint("s" * 32, "t1", 60, audience="a", issuer="i", now=NOW)) == "t1"
+    ident = v.verify(mint("s" * 32, "t1", 60, audience="a", issuer="i", now=NOW))
+    assert ident.teacher_id == "t1" and ident.expires_at == int(NOW + 60)
     for token, reason in [
         (None, "missing token"),
         ("x.y.z", "malformed token"),
@@ -49,7 +50,7 @@ def test_es256_public_key() -> None:
     pub = key.public_key().public_bytes(serialization.Encoding.PEM,
                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()  # fmt: skip
     v = Verifier.from_settings(RouterSettings(jwt_public_key=pub, jwt_algorithms="ES256"))  # type: ignore[arg-type]
-    assert v.verify(mint(priv, "t9", 60, algorithm="ES256", now=NOW)) == "t9"
+    assert v.verify(mint(priv, "t9", 60, algorithm="ES256", now=NOW)).teacher_id == "t9"
     with pytest.raises(AuthError):
         v.verify(mint("s" * 32, "t9", 60, now=NOW))
 
@@ -59,6 +60,55 @@ def test_verifier_config_errors() -> None:
         Verifier.from_settings(RouterSettings())
     with pytest.raises(ConfigError, match="HS256"):
         Verifier.from_settings(RouterSettings(jwt_secret="x", jwt_algorithms="RS256"))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="at least 32"):
+        Verifier.from_settings(RouterSettings(jwt_secret="dev-secret"))
+
+
+@pytest.mark.parametrize(
+    ("claims", "reason"),
+    [({"sub": "t", "exp": "9999999999"}, "token's exp claim is not a number"),
+     ({"sub": "t", "exp": True}, "token expired"),  # PyJWT reads True as 1
+     ({"sub": "t", "exp": 9999999999, "nbf": "0"}, "token's nbf claim is not a number"),
+     ({"sub": "t", "exp": 9999999999, "iat": [1]}, "malformed token"),
+     ({"sub": "t\ud800", "exp": 9999999999}, "token's sub claim is not a valid teacher id"),
+     ({"sub": "t\nINFO forged", "exp": 9999999999}, "token's sub claim is not a valid teacher id"),
+     ({"sub": "t\u200f", "exp": 9999999999}, "token's sub claim is not a valid teacher id"),
+     ({"sub": "\u3000", "exp": 9999999999}, "token's sub claim is not a valid teacher id"),
+     ({"sub": "t" * 129, "exp": 9999999999}, "token's sub claim is not a valid teacher id"),
+     ({"sub": 7, "exp": 9999999999}, "malformed token")],
+)  # fmt: skip
+def test_tokens_with_bad_claims_are_refused(claims: dict[str, object], reason: str) -> None:
+    import jwt
+
+    v = Verifier.from_settings(RouterSettings(jwt_secret="s" * 32))
+    try:
+        token = jwt.encode(claims, "s" * 32, algorithm="HS256")
+    except UnicodeEncodeError:  # a lone surrogate: forge the token by hand
+        import base64
+        import hashlib
+        import hmac
+        import json
+
+        def b64(b: bytes) -> bytes:
+            return base64.urlsafe_b64encode(b).rstrip(b"=")
+
+        head = b64(b'{"alg":"HS256","typ":"JWT"}') + b"." + b64(json.dumps(claims).encode())
+        sig = b64(hmac.new(b"s" * 32, head, hashlib.sha256).digest())
+        token = (head + b"." + sig).decode()
+    with pytest.raises(AuthError) as ei:
+        v.verify(token)
+    assert ei.value.reason == reason
+
+
+def test_positions_beyond_64_bits_are_not_positions() -> None:
+    from contracts.protocol import ResumeFrame, valid_position
+
+    assert valid_position("18446744073709551615-18446744073709551615")
+    assert not valid_position("18446744073709551616-0")
+    assert not valid_position("1-18446744073709551616")
+    assert not valid_position("99999999999999999999-0")
+    with pytest.raises(ValueError):
+        ResumeFrame(position="18446744073709551616-0")
 
 
 def test_decode() -> None:

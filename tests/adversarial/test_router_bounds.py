@@ -1,0 +1,186 @@
+"""Every resource a client can make the router spend has a bound (real router,
+broker, Redis and WebSocket clients)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.fix_router import (
+    Client,
+    Env,
+    notification,
+    router_settings,
+    running_router,
+    start_router_process,
+    wait_ready,
+)
+
+
+async def _closed_with(ws: object, timeout: float = 10,
+                       frames: list[dict[str, object]] | None = None) -> tuple[int | None, str]:  # fmt: skip
+    try:
+        while True:
+            raw = await asyncio.wait_for(ws.recv(), timeout)  # type: ignore[attr-defined]
+            if frames is not None:
+                frames.append(json.loads(raw))
+    except ConnectionClosed as exc:
+        assert exc.rcvd is not None
+        return exc.rcvd.code, exc.rcvd.reason
+
+
+async def test_a_session_ends_when_its_token_expires(env: Env) -> None:
+    s = env.settings.model_copy(update={"jwt_leeway_s": 0.0})
+    async with running_router(s) as router:
+        c = await Client.open(router.port, env.token("exp-teacher", ttl=2))
+        code, reason = await _closed_with(c.ws, 10)
+        assert (code, reason) == (4401, "token expired")
+
+
+async def test_connection_caps(env: Env) -> None:
+    s = env.settings.model_copy(update={"max_connections": 3, "max_unauthenticated_per_ip": 2})
+    async with running_router(s) as router:
+        url = f"ws://127.0.0.1:{router.port}/ws"
+        # Two connections that never authenticate fill this address's allowance.
+        idle = [await connect(url) for _ in range(2)]
+        third = await connect(url)
+        assert await _closed_with(third) == (
+            1013,
+            "too many unauthenticated connections from this address",
+        )
+        for w in idle:
+            await w.close()
+        await asyncio.sleep(0.2)
+        ok = [await Client.open(router.port, env.token(f"cap-{i}")) for i in range(3)]
+        with pytest.raises(InvalidStatus) as ei:
+            await connect(url)
+        assert ei.value.response.status_code == 503
+        await ok[0].close()
+        await asyncio.sleep(0.2)
+        again = await Client.open(router.port, env.token("cap-again"))
+        await again.close()
+
+
+async def test_resume_is_priced_by_what_it_replays(env: Env) -> None:
+    s = env.settings.model_copy(update={"history_maxlen": 20, "replay_rate_per_s": 1.0,
+                                        "rate_limit_per_s": 100.0, "rate_limit_burst": 100})  # fmt: skip
+    async with running_router(s) as router:
+        await wait_ready(router.port)
+        c = await Client.open(router.port, env.token("greedy"))
+        for i in range(20):
+            env.produce(notification("class_created", "greedy", i))
+        env.flush()
+        await c.collect(20)
+        with contextlib.suppress(ConnectionClosed):
+            for _ in range(30):  # resume from the start, over and over
+                await c.ws.send(json.dumps({"type": "resume", "position": "0-0"}))
+                await asyncio.sleep(0.01)
+        code, reason = await _closed_with(c.ws, frames=c.frames)
+        replayed = [f for f in c.frames if f["type"] == "notification" and f["replayed"]]
+        limited = [f for f in c.frames if f["type"] == "error" and f["code"] == "rate_limited"]
+        # One whole history (the burst) and maybe one more entry; then refusals,
+        # and a client that keeps asking is closed as any abuser is.
+        assert len(replayed) <= 21
+        assert len(limited) == 5 and "would replay 20 notifications" in limited[0]["message"]
+        assert (code, reason) == (1008, "too many bad frames (rate_limited)")
+
+
+async def test_positions_out_of_range_are_bad_requests(env: Env) -> None:
+    async with running_router(env.settings) as router:
+        url = f"ws://127.0.0.1:{router.port}/ws"
+        huge = "18446744073709551616-0"
+        ws = await connect(url)
+        await ws.send(json.dumps({"type": "auth", "token": env.token("t"), "resume": huge}))
+        assert await _closed_with(ws) == (4400, "bad resume position")
+        ws = await connect(url + f"?resume={huge}",
+                           additional_headers={"Authorization": f"Bearer {env.token('t')}"})  # fmt: skip
+        assert await _closed_with(ws) == (4400, "bad resume position")
+        c = await Client.open(router.port, env.token("t"))
+        await c.ws.send(json.dumps({"type": "resume", "position": huge}))
+        err = await c.until(lambda f: f["type"] == "error")
+        assert err["code"] == "bad_frame"
+        await c.ws.send(json.dumps({"type": "resume", "position": None}))
+        await c.until(lambda f: sum(x["type"] == "replay_done" for x in c.frames) == 2)
+        await c.close()
+
+
+async def test_oversized_handshake_headers_get_an_http_answer(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with running_router(env.settings) as router:
+        r, w = await asyncio.open_connection("127.0.0.1", router.port)
+        w.write(b"GET /ws HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n")
+        await w.drain()
+        answer = await asyncio.wait_for(r.read(), 10)
+        w.close()
+    assert answer.startswith(b"HTTP/1.1 431 ")
+    failed = [r for r in caplog.records if "opening handshake failed" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].exc_info is None
+    assert any("answered 431" in r.getMessage() for r in caplog.records)
+    assert not any(r.exc_info for r in caplog.records)
+
+
+async def test_pending_items_are_capped_per_teacher(env: Env) -> None:
+    s = env.settings.model_copy(update={"pending_max": 3})
+    async with running_router(s) as router:
+        await wait_ready(router.port)
+        live = await Client.open(router.port, env.token("busy"))
+        ids = [env.produce(notification("batch_validation_failed", "busy", i)) for i in range(5)]
+        env.flush()
+        got = await live.collect(5)
+        assert [f["id"] for f in got] == ids  # every one delivered live
+        await live.close()
+        again = await Client.open(router.port, env.token("busy"))
+        pending = [f for f in again.notifications() if f["pending"]]
+        assert [f["id"] for f in pending] == ids[:3]
+        await again.close()
+
+
+async def test_bad_sub_is_refused_with_one_log_line(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with running_router(env.settings) as router:
+        ws = await connect(f"ws://127.0.0.1:{router.port}/ws")
+        await ws.send(json.dumps({"type": "auth", "token": env.token("t1\nINFO conn forged")}))
+        assert await _closed_with(ws) == (4401, "token's sub claim is not a valid teacher id")
+    lines = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0].getMessage() and lines[0].exc_info is None
+    assert not any("forged" in r.getMessage() for r in caplog.records)
+
+
+async def test_out_of_file_descriptors_logs_once_and_keeps_serving(
+    env: Env, tmp_path: Path
+) -> None:
+    s = router_settings(env.stack, env.unique, topic=env.topic)
+    proc = start_router_process(s, tmp_path, limit_fds=96)
+    socks: list[socket.socket] = []
+    try:
+        await wait_ready(proc.port)
+        c = await Client.open(proc.port, env.token("fd-teacher"))
+        for _ in range(200):  # more than the process has descriptors for
+            sk = socket.socket()
+            sk.setblocking(False)
+            sk.connect_ex(("127.0.0.1", proc.port))
+            socks.append(sk)
+        await asyncio.sleep(3)
+        env.produce(notification("class_created", "fd-teacher", 1))
+        env.flush()
+        await c.collect(1, timeout=30)
+        await c.close()
+    finally:
+        for sk in socks:
+            sk.close()
+        proc.stop()
+    log = proc.log.read_text()
+    assert log.count("out of file descriptors") == 1, log[-3000:]
+    assert "Traceback" not in log
