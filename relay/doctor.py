@@ -144,7 +144,7 @@ async def _connector_check(c: ConnectClient, s: RelaySettings) -> Check:
 
 
 async def _connect_checks(s: RelaySettings) -> list[Check]:
-    async with ConnectClient(s.connect_url, timeout=10) as c:
+    async with ConnectClient(s.connect_url, timeout=30) as c:
         try:
             plugins = await c.connector_plugins()
         except ConnectError as exc:

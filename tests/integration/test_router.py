@@ -164,12 +164,13 @@ async def test_two_replicas_fan_out_and_ack_clears_pending_everywhere(env: Env) 
 async def test_pending_highest_priority_first(env: Env) -> None:
     async with running_router(env.settings) as router:
         await wait_ready(router.port)
+        # Connected first, so it sees all four live (and knows they are recorded).
+        watcher = await Client.open(router.port, env.token("gus"))
         low = env.produce(notification("batch_processing_failed", "gus", 1))  # HIGH
         crit = env.produce(notification("student_matching_deadline_approaching", "gus", 2))
         imm = env.produce(notification("batch_file_corrupted", "gus", 3))
         env.produce(notification("class_created", "gus", 4))  # not action-required
         env.flush()
-        watcher = await Client.open(router.port, env.token("gus"))
         await watcher.collect(4)
         c = await Client.open(router.port, env.token("gus"))
         assert [f["id"] for f in c.notifications() if f["pending"]] == [crit, imm, low]
