@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,6 +80,9 @@ def _from_validation_error(exc: ValidationError) -> InvalidNotificationError | N
     return None
 
 
+_LONG_NUMBER = re.compile(rb"[0-9][eE]|[0-9.eE+-]{16,}")
+
+
 def _exact_violations(raw: bytes | str, now: datetime | None) -> list[Violation]:
     doc, bad = parse_document(raw)
     return [bad] if bad is not None else check_document(doc, now=now)
@@ -93,7 +97,7 @@ def parse_notification(raw: bytes | str, *, now: datetime | None = None
         InvalidNotificationError: not JSON, or a rule is broken; never any other
             exception for any input text.
     """
-    report: dict[str, Any] = {}
+    report: dict[str, Any] = {"text_bytes": len(raw)}
     try:
         n = TeacherNotificationRequestedV1.model_validate_json(raw, context=report)
     except ValidationError as exc:
@@ -108,8 +112,12 @@ def parse_notification(raw: bytes | str, *, now: datetime | None = None
                 else [Violation("document", exc.errors()[0]["msg"][:200], SQLSTATE_MALFORMED)]
             )
         raise InvalidNotificationError(found) from None
-    if report.get("has_float") or now is not None:
-        # A float was measured from its repr; check the digits as written.
+    if now is not None or (report.get("has_float") and _LONG_NUMBER.search(
+            raw if isinstance(raw, bytes) else raw.encode(errors="surrogatepass"))):  # fmt: skip
+        # A float was measured from its repr, and some number in the text may be
+        # longer than its repr says: check the digits as written. (Without an
+        # exponent and 16 characters in a row, no number has more than 15 digits
+        # written, and then the repr's verdict is the text's.)
         found = _exact_violations(raw, now)
         if found:
             raise InvalidNotificationError(found)

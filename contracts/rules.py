@@ -17,11 +17,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import Enum
+from json.encoder import encode_basestring
 from typing import Any
 
 from contracts.catalog import CATALOG, DeadlineRule, requires_batch_id, requires_class_id
@@ -53,6 +53,7 @@ _FORBIDDEN = re.compile(
     "[" + "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in ID_FORBIDDEN_RANGES) + "]"
 )
 _SURROGATE_OR_NUL = re.compile("[\x00\ud800-\udfff]")
+_NEEDS_ESCAPE = re.compile('[\x00-\x1f"\\\\]')
 _WS = "".join(chr(c) for c in WHITESPACE)
 _DEADLINE = re.compile(DEADLINE_PATTERN)
 _KEYS = frozenset(DOCUMENT_KEYS)
@@ -98,7 +99,12 @@ def _number(value: int | float | Decimal) -> tuple[int, str | None]:
     if isinstance(value, float):
         if not math.isfinite(value):
             return 0, "a number is not finite (NaN or infinity)"
-        value = Decimal(repr(value))
+        r = repr(value)
+        if "e" not in r:  # plain form already (the common case): count it as written
+            if number_digits(r) > MAX_NUMBER_DIGITS:
+                return 0, f"a number has more than {MAX_NUMBER_DIGITS} digits written out; round it"
+            return len(r) - (1 if value == 0 and r[0] == "-" else 0), None
+        value = Decimal(r)
     if not value.is_finite():
         return 0, "a number is not finite (NaN or infinity)"
     _, digits, exp = value.as_tuple()
@@ -113,56 +119,98 @@ def _number(value: int | float | Decimal) -> tuple[int, str | None]:
     return len(text), None
 
 
-def _string_size(s: str) -> tuple[int, str | None]:
+def _string_size(s: str) -> int:
+    """UTF-8 bytes of ``s`` as a JSON string; -1 if no JSON in Postgres can hold it."""
+    if s.isascii():
+        if _NEEDS_ESCAPE.search(s) is None:
+            return len(s) + 2
+        return -1 if "\x00" in s else len(encode_basestring(s))
     if _SURROGATE_OR_NUL.search(s):
-        return 0, "a string holds NUL or a lone surrogate, which JSON in Postgres cannot hold"
-    return len(json.dumps(s, ensure_ascii=False).encode()), None
+        return -1
+    if _NEEDS_ESCAPE.search(s) is None:
+        return len(s.encode()) + 2
+    return len(encode_basestring(s).encode())
 
 
-def payload_stats(payload: Any) -> PayloadStats:
-    """Measure a payload (already known to be a dict). Iterative: no depth can
-    exhaust the stack."""
-    size = 0
-    depth = 0
-    has_float = False
-    stack: list[tuple[Any, int]] = [(payload, 1)]
-    while stack:
-        v, level = stack.pop()
-        if isinstance(v, dict):
-            depth = max(depth, level)
-            size += 2 + max(0, len(v) - 1)
-            for k, item in v.items():
-                if not isinstance(k, str):
-                    return PayloadStats(size, depth, "an object key is not a string", has_float)
-                n, problem = _string_size(k)
-                if problem:
-                    return PayloadStats(size, depth, problem, has_float)
-                size += n + 1
-                stack.append((item, level + 1))
-        elif isinstance(v, list | tuple):
-            depth = max(depth, level)
-            size += 2 + max(0, len(v) - 1)
-            stack.extend((item, level + 1) for item in v)
-        elif isinstance(v, str):
-            n, problem = _string_size(v)
-            if problem:
-                return PayloadStats(size, depth, problem, has_float)
-            size += n
-        elif v is None:
-            size += 4
-        elif isinstance(v, bool):
-            size += 4 if v else 5
-        elif isinstance(v, int | float | Decimal):
-            has_float = has_float or isinstance(v, float)
-            n, problem = _number(v)
-            if problem:
-                return PayloadStats(size, depth, problem, has_float)
-            size += n
-        else:
-            return PayloadStats(size, depth, f"a {type(v).__name__} is not a JSON value", has_float)
-        if size > 16 * MAX_PAYLOAD_BYTES:
-            break  # far over the limit: measuring further only costs
-    return PayloadStats(size, depth, None, has_float)
+_BAD_STRING = "a string holds NUL or a lone surrogate, which JSON in Postgres cannot hold"
+_INT_LIMIT = 10**MAX_NUMBER_DIGITS
+
+
+class _Bad(Exception):
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+def payload_stats(payload: Any, *, need_size: bool = True) -> PayloadStats:
+    """Measure a payload (already known to be a dict); ``need_size=False`` when the
+    caller knows it is within the size limit. The walk stops descending one
+    level past the depth limit, so no payload can exhaust the stack."""
+    acc = _Acc()
+    try:
+        size = _walk(payload, 1, acc, need_size)
+    except _Bad as bad:
+        return PayloadStats(0, acc.depth, bad.problem, acc.has_float)
+    return PayloadStats(size, acc.depth, None, acc.has_float)
+
+
+class _Acc:
+    __slots__ = ("depth", "has_float")
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.has_float = False
+
+
+def _walk(v: Any, level: int, acc: _Acc, need_size: bool) -> int:
+    """The canonical size of ``v``; this runs for every record the router reads,
+    hence the dispatch on exact types first."""
+    t = type(v)
+    if t is str:
+        n = _string_size(v)
+        if n < 0:
+            raise _Bad(_BAD_STRING)
+        return n
+    if t is dict:
+        if level > acc.depth:
+            acc.depth = level
+            if level > MAX_PAYLOAD_DEPTH:
+                return 0  # refused for its depth; what is deeper does not matter
+        size = 1 + len(v) if v else 2
+        for k, item in v.items():
+            if type(k) is not str:
+                raise _Bad("an object key is not a string")
+            n = _string_size(k)
+            if n < 0:
+                raise _Bad(_BAD_STRING)
+            size += n + 1 + _walk(item, level + 1, acc, need_size)
+        return size
+    if t is list or t is tuple:
+        if level > acc.depth:
+            acc.depth = level
+            if level > MAX_PAYLOAD_DEPTH:
+                return 0
+        size = 1 + len(v) if v else 2
+        for item in v:
+            size += _walk(item, level + 1, acc, need_size)
+        return size
+    if t is int:
+        if not -_INT_LIMIT < v < _INT_LIMIT:
+            raise _Bad(f"a number has more than {MAX_NUMBER_DIGITS} digits")
+        return len(str(v)) if need_size else 0
+    if t is bool:
+        return 4 if v else 5
+    if v is None:
+        return 4
+    if isinstance(v, float | Decimal | int):
+        acc.has_float = acc.has_float or isinstance(v, float)
+        n, problem = _number(v)
+        if problem:
+            raise _Bad(problem)
+        return n
+    if isinstance(v, str):  # a str subclass, e.g. an enum member
+        return _walk(str(v), level, acc, need_size)
+    raise _Bad(f"a {type(v).__name__} is not a JSON value")
 
 
 def _payload_violations(payload: Any, report: dict[str, Any] | None) -> list[Violation]:
@@ -170,7 +218,13 @@ def _payload_violations(payload: Any, report: dict[str, Any] | None) -> list[Vio
         return []
     if not isinstance(payload, dict):
         return [Violation("payload", "must be a JSON object (a dict)", SQLSTATE_PAYLOAD)]
-    st = payload_stats(payload)
+    # A reader of JSON text of N bytes may say so: the canonical form of a payload
+    # is at most 18 x N (strings and punctuation never grow; a number of at most
+    # 15 digits is at most 18 characters, "-0.000000000000001", and at least one
+    # written), so a short enough text needs no size measurement.
+    bound = report.get("text_bytes") if report is not None else None
+    need_size = not (isinstance(bound, int) and bound * 18 <= MAX_PAYLOAD_BYTES)
+    st = payload_stats(payload, need_size=need_size)
     if report is not None:
         report["has_float"] = st.has_float
     if st.problem:
@@ -249,22 +303,13 @@ def parse_deadline(value: Any) -> datetime | Violation:
         return Violation("deadline_timestamp", f"{value[:40]!r} is not RFC 3339 with an offset; "
                          "write it like 2026-12-01T12:00:00Z or 2026-12-01T13:00:00+01:00",
                          SQLSTATE_DEADLINE)  # fmt: skip
-    year, month, day = int(m.group(1)), int(m.group(2)), int(m.group(3))
-    if not DEADLINE_YEAR_MIN <= year <= DEADLINE_YEAR_MAX:
+    if not DEADLINE_YEAR_MIN <= int(m.group(1)) <= DEADLINE_YEAR_MAX:
         return _year_violation()
     try:
-        date(year, month, day)
+        return datetime.fromisoformat(value)  # the pattern admits only what it reads alike
     except ValueError:
         return Violation("deadline_timestamp", f"{value!r} is not a calendar date",
                          SQLSTATE_DEADLINE)  # fmt: skip
-    frac = (m.group(7) or ".")[1:]
-    zone: str = m.group(8)
-    tz: timezone = UTC
-    if zone != "Z":
-        sign = 1 if zone[0] == "+" else -1
-        tz = timezone(sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
-    return datetime(year, month, day, int(m.group(4)), int(m.group(5)), int(m.group(6)),
-                    int(frac.ljust(6, "0")) if frac else 0, tzinfo=tz)  # fmt: skip
 
 
 def _year_violation() -> Violation:
@@ -365,18 +410,3 @@ def parse_document(raw: bytes | str) -> tuple[Any, Violation | None]:
                                "arrays deep; flatten it", SQLSTATE_PAYLOAD)  # fmt: skip
     except (ValueError, InvalidOperation, UnicodeDecodeError) as exc:
         return None, Violation("document", f"is not JSON: {str(exc)[:200]}", SQLSTATE_PAYLOAD)
-
-
-def walk_strings(doc: Any) -> Iterator[str]:
-    """Every string (keys included) in ``doc``; used by tests."""
-    stack = [doc]
-    while stack:
-        v = stack.pop()
-        if isinstance(v, str):
-            yield v
-        elif isinstance(v, dict):
-            for k, item in v.items():
-                yield k
-                stack.append(item)
-        elif isinstance(v, list):
-            stack.extend(v)

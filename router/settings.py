@@ -43,7 +43,7 @@ class RouterSettings(BaseSettings):
     # Every open WebSocket of this process; past it /ws answers 503.
     max_connections: int = Field(default=20000, ge=1)
     # Connections of one address still authenticating; past it they close 1013.
-    max_unauthenticated_per_ip: int = Field(default=50, ge=1)
+    max_unauthenticated_per_ip: int = Field(default=256, ge=1)
     # Notifications a connection may have replayed per second by `resume` frames
     # (the burst is one whole history).
     replay_rate_per_s: float = Field(default=100.0, gt=0)

@@ -101,6 +101,17 @@ def relay_settings_for(stack: StackState, db: Database, unique: str, **kw: Any) 
     return RelaySettings(**base)
 
 
+def relay_env(settings: RelaySettings) -> dict[str, str]:
+    """This environment plus ``settings`` as OUTBOX_* variables, for CLI processes."""
+    import os
+
+    e = dict(os.environ)
+    for k, v in settings.model_dump(mode="json").items():
+        if v is not None and not isinstance(v, dict):
+            e[f"OUTBOX_{k.upper()}"] = str(v)
+    return e
+
+
 def start_connector(settings: RelaySettings, partitions: int = 3) -> ConnectorHandle:
     create_topic(settings.kafka_bootstrap, settings.topic, partitions)
     config = render(settings)

@@ -20,7 +20,7 @@ from relay.daemon import Relay
 from relay.doctor import run_checks
 from relay.supervisor import Health
 from stack.state import StackState
-from tests.fix_kafka import delete_connector, relay_settings_for, wait_for
+from tests.fix_kafka import delete_connector, relay_env, relay_settings_for, wait_for
 from tests.fix_stack import Database
 
 _FORCE_HUGE_ROW = """
@@ -64,7 +64,7 @@ async def test_a_task_failing_on_every_restart_ends_degraded_with_its_cause(
         assert body["gave_up"] is True and "RecordTooLargeException" in body["last_failure"]
         assert "outbox_relay_restarts_exhausted 1.0" in metrics
         assert any("gave up after 2 restarts" in r.getMessage() for r in caplog.records)
-        env = _env(s.model_copy(update={"relay_http_port": relay.http_port}))
+        env = relay_env(s.model_copy(update={"relay_http_port": relay.http_port}))
         out = await asyncio.to_thread(
             subprocess.run, [sys.executable, "-m", "outbox.cli", "relay", "status", "--json"],
             env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
@@ -88,16 +88,3 @@ async def _health(relay: Relay, want: Health) -> bool:
 
 async def _gave_up(relay: Relay) -> bool:
     return relay.memory.gave_up
-
-
-def _env(s: object) -> dict[str, str]:
-    import os
-
-    from relay.settings import RelaySettings
-
-    assert isinstance(s, RelaySettings)
-    e = dict(os.environ)
-    for k, v in s.model_dump(mode="json").items():
-        if v is not None and not isinstance(v, dict):
-            e[f"OUTBOX_{k.upper()}"] = str(v)
-    return e

@@ -33,6 +33,7 @@ from tests.fix_kafka import (
     delete_connector,
     make_consumer,
     notify,
+    relay_env,
     relay_settings_for,
     wait_for,
 )
@@ -207,7 +208,7 @@ async def test_pause_grows_lag_and_janitor_deletes_only_shipped(
         assert after.lag_bytes > before.lag_bytes + 1_000_000
         assert after.backlog == 30
         out = subprocess.run([sys.executable, "-m", "outbox.cli", "relay", "status", "--json"],
-                             env=_env(s), capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+                             env=relay_env(s), capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
         status = json.loads(out.stdout)
         assert status["health"] == "paused"
         assert status["slot"]["lag_bytes"] >= after.lag_bytes
@@ -216,16 +217,6 @@ async def test_pause_grows_lag_and_janitor_deletes_only_shipped(
         await wait_for(shipped, 90)
     finally:
         await relay.aclose()
-
-
-def _env(s: RelaySettings) -> dict[str, str]:
-    import os
-
-    e = dict(os.environ)
-    for k, v in s.model_dump(mode="json").items():
-        if v is not None and not isinstance(v, dict):
-            e[f"OUTBOX_{k.upper()}"] = str(v)
-    return e
 
 
 async def _paused(relay: Relay) -> bool:
@@ -245,7 +236,7 @@ async def test_doctor_fails_clearly_on_wal_level_replica(stack: StackState, uniq
         pg = mgr.start_postgres()
         s = RelaySettings(pg_dsn=pg.url, connect_url=stack.connect_url, kafka_bootstrap=stack.kafka_bootstrap,
                           topic=f"doctor.{uuid.uuid4().hex[:6]}")  # fmt: skip
-        out = subprocess.run([sys.executable, "-m", "outbox.cli", "doctor"], env=_env(s), capture_output=True,
+        out = subprocess.run([sys.executable, "-m", "outbox.cli", "doctor"], env=relay_env(s), capture_output=True,
                              text=True, timeout=60, check=False)  # fmt: skip
         assert out.returncode == 1
         assert "[FAIL] wal_level=logical: wal_level is replica" in out.stdout
