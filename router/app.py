@@ -9,7 +9,6 @@ consuming (the batch in flight is recorded and committed), close sockets with
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import time
@@ -132,8 +131,11 @@ class Router:
                 backoff = min(backoff * 2, 5.0)
 
     async def _resync_all(self) -> None:
-        """Live messages may have been missed while unsubscribed: replay each
-        connection from its last position."""
+        """Live messages may have been missed while unsubscribed: each connection
+        gets what it missed, once (no pending items again, no second replay_done)."""
         for session in self.hub.registry.all():
-            with contextlib.suppress(Exception):
-                await self.server.sync(session, session.sync.position)
+            try:
+                await self.server.catch_up(session)
+            except Exception:  # a defect: end that connection, never the subscriber
+                log.exception("conn %s: catching up failed; closing it", session.id)
+                session.end_with(1011, "internal error; reconnect with resume")

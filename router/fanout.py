@@ -124,6 +124,12 @@ class SyncState:
         if from_position is not None:
             self.last = position_key(from_position)
 
+    def hold(self) -> None:
+        """Buffer live messages again for a catch-up after a lost subscription,
+        keeping what was sent: only what is newer than the last position sent
+        goes out, so nothing is sent twice."""
+        self.syncing = True
+
     def _fresh(self, position: str) -> bool:
         key = position_key(position)
         if self.last is not None and key <= self.last:

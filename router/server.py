@@ -326,6 +326,7 @@ class WebSocketServer:
                 tg.create_task(self._writer(ws, session))
                 tg.create_task(self._reader(ws, session, resume))
                 tg.create_task(self._watch_overflow(session))
+                tg.create_task(self._watch_end(session))
                 tg.create_task(self._expire(identity.expires_at))
         except* _Close as eg:
             first = eg.exceptions[0]
@@ -359,6 +360,11 @@ class WebSocketServer:
             self._notes[what] = (0, now)
         else:
             self._notes[what] = (count + 1, last)
+
+    async def _watch_end(self, session: Session) -> None:
+        await session.end.wait()
+        assert session.ended is not None
+        raise _Close(*session.ended)
 
     async def _watch_overflow(self, session: Session) -> None:
         await session.overflowed.wait()
@@ -482,6 +488,34 @@ class WebSocketServer:
                                pending=len(pending),
                                position=session.sync.position or replay.head or "0-0")  # fmt: skip
         session.offer((done.model_dump_json(), None, None))
+        if session.resync_wanted:
+            await self.catch_up(session)
+
+    async def catch_up(self, session: Session) -> None:
+        """After the fan-out subscription was lost and restored: send this
+        connection what was published meanwhile, in order, once; no pending
+        items again, no second ``replay_done``. A connection still in its first
+        sync catches up when that sync is done. If Redis fails meanwhile, the
+        connection is closed 1011 so that the client resumes."""
+        if session.sync.syncing:
+            session.resync_wanted = True
+            return
+        session.resync_wanted = False
+        session.sync.hold()
+        try:
+            replay = await self.store.replay(session.teacher_id, session.sync.position or "0-0")
+        except StoreUnavailableError as exc:
+            log.warning(
+                "conn %s: catching up failed (%s); closing it so it resumes", session.id, exc
+            )
+            session.end_with(1011, "store unavailable; reconnect with resume")
+            return
+        for e in replay.entries:
+            if session.sync.replayed(e.position, e.event_id):
+                session.offer((notification_text(e.event_id, e.position, e.created_at,
+                                                 e.notification, replayed=True), None, None))  # fmt: skip
+        for item in session.sync.finish():
+            session.offer(item)
 
 
 class _Done(Exception):

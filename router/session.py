@@ -62,6 +62,12 @@ class Session:
         self.queue: asyncio.Queue[Outgoing] = asyncio.Queue(maxsize=queue_max)
         self.sync = SyncState()
         self.overflowed = asyncio.Event()
+        # Set when the fan-out subscription came back during this connection's
+        # first sync: that sync catches up again once it is done.
+        self.resync_wanted = False
+        # Set (with a close code and reason) to end the connection from outside.
+        self.ended: tuple[int, str] | None = None
+        self.end = asyncio.Event()
 
     def offer(self, item: Outgoing) -> bool:
         """Send a frame without waiting: straight to the socket when nothing is queued
@@ -78,6 +84,11 @@ class Session:
             self.overflowed.set()
             return False
         return True
+
+    def end_with(self, code: int, reason: str) -> None:
+        if self.ended is None:
+            self.ended = (code, reason)
+            self.end.set()
 
     def __hash__(self) -> int:
         return hash(self.id)

@@ -31,9 +31,13 @@ async def test_redis_outage_delays_but_loses_and_doubles_nothing(env: Env, tmp_p
         try:
             await wait_ready(r.port)
             c = await Client.open(r.port, env.token("olga"))
+            # Action items among them: pending items must not come again after the
+            # subscription is restored (they used to, with a second replay_done).
             ids = [
-                env.produce(notification("batch_processing_started", "olga", i)) for i in range(10)
-            ]
+                env.produce(notification("batch_validation_failed" if i % 3 == 0
+                                         else "batch_processing_started", "olga", i))
+                for i in range(10)
+            ]  # fmt: skip
             env.flush()
             await c.collect(10)
 
@@ -54,6 +58,8 @@ async def test_redis_outage_delays_but_loses_and_doubles_nothing(env: Env, tmp_p
             await c.collect(20, timeout=60)
             await c.quiet(1.0)
             assert [f["id"] for f in c.notifications()] == ids  # each once, in order
+            assert [f["type"] for f in c.frames].count("replay_done") == 1
+            assert not any(f.get("pending") for f in c.notifications())
             await wait_ready(r.port, timeout=30)
             log = r.log.read_text()
             assert "nothing committed" in log

@@ -104,3 +104,22 @@ def test_merge_has_no_gap_and_no_duplicate(
     for p in range(history + extra + 1, history + extra + 4):
         got += s.live(f"{p}-0", f"e{p}", p)
     assert got == list(range(cut + 1, history + extra + 4))
+
+
+def test_catch_up_after_a_lost_subscription_sends_only_what_was_missed() -> None:
+    s = SyncState()
+    s.begin(None)
+    s.mark_sent("p1")  # a pending item sent up front
+    assert s.replayed("1-0", "p1") is False
+    assert s.replayed("2-0", "a") is True
+    assert s.finish() == []
+    assert s.live("3-0", "b", "B") == ["B"]
+    # Subscription lost: "c" and "d" were published meanwhile, "e" arrives live
+    # while the catch-up reads the history.
+    s.hold()
+    assert s.live("6-0", "e", "E") == []
+    sent = [eid for pos, eid in [("1-0", "p1"), ("2-0", "a"), ("3-0", "b"), ("4-0", "c"),
+                                 ("5-0", "d"), ("6-0", "e")] if s.replayed(pos, eid)]  # fmt: skip
+    assert sent == ["c", "d", "e"]
+    assert s.finish() == []  # "e" went out with the history, not twice
+    assert s.position == "6-0"
