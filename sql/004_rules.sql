@@ -45,7 +45,8 @@ $$;
 CREATE FUNCTION outbox.check_payload(pl jsonb) RETURNS void
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    size bigint;
+    size        bigint;
+    long_number boolean;
 BEGIN
     IF pl IS NULL THEN
         RETURN;
@@ -59,23 +60,22 @@ BEGIN
         RAISE EXCEPTION 'payload nests more than % objects or arrays deep',
             outbox.limit_payload_depth() USING ERRCODE = 'OB005', HINT = 'flatten it';
     END IF;
-    IF EXISTS (
-        SELECT 1 FROM jsonb_path_query(pl, 'strict $.**') v
-        WHERE jsonb_typeof(v) = 'number'
-          AND length(ltrim(split_part(ltrim(v::text, '-'), '.', 1), '0'))
-              + length(split_part(v::text, '.', 2)) > outbox.limit_number_digits()
-    ) THEN
-        RAISE EXCEPTION 'payload has a number of more than % digits written out',
-            outbox.limit_number_digits() USING ERRCODE = 'OB005', HINT = 'round it';
-    END IF;
-    SELECT sum(CASE jsonb_typeof(v)
-                   WHEN 'object' THEN 2 + greatest(0, (SELECT count(*) FROM jsonb_object_keys(v)) - 1)
-                       + coalesce((SELECT sum(octet_length(to_jsonb(k)::text) + 1)
-                                   FROM jsonb_object_keys(v) k), 0)
+    -- One pass over every value: numbers' digits and the canonical size.
+    SELECT bool_or(jsonb_typeof(v) = 'number'
+                   AND length(ltrim(split_part(ltrim(v::text, '-'), '.', 1), '0'))
+                       + length(split_part(v::text, '.', 2)) > outbox.limit_number_digits()),
+           sum(CASE jsonb_typeof(v)
+                   -- n keys: braces, n - 1 commas, each key as JSON and its colon
+                   WHEN 'object' THEN coalesce((SELECT 1 + count(*) + sum(octet_length(to_jsonb(k)::text) + 1)
+                                                FROM jsonb_object_keys(v) k), 2)
                    WHEN 'array' THEN 2 + greatest(0, jsonb_array_length(v) - 1)
                    ELSE octet_length(v::text)
                END)
-      INTO size FROM jsonb_path_query(pl, 'strict $.**') v;
+      INTO long_number, size FROM jsonb_path_query(pl, 'strict $.**') v;
+    IF long_number THEN
+        RAISE EXCEPTION 'payload has a number of more than % digits written out',
+            outbox.limit_number_digits() USING ERRCODE = 'OB005', HINT = 'round it';
+    END IF;
     IF size > outbox.limit_payload_bytes() THEN
         RAISE EXCEPTION 'payload is % bytes encoded, more than %', size,
             outbox.limit_payload_bytes() USING ERRCODE = 'OB005',
