@@ -86,6 +86,10 @@ def setup_logging(fmt: LogFormat = LogFormat.human, level: str = "INFO") -> None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # One line per HTTP request to Kafka Connect is for debugging, not INFO.
+    quiet = logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(quiet)
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:

@@ -23,7 +23,7 @@ from outbox.common import (
     settings_error,
     setup_logging,
 )
-from router.errors import RouterError
+from router.errors import RouterError, StoreUnavailableError
 
 router_app = typer.Typer(help="The WebSocket router (Kafka -> teachers' browsers).",
                          no_args_is_help=True)  # fmt: skip
@@ -72,6 +72,10 @@ def run(log_format: LogFormatOpt = LogFormat.human, log_level: LogLevelOpt = "IN
 
     try:
         asyncio.run(main())
+    except StoreUnavailableError as exc:
+        # Said through logging, so it is JSON too under --log-format json.
+        logging.getLogger("outbox.router").error("cannot start: %s", exc)
+        raise typer.Exit(3) from exc
     except RouterError as exc:
         raise fail(exc) from exc
 

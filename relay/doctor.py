@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
@@ -12,6 +13,7 @@ from relay.errors import ConnectError
 from relay.secrets import dsn_password, safe_dsn, scrub
 from relay.settings import RelaySettings
 from relay.supervisor import first_line
+from relay.topics import KAFKA_LOG
 
 POSTGRES_CONNECTOR = "io.debezium.connector.postgresql.PostgresConnector"
 EXPECTED_TABLES = {"outbox.teacher_notifications", "outbox.heartbeat"}
@@ -173,7 +175,9 @@ def _topic_check(s: RelaySettings) -> Check:
     from confluent_kafka.admin import AdminClient
     from confluent_kafka.cimpl import KafkaException, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap, "socket.timeout.ms": 5000})
+    conf: dict[str, Any] = {"bootstrap.servers": s.kafka_bootstrap, "socket.timeout.ms": 5000,
+                            "logger": KAFKA_LOG}  # fmt: skip
+    admin = AdminClient(conf)
     try:
         md = admin.list_topics(timeout=10)
     except KafkaException as exc:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import KafkaError, KafkaException, NewTopic
 
 from relay.errors import RelayError
+
+# librdkafka's own log lines go through Python logging (the CLI's format, JSON
+# included) instead of raw "%3|...|FAIL|" lines on stderr.
+KAFKA_LOG = logging.getLogger("relay.librdkafka")
 
 
 class TopicError(RelayError):
@@ -24,7 +31,9 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int) -> bool:
     Raises:
         TopicError: the broker is unreachable or refused.
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000})
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000,
+                            "logger": KAFKA_LOG}  # fmt: skip
+    admin = AdminClient(conf)
     try:
         md = admin.list_topics(timeout=10)
         if topic in md.topics and md.topics[topic].error is None:

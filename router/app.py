@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from router.auth import Verifier
 from router.consumer import Ingestor
+from router.errors import StoreUnavailableError
 from router.fanout import parse_fanout
 from router.metrics import RouterMetrics
 from router.server import Hub, WebSocketServer
@@ -79,22 +80,41 @@ class Router:
         loop.default_exception_handler(context)
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set.
+
+        Raises:
+            StoreUnavailableError: Redis did not answer within ``start_timeout_s``.
+        """
         asyncio.get_running_loop().set_exception_handler(self._loop_errors)
+        failed: StoreUnavailableError | None = None
         try:
-            async with asyncio.TaskGroup() as tg:
-                sub = tg.create_task(self._subscribe(), name="fanout-subscriber")
-                await asyncio.wait_for(self.subscribed.wait(), 30)
-                await self.server.start()
-                log.info("router listening on ws://%s:%d/ws", self.s.router_host, self.port)
-                ingest = tg.create_task(self.ingestor.run(stop), name="kafka-ingest")
-                self.started.set()
-                await stop.wait()
-                await ingest
-                await self.server.stop()
-                sub.cancel()
+            await self._run(stop)
+        except* StoreUnavailableError as eg:
+            failed = eg.exceptions[0]  # type: ignore[assignment]
         finally:
             await self.redis.aclose()
             log.info("router stopped")
+        if failed is not None:
+            raise failed
+
+    async def _run(self, stop: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as tg:
+            sub = tg.create_task(self._subscribe(), name="fanout-subscriber")
+            try:
+                await asyncio.wait_for(self.subscribed.wait(), self.s.start_timeout_s)
+            except TimeoutError:
+                sub.cancel()
+                raise StoreUnavailableError(
+                    f"no answer within {self.s.start_timeout_s:g} s of the start"
+                ) from None
+            await self.server.start()
+            log.info("router listening on ws://%s:%d/ws", self.s.router_host, self.port)
+            ingest = tg.create_task(self.ingestor.run(stop), name="kafka-ingest")
+            self.started.set()
+            await stop.wait()
+            await ingest
+            await self.server.stop()
+            sub.cancel()
 
     async def _subscribe(self) -> None:
         backoff = 0.2

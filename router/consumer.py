@@ -36,6 +36,9 @@ from router.settings import RouterSettings
 from router.store import Store
 
 log = logging.getLogger(__name__)
+# librdkafka's own log lines go through Python logging (the CLI's format, JSON
+# included) instead of raw "%3|...|FAIL|" lines on stderr.
+KAFKA_LOG = logging.getLogger("router.librdkafka")
 
 _CHUNK = 500  # notifications per Lua call
 
@@ -105,6 +108,7 @@ class Ingestor:
             "fetch.wait.max.ms": 10,
             "client.id": "outbox-router",
             "on_commit": self._on_commit,
+            "logger": KAFKA_LOG,
         }
 
     # -- consumer callbacks and calls (on the consumer's thread) ---------------
@@ -159,7 +163,7 @@ class Ingestor:
         """Consume until ``stop`` is set; the batch in flight is finished and committed."""
         consumer = Consumer(self._consumer_conf())
         producer = Producer({"bootstrap.servers": self.s.kafka_bootstrap, "acks": "all",
-                             "enable.idempotence": True, "linger.ms": 5})  # fmt: skip
+                             "enable.idempotence": True, "linger.ms": 5, "logger": KAFKA_LOG})  # fmt: skip
         consumer.subscribe([self.s.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info("consuming %s as group %s", self.s.topic, self.s.group_id)
         inflight: asyncio.Task[None] | None = None

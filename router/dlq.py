@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from router.consumer import KAFKA_LOG
 from router.decode import header_map, header_text
 
 
@@ -31,7 +32,8 @@ class DeadLetter:
 def read_dead_letters(bootstrap: str, topic: str, *, limit: int) -> list[DeadLetter]:
     """Every record of the dead-letter topic from the start (up to ``limit``)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"outbox-dlq-{uuid.uuid4().hex[:8]}",
-                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})  # fmt: skip
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                  "logger": KAFKA_LOG})  # fmt: skip
     try:
         md = c.list_topics(topic, timeout=10)
         tm = md.topics.get(topic)
@@ -69,7 +71,8 @@ def read_dead_letters(bootstrap: str, topic: str, *, limit: int) -> list[DeadLet
 
 def republish(bootstrap: str, topic: str, records: list[DeadLetter]) -> int:
     """Send ``records`` back to ``topic`` without their dlq.* headers."""
-    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True})
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+                  "logger": KAFKA_LOG})  # fmt: skip
     for r in records:
         hdrs = [(k, v) for k, v in r.headers if not k.startswith("dlq.")]
         p.produce(topic, key=r.key, value=r.value, headers=hdrs)  # type: ignore[arg-type]

@@ -37,6 +37,8 @@ class RouterSettings(BaseSettings):
     # Origins allowed to open a WebSocket; empty = any (dev only).
     allowed_origins: Annotated[list[str], NoDecode] = []
 
+    # How long the router waits for Redis at start before giving up (exit 3).
+    start_timeout_s: float = Field(default=30.0, gt=0)
     auth_timeout_s: float = 5.0
     max_frame_bytes: int = 16 * 1024
     max_connections_per_teacher: int = Field(default=10, ge=1)

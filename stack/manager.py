@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from string import Template
+from typing import Any
 
 import httpx
 
@@ -29,6 +30,8 @@ from stack.settings import StackSettings
 from stack.state import STATE_FILE, Component, StackState, load
 
 log = logging.getLogger(__name__)
+_QUIET_KAFKA = logging.getLogger("stack.librdkafka.probe")
+_QUIET_KAFKA.setLevel(logging.CRITICAL)
 
 NOTIFICATION_TOPIC = "huleedu.notification.teacher.requested.v1"
 POSTGRES_CONNECTOR = "io.debezium.connector.postgresql.PostgresConnector"
@@ -484,7 +487,9 @@ def _redis_ready(url: str) -> bool:
 def _broker_ready(bootstrap: str) -> bool:
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    # A broker still starting refuses connections: expected, so not logged.
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": _QUIET_KAFKA}
+    admin = AdminClient(conf)
     md = admin.list_topics(timeout=2)
     return md.brokers is not None and len(md.brokers) > 0
 
