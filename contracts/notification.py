@@ -15,7 +15,7 @@ from contracts.errors import (
     InvalidNotificationError,
     Violation,
 )
-from contracts.rules import check_document, parse_deadline, parse_document
+from contracts.rules import check_document, parse_document
 from contracts.taxonomy import NotificationPriority, WebSocketEventCategory
 
 NOTIFICATION_TOPIC = "huleedu.notification.teacher.requested.v1"
@@ -48,15 +48,14 @@ class TeacherNotificationRequestedV1(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _check_rules(cls, data: Any, info: ValidationInfo) -> Any:
-        report = info.context if isinstance(info.context, dict) else None
+        report = info.context if isinstance(info.context, dict) else {}
+        report.pop("deadline", None)
         found = check_document(data, report=report)
         if found:
             raise InvalidNotificationError(found)
-        d = data.get("deadline_timestamp")
-        if d is not None and not isinstance(d, datetime):
-            # Parsed by the rule set, not by pydantic's laxer datetime reader.
-            parsed = parse_deadline(d)
-            assert isinstance(parsed, datetime)
+        parsed = report.get("deadline")
+        if parsed is not None and not isinstance(data.get("deadline_timestamp"), datetime):
+            # As the rule set read it, not pydantic's laxer datetime reader.
             data = {**data, "deadline_timestamp": parsed}
         return data
 

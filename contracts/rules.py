@@ -321,7 +321,8 @@ def check_document(doc: Any, *, now: datetime | None = None,
                    report: dict[str, Any] | None = None) -> list[Violation]:  # fmt: skip
     """Every rule ``doc`` breaks; with ``now``, a deadline not after it breaks one too
     (the database checks that at insert time). ``report["has_float"]`` says
-    whether a float was measured from its repr (see :func:`parse_document`)."""
+    whether a float was measured from its repr (see :func:`parse_document`), and
+    ``report["deadline"]`` holds the deadline as parsed."""
     if not isinstance(doc, dict):
         return [Violation("document", "must be a JSON object holding the whole notification",
                           SQLSTATE_PAYLOAD)]  # fmt: skip
@@ -359,7 +360,9 @@ def check_document(doc: Any, *, now: datetime | None = None,
         parsed = parse_deadline(deadline)
         if isinstance(parsed, Violation):
             out.append(parsed)
-        elif now is not None and parsed <= now:
+        elif report is not None:
+            report["deadline"] = parsed
+        if isinstance(parsed, datetime) and now is not None and parsed <= now:
             out.append(Violation("deadline_timestamp", f"{parsed.isoformat()} is already past; "
                                  "give a deadline in the future", SQLSTATE_DEADLINE))  # fmt: skip
     for f in OPTIONAL_IDS:

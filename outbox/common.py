@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
+from relay import secrets
+
 
 class LogFormat(StrEnum):
     human = "human"
@@ -27,17 +29,14 @@ LogLevelOpt = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARN
 # Secret values this process knows (passwords, the JWT secret): scrubbed from
 # every log line and error message, whatever quoted them.
 _SECRETS: set[str] = set()
-MASK = "********"
 
 
 def register_secrets(*values: str | None) -> None:
-    _SECRETS.update(v for v in values if v and len(v) >= 3)
+    _SECRETS.update(v for v in values if v)
 
 
 def scrub(text: str) -> str:
-    for s in sorted(_SECRETS, key=len, reverse=True):
-        text = text.replace(s, MASK)
-    return text
+    return secrets.scrub(text, _SECRETS)
 
 
 class _ScrubFilter(logging.Filter):

@@ -7,6 +7,7 @@ Every display path (``connector render``, ``apply --dry-run`` and its diffs,
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 import psycopg.conninfo
 
@@ -57,9 +58,9 @@ def dsn_password(dsn: str) -> str | None:
     return str(pw) if pw else None
 
 
-def scrub(text: str, secrets: list[str]) -> str:
-    """``text`` with every secret value in it replaced by the mask."""
-    for s in secrets:
-        if s and len(s) >= 3:
-            text = text.replace(s, MASK)
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret value in it (of 3 characters or more; shorter
+    ones would mask ordinary text) replaced by the mask, longest first."""
+    for s in sorted((s for s in secrets if s and len(s) >= 3), key=len, reverse=True):
+        text = text.replace(s, MASK)
     return text

@@ -49,8 +49,6 @@ class Router:
         self.server = WebSocketServer(settings, store=self.store, hub=self.hub, verifier=self.verifier,
                                       metrics=self.metrics, ready=self._ready)  # fmt: skip
         self.started = asyncio.Event()
-        self._emfile = 0
-        self._emfile_logged = -60.0
 
     def _ready(self) -> dict[str, bool]:
         return {
@@ -68,14 +66,12 @@ class Router:
         exc = context.get("exception")
         if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
             self.metrics.rejected.labels("emfile").inc()
-            now = time.monotonic()
-            self._emfile += 1
-            if now - self._emfile_logged >= 60:
+            count = self.server.throttle.hit("emfile", time.monotonic())
+            if count is not None:
                 log.warning("out of file descriptors (%s); accepting paused, open connections "
-                            "still served (%d times since the last line); raise the limit "
+                            "still served (%d times in the last minute); raise the limit "
                             "(ulimit -n) or lower OUTBOX_MAX_CONNECTIONS", exc.strerror,
-                            self._emfile)  # fmt: skip
-                self._emfile, self._emfile_logged = 0, now
+                            count)  # fmt: skip
             return
         loop.default_exception_handler(context)
 

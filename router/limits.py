@@ -1,4 +1,6 @@
-"""A token bucket for per-connection message rate limits (pure)."""
+"""Rate limits (pure): a token bucket for per-connection messages, and a
+throttle for log lines a flood of clients could otherwise repeat thousands of
+times."""
 
 from __future__ import annotations
 
@@ -28,3 +30,20 @@ class TokenBucket:
             self._tokens -= cost
             return True
         return False
+
+
+@dataclass
+class LogThrottle:
+    """At most one line per ``interval_s`` for each kind of event, with a count."""
+
+    interval_s: float = 60.0
+    _seen: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+    def hit(self, what: str, now: float) -> int | None:
+        """Count one ``what`` at ``now``; how many to report if a line is due, else None."""
+        count, last = self._seen.get(what, (0, now - self.interval_s))
+        if now - last >= self.interval_s:
+            self._seen[what] = (0, now)
+            return count + 1
+        self._seen[what] = (count + 1, last)
+        return None

@@ -44,9 +44,16 @@ from contracts.protocol import (
 from router.auth import Identity, Verifier
 from router.errors import AuthError, StoreUnavailableError
 from router.fanout import FanoutMessage, Registry
-from router.limits import TokenBucket
+from router.limits import LogThrottle, TokenBucket
 from router.metrics import RouterMetrics
-from router.session import DirectWrite, Outgoing, Session, created_epoch, notification_text
+from router.session import (
+    SLOW_CLIENT,
+    DirectWrite,
+    Outgoing,
+    Session,
+    created_epoch,
+    notification_text,
+)
 from router.settings import RouterSettings
 from router.store import Store
 
@@ -181,7 +188,7 @@ class WebSocketServer:
         self.clock = clock
         self.server: Server | None = None
         self._unauthenticated: dict[str, int] = {}
-        self._notes: dict[str, tuple[int, float]] = {}
+        self.throttle = LogThrottle()
 
     # -- HTTP ---------------------------------------------------------------
 
@@ -325,7 +332,6 @@ class WebSocketServer:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._writer(ws, session))
                 tg.create_task(self._reader(ws, session, resume))
-                tg.create_task(self._watch_overflow(session))
                 tg.create_task(self._watch_end(session))
                 tg.create_task(self._expire(identity.expires_at))
         except* _Close as eg:
@@ -353,23 +359,18 @@ class WebSocketServer:
 
     def _note(self, what: str) -> None:
         """Log a refusal class at most once a minute, with how often it happened."""
-        now = time.monotonic()
-        count, last = self._notes.get(what, (0, 0.0))
-        if now - last >= 60:
-            log.warning("%s (%d times in the last minute)", what, count + 1)
-            self._notes[what] = (0, now)
-        else:
-            self._notes[what] = (count + 1, last)
+        count = self.throttle.hit(what, time.monotonic())
+        if count is not None:
+            log.warning("%s (%d times in the last minute)", what, count)
 
     async def _watch_end(self, session: Session) -> None:
+        """Ends the connection when the session is ended from outside: its send
+        queue overflowed (1013), or a catch-up after a Redis outage failed (1011)."""
         await session.end.wait()
         assert session.ended is not None
+        if session.ended[1] == SLOW_CLIENT:
+            self.metrics.slow_dropped.inc()
         raise _Close(*session.ended)
-
-    async def _watch_overflow(self, session: Session) -> None:
-        await session.overflowed.wait()
-        self.metrics.slow_dropped.inc()
-        raise _Close(CloseCode.TRY_AGAIN_LATER, "client too slow; reconnect with resume")
 
     def _direct_writer(self, ws: ServerConnection) -> DirectWrite:
         """Write a frame synchronously while the socket keeps up.

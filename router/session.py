@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from contracts.protocol import NotificationFrame
+from contracts.protocol import CloseCode, NotificationFrame
 from router.fanout import SyncState
 
 # (frame text, the outbox row's created_at and the Kafka receipt as epoch
@@ -47,6 +47,8 @@ def notification_text(
     )  # fmt: skip
 
 
+SLOW_CLIENT = "client too slow; reconnect with resume"
+
 # Keep the hand-built frame in step with the model (checked by a unit test).
 FRAME_FIELDS = tuple(NotificationFrame.model_fields)
 
@@ -61,7 +63,6 @@ class Session:
         self.direct = direct
         self.queue: asyncio.Queue[Outgoing] = asyncio.Queue(maxsize=queue_max)
         self.sync = SyncState()
-        self.overflowed = asyncio.Event()
         # Set when the fan-out subscription came back during this connection's
         # first sync: that sync catches up again once it is done.
         self.resync_wanted = False
@@ -72,8 +73,8 @@ class Session:
     def offer(self, item: Outgoing) -> bool:
         """Send a frame without waiting: straight to the socket when nothing is queued
         before it and the socket takes it, else through the bounded queue; on
-        overflow mark the session for a 1013 close."""
-        if self.overflowed.is_set():
+        overflow end the session with 1013."""
+        if self.ended is not None:
             return False
         # Only with an empty queue, so frames keep their order.
         if self.direct is not None and self.queue.empty() and self.direct(item):
@@ -81,7 +82,7 @@ class Session:
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
-            self.overflowed.set()
+            self.end_with(CloseCode.TRY_AGAIN_LATER, SLOW_CLIENT)
             return False
         return True
 
