@@ -20,9 +20,9 @@ from redis.exceptions import RedisError
 from router.auth import Verifier
 from router.consumer import Ingestor
 from router.errors import StoreUnavailableError
-from router.fanout import parse_fanout
+from router.fanout import Hub, parse_fanout
 from router.metrics import RouterMetrics
-from router.server import Hub, WebSocketServer
+from router.server import WebSocketServer
 from router.settings import RouterSettings
 from router.store import Store
 
@@ -43,7 +43,7 @@ class Router:
                            history_maxlen=settings.history_maxlen,
                            history_ttl_s=settings.history_ttl_s,
                            pending_max=settings.pending_max)  # fmt: skip
-        self.hub = Hub(self.metrics)
+        self.hub: Hub[Any] = Hub()
         self.ingestor = Ingestor(settings, store=self.store, metrics=self.metrics)
         self.subscribed = asyncio.Event()
         self.server = WebSocketServer(settings, store=self.store, hub=self.hub, verifier=self.verifier,
@@ -122,7 +122,7 @@ class Router:
                     if not first:
                         log.info("fan-out subscription restored; re-syncing %d connections",
                                  len(self.hub.registry))  # fmt: skip
-                        await self._resync_all()
+                        self.hub.restored()
                     first = False
                     self.subscribed.set()
                     backoff = 0.2
@@ -145,13 +145,3 @@ class Router:
                 log.warning("fan-out subscription lost (%s); retrying in %.1f s", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-
-    async def _resync_all(self) -> None:
-        """Live messages may have been missed while unsubscribed: each connection
-        gets what it missed, once (no pending items again, no second replay_done)."""
-        for session in self.hub.registry.all():
-            try:
-                await self.server.catch_up(session)
-            except Exception:  # a defect: end that connection, never the subscriber
-                log.exception("conn %s: catching up failed; closing it", session.id)
-                session.end_with(1011, "internal error; reconnect with resume")

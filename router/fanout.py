@@ -1,16 +1,22 @@
-"""Who gets what: the connection registry and the replay/live merge (pure).
+"""Who gets what: the fan-out message format, the connection registry and the
+hub that hands each message to its teacher's sessions (pure).
 
-A fan-out message in, deliveries out. Nothing here touches a socket or Redis.
+A fan-out message in, deliveries out. Nothing here touches a socket or Redis:
+a connection is anything with a ``session`` (``router.session.Session``) and a
+``flush()`` that sends what the session has to send.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable, Iterable
+import logging
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-from contracts.protocol import position_key
+from router.session import Session, acked_text, created_epoch, notification_text
+
+log = logging.getLogger(__name__)
 
 C = TypeVar("C", bound=Hashable)
 
@@ -88,7 +94,7 @@ class Registry(Generic[C]):
     def count(self, teacher_id: str) -> int:
         return len(self._by_teacher.get(teacher_id, ()))
 
-    def targets(self, teacher_id: str) -> Iterable[C]:
+    def targets(self, teacher_id: str) -> tuple[C, ...]:
         return tuple(self._by_teacher.get(teacher_id, ()))
 
     def all(self) -> list[C]:
@@ -98,78 +104,53 @@ class Registry(Generic[C]):
         return sum(len(c) for c in self._by_teacher.values())
 
 
-class SyncState:
-    """Merges replayed history and live messages for one connection, with no gap
-    and no duplicate.
+class Endpoint(Protocol):
+    """A connection as the hub sees it."""
 
-    The connection starts buffering live messages *before* it reads history
-    (``begin``), so nothing published during the read is missed; after the
-    replay (``finish``) the buffered live messages newer than the last replayed
-    position are released and the connection is live. Every position goes out
-    at most once, in increasing order.
-    """
+    session: Session
+
+    def flush(self) -> None: ...
+
+    def __hash__(self) -> int: ...
+
+
+E = TypeVar("E", bound=Endpoint)
+
+
+class Hub(Generic[E]):
+    """This replica's side of the fan-out: each message to the sessions of its
+    teacher, and nobody else's."""
 
     def __init__(self) -> None:
-        self.syncing = False
-        self.last: tuple[int, int] | None = None
-        self._buffer: list[tuple[str, str, Any]] = []
-        self.sent_ids: set[str] = set()
+        self.registry: Registry[E] = Registry()
 
-    def begin(self, from_position: str | None = None) -> None:
-        """Start buffering live messages; with ``from_position``, everything after
-        it is to be (re)sent."""
-        self.syncing = True
-        self._buffer.clear()
-        self.sent_ids.clear()
-        if from_position is not None:
-            self.last = position_key(from_position)
+    def dispatch(self, msg: FanoutMessage) -> None:
+        targets = self.registry.targets(msg.teacher_id)
+        if not targets:
+            return
+        if msg.kind == "a":
+            acked = (acked_text(msg.event_id), None, None)
+            for c in targets:
+                c.session.acked(acked)
+                c.flush()
+            return
+        assert msg.position is not None and msg.notification is not None
+        item = (
+            notification_text(msg.event_id, msg.position, msg.created_at, msg.notification),
+            created_epoch(msg.created_at),
+            msg.received_at,
+        )
+        for c in targets:
+            c.session.live(msg.position, msg.event_id, item)
+            c.flush()
 
-    def hold(self) -> None:
-        """Buffer live messages again for a catch-up after a lost subscription,
-        keeping what was sent: only what is newer than the last position sent
-        goes out, so nothing is sent twice."""
-        self.syncing = True
-
-    def _fresh(self, position: str) -> bool:
-        key = position_key(position)
-        if self.last is not None and key <= self.last:
-            return False
-        self.last = key
-        return True
-
-    def live(self, position: str, event_id: str, item: Any) -> list[Any]:
-        """A live message; what to send now (nothing while syncing)."""
-        if self.syncing:
-            self._buffer.append((position, event_id, item))
-            return []
-        return [item] if self._accept(position, event_id) else []
-
-    def replayed(self, position: str, event_id: str) -> bool:
-        """Whether a history entry should be sent."""
-        return self._accept(position, event_id)
-
-    def _accept(self, position: str, event_id: str) -> bool:
-        fresh = self._fresh(position)
-        return fresh and event_id not in self.sent_ids
-
-    def mark_sent(self, event_id: str) -> None:
-        """A pending item was sent up front: skip it when it shows up again."""
-        self.sent_ids.add(event_id)
-
-    def skip_to(self, position: str | None) -> None:
-        """No replay asked for: the stream starts after ``position`` (the head)."""
-        if position is not None:
-            key = position_key(position)
-            if self.last is None or key > self.last:
-                self.last = key
-
-    def finish(self) -> list[Any]:
-        """End of replay: the buffered live items not yet covered, in order."""
-        self.syncing = False
-        buffered = sorted(self._buffer, key=lambda b: position_key(b[0]))
-        self._buffer.clear()
-        return [item for position, event_id, item in buffered if self._accept(position, event_id)]
-
-    @property
-    def position(self) -> str | None:
-        return f"{self.last[0]}-{self.last[1]}" if self.last else None
+    def restored(self) -> None:
+        """The fan-out subscription is back: every session catches up on what it
+        missed. A defect serving one ends that one, never the others."""
+        for c in self.registry.all():
+            try:
+                c.session.subscription_restored()
+            except Exception:
+                log.exception("conn %s: catching up failed; closing it", c.session.id)
+                c.session.internal_error()
+            c.flush()

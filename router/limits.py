@@ -24,8 +24,10 @@ class TokenBucket:
     def take(self, cost: float, now: float) -> bool:
         """Take ``cost`` tokens at ``now``, or none and False if there are fewer."""
         if self._at is not None:
-            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate_per_s)
-        self._at = now
+            self._tokens = min(
+                self.burst, self._tokens + max(0.0, now - self._at) * self.rate_per_s
+            )
+        self._at = now if self._at is None else max(self._at, now)
         if self._tokens >= cost:
             self._tokens -= cost
             return True

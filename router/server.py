@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import functools
 import http
-import json
 import logging
 import time
 import uuid
@@ -21,7 +20,6 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
 from websockets import http11
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
@@ -31,28 +29,23 @@ from websockets.protocol import State
 from websockets.typing import Origin
 
 from contracts.protocol import (
-    AckFrame,
-    AuthFrame,
     CloseCode,
-    ErrorFrame,
-    ReplayDoneFrame,
-    ResumeFrame,
-    WelcomeFrame,
-    client_frame_adapter,
-    valid_position,
 )
-from router.auth import Identity, Verifier
-from router.errors import AuthError, StoreUnavailableError
-from router.fanout import FanoutMessage, Registry
-from router.limits import LogThrottle, TokenBucket
+from router.auth import Verifier
+from router.errors import StoreUnavailableError
+from router.fanout import Hub
+from router.limits import LogThrottle
 from router.metrics import RouterMetrics
 from router.session import (
-    SLOW_CLIENT,
-    DirectWrite,
+    Admit,
+    CountReplay,
+    Limits,
+    LoadCatchUp,
+    LoadSync,
     Outgoing,
+    Phase,
     Session,
-    created_epoch,
-    notification_text,
+    StoreRequest,
 )
 from router.settings import RouterSettings
 from router.store import Store
@@ -140,40 +133,13 @@ def _response(status: http.HTTPStatus, body: bytes, content_type: str) -> Respon
     return Response(status.value, status.phrase, headers, body)
 
 
-class Hub:
-    """Local side of the fan-out: delivers channel messages to this replica's sessions."""
-
-    def __init__(self, metrics: RouterMetrics) -> None:
-        self.registry: Registry[Session] = Registry()
-        self.metrics = metrics
-
-    def dispatch(self, msg: FanoutMessage) -> None:
-        targets = self.registry.targets(msg.teacher_id)
-        if not targets:
-            return
-        if msg.kind == "a":
-            text = '{"type":"acked","id":' + json.dumps(msg.event_id) + "}"
-            for s in targets:
-                s.offer((text, None, None))
-            return
-        assert msg.position is not None and msg.notification is not None
-        item = (
-            notification_text(msg.event_id, msg.position, msg.created_at, msg.notification),
-            created_epoch(msg.created_at),
-            msg.received_at,
-        )
-        for s in targets:
-            for it in s.sync.live(msg.position, msg.event_id, item):
-                s.offer(it)
-
-
 class WebSocketServer:
     def __init__(
         self,
         settings: RouterSettings,
         *,
         store: Store,
-        hub: Hub,
+        hub: Hub[_Link],
         verifier: Verifier,
         metrics: RouterMetrics,
         ready: Callable[[], dict[str, bool]],
@@ -189,6 +155,7 @@ class WebSocketServer:
         self.server: Server | None = None
         self._unauthenticated: dict[str, int] = {}
         self.throttle = LogThrottle()
+        self.limits = Limits.from_settings(settings)
 
     # -- HTTP ---------------------------------------------------------------
 
@@ -256,33 +223,8 @@ class WebSocketServer:
 
     # -- one connection ------------------------------------------------------
 
-    async def _authenticate(self, ws: ServerConnection) -> tuple[Identity, str | None]:
-        query = parse_qs(urlsplit(ws.request.path if ws.request else "").query)
-        resume_values = query.get("resume") or []
-        resume = resume_values[0] if resume_values else None
-        if resume is not None and not valid_position(resume):
-            raise _Close(CloseCode.BAD_REQUEST, "bad resume position")
-        header = ws.request.headers.get("Authorization") if ws.request else None
-        if header:
-            scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not token:
-                raise _Close(CloseCode.UNAUTHORIZED, "authorization must be a Bearer token")
-            return self.verifier.verify(token.strip()), resume
-        try:
-            raw = await asyncio.wait_for(ws.recv(), self.s.auth_timeout_s)
-        except TimeoutError:
-            raise _Close(CloseCode.AUTH_TIMEOUT, "no auth frame in time") from None
-        try:
-            frame = client_frame_adapter.validate_json(raw)
-        except ValidationError as exc:
-            bad_resume = any(e["loc"][-1:] == ("resume",) for e in exc.errors())
-            raise _Close(CloseCode.BAD_REQUEST, "bad resume position" if bad_resume
-                         else "first frame must be an auth frame") from None  # fmt: skip
-        if not isinstance(frame, AuthFrame):
-            raise _Close(CloseCode.BAD_REQUEST, "first frame must be an auth frame")
-        return self.verifier.verify(frame.token), frame.resume or resume
-
     async def handler(self, ws: ServerConnection) -> None:
+        """Drive one connection's :class:`Session` until it ends."""
         cid = uuid.uuid4().hex[:12]
         ip = str(ws.remote_address[0]) if ws.remote_address else "?"
         if self._unauthenticated.get(ip, 0) >= self.s.max_unauthenticated_per_ip:
@@ -291,19 +233,25 @@ class WebSocketServer:
             await ws.close(CloseCode.TRY_AGAIN_LATER, "too many unauthenticated connections "
                            "from this address")  # fmt: skip
             return
+        path = ws.request.path if ws.request else ""
+        resumes = parse_qs(urlsplit(path).query).get("resume")
+        resume = resumes[0] if resumes else None
+        header = ws.request.headers.get("Authorization") if ws.request else None
         self._unauthenticated[ip] = self._unauthenticated.get(ip, 0) + 1
         try:
-            identity, resume = await self._authenticate(ws)
-        except AuthError as exc:
-            self.metrics.rejected.labels("auth").inc()
-            log.info("conn %s from %s refused: %s", cid, ip, exc.reason)
-            await ws.close(int(exc.code), exc.reason)
-            return
-        except _Close as exc:
-            self.metrics.rejected.labels("protocol").inc()
-            log.info("conn %s from %s refused: %s", cid, ip, exc.reason)
-            await ws.close(exc.code, exc.reason)
-            return
+            session = Session(cid, limits=self.limits, verify=self.verifier.verify,
+                              now=self.clock(), resume=resume, authorization=header)  # fmt: skip
+            link = _Link(self, ws, session)
+            link.flush()
+            while session.phase is Phase.AUTHENTICATING:
+                wait = (session.deadline() or 0.0) - self.clock()
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), max(0.0, wait))
+                except TimeoutError:
+                    session.tick(self.clock())
+                else:
+                    session.receive(raw, self.clock())
+                link.flush()
         except ConnectionClosed:
             return
         finally:
@@ -312,28 +260,23 @@ class WebSocketServer:
                 self._unauthenticated[ip] = left
             else:
                 del self._unauthenticated[ip]
-        teacher = identity.teacher_id
-        if self.hub.registry.count(teacher) >= self.s.max_connections_per_teacher:
-            self.metrics.rejected.labels("too_many").inc()
-            await ws.close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections for this teacher")
+        if not link.registered:
+            close = session.closing
+            assert close is not None
+            self.metrics.rejected.labels(close.kind).inc()
+            log.info("conn %s from %s refused: %s", cid, ip, close.reason)
+            with contextlib.suppress(ConnectionClosed):
+                await ws.close(close.code, close.reason)
             return
-        session = Session(cid, teacher, queue_max=self.s.send_queue_max,
-                          direct=self._direct_writer(ws))  # fmt: skip
-        # Buffer live messages from the moment we are registered: no gap.
-        session.sync.begin(resume)
-        self.hub.registry.add(teacher, session)
-        self.metrics.connections.inc()
-        log.info("conn %s open teacher=%r resume=%s", cid, teacher, resume)
-        welcome = WelcomeFrame(connection_id=cid, teacher_id=teacher,
-                               server_time=datetime.now(UTC))  # fmt: skip
-        session.offer((welcome.model_dump_json(), None, None))
+        log.info("conn %s open teacher=%r resume=%s", cid, session.teacher_id, session.resume)
         reason = "closed"
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._writer(ws, session))
-                tg.create_task(self._reader(ws, session, resume))
-                tg.create_task(self._watch_end(session))
-                tg.create_task(self._expire(identity.expires_at))
+                tg.create_task(self._writer(ws, link))
+                tg.create_task(self._reader(ws, link))
+                tg.create_task(self._store_worker(link))
+                tg.create_task(self._timer(link))
+                tg.create_task(self._watch_end(link))
         except* _Close as eg:
             first = eg.exceptions[0]
             assert isinstance(first, _Close)
@@ -342,20 +285,9 @@ class WebSocketServer:
                 await ws.close(first.code, first.reason)
         except* (ConnectionClosed, _Done):
             pass
-        except* StoreUnavailableError as eg:
-            reason = str(eg.exceptions[0])
-            log.warning("conn %s: %s", cid, reason)
-            with contextlib.suppress(ConnectionClosed):
-                await ws.close(1011, "store unavailable; reconnect with resume")
         finally:
-            self.hub.registry.remove(teacher, session)
-            self.metrics.connections.dec()
-            log.info("conn %s closed teacher=%r (%s)", cid, teacher, reason)
-
-    async def _expire(self, expires_at: float) -> None:
-        """A session lives as long as its token (docs/protocol.md)."""
-        await asyncio.sleep(max(0.0, expires_at + self.verifier.leeway_s - self.clock()))
-        raise _Close(CloseCode.UNAUTHORIZED, "token expired")
+            link.unregister()
+            log.info("conn %s closed teacher=%r (%s)", cid, session.teacher_id, reason)
 
     def _note(self, what: str) -> None:
         """Log a refusal class at most once a minute, with how often it happened."""
@@ -363,16 +295,68 @@ class WebSocketServer:
         if count is not None:
             log.warning("%s (%d times in the last minute)", what, count)
 
-    async def _watch_end(self, session: Session) -> None:
-        """Ends the connection when the session is ended from outside: its send
-        queue overflowed (1013), or a catch-up after a Redis outage failed (1011)."""
-        await session.end.wait()
-        assert session.ended is not None
-        if session.ended[1] == SLOW_CLIENT:
+    async def _watch_end(self, link: _Link) -> None:
+        """Ends the connection when its session closes: a protocol rule, an
+        expired token, an overflowing send queue (1013), Redis failing (1011)."""
+        await link.ended.wait()
+        close = link.session.closing
+        assert close is not None
+        if close.kind == "slow":
             self.metrics.slow_dropped.inc()
-        raise _Close(*session.ended)
+        raise _Close(close.code, close.reason)
 
-    def _direct_writer(self, ws: ServerConnection) -> DirectWrite:
+    async def _timer(self, link: _Link) -> None:
+        session = link.session
+        while (deadline := session.deadline()) is not None:
+            await asyncio.sleep(max(0.0, deadline - self.clock()))
+            session.tick(self.clock())
+            link.flush()
+
+    async def _reader(self, ws: ServerConnection, link: _Link) -> None:
+        session = link.session
+        async for raw in ws:
+            session.receive(raw, self.clock())
+            link.flush()
+        raise _Done
+
+    async def _store_worker(self, link: _Link) -> None:
+        """Runs the session's store requests one at a time, in order."""
+        session, store = link.session, self.store
+        while True:
+            req = await link.store_requests.get()
+            try:
+                if isinstance(req, LoadSync):
+                    pending = await store.pending(req.teacher_id, now=datetime.now(UTC),
+                                                  limit=req.limit)  # fmt: skip
+                    replay = await store.replay(req.teacher_id, req.resume)
+                    replayed = session.sync_loaded(req, pending, replay)
+                    if req.resume is not None:
+                        self.metrics.replays.inc()
+                        self.metrics.replayed.inc(replayed)
+                elif isinstance(req, LoadCatchUp):
+                    session.caught_up(req, await store.replay(req.teacher_id, req.after))
+                elif isinstance(req, CountReplay):
+                    cost = await store.replay_count(req.teacher_id, req.after)
+                    if not session.replay_counted(req, cost, self.clock()):
+                        self.metrics.rejected.labels("replay_budget").inc()
+                else:
+                    session.ack_done(req, await store.ack(req.teacher_id, req.event_id))
+            except StoreUnavailableError as exc:
+                log.warning("conn %s: %s; closing it so that it resumes", session.id, exc)
+                session.store_failed(req)
+            except Exception:  # a defect: end this connection, never the process
+                log.exception("conn %s: serving %r failed", session.id, req)
+                session.internal_error()
+            link.flush()
+
+    async def _writer(self, ws: ServerConnection, link: _Link) -> None:
+        queue = link.queue
+        while True:
+            item = await queue.get()
+            await ws.send(item[0])
+            self._sent(item)
+
+    def _direct_writer(self, ws: ServerConnection) -> Callable[[Outgoing], bool]:
         """Write a frame synchronously while the socket keeps up.
 
         ``broadcast()`` writes without waiting (and without backpressure), so it
@@ -409,114 +393,70 @@ class WebSocketServer:
         if received is not None:
             self.metrics.router_latency.observe(max(0.0, now - received))
 
-    async def _writer(self, ws: ServerConnection, session: Session) -> None:
-        while True:
-            item = await session.queue.get()
-            await ws.send(item[0])
-            self._sent(item)
 
-    async def _reader(self, ws: ServerConnection, session: Session, resume: str | None) -> None:
-        await self.sync(session, resume, begun=True)
-        bucket = TokenBucket(self.s.rate_limit_per_s, self.s.rate_limit_burst)
-        # A resume costs what it replays, not one frame: entries per second,
-        # with one whole history as the burst.
-        replay_budget = TokenBucket(self.s.replay_rate_per_s, self.s.history_maxlen)
-        errors = 0
-        async for raw in ws:
-            problem: tuple[str, str] | None = None
-            if not bucket.allow(time.monotonic()):
-                problem = ("rate_limited", "too many messages; slow down")
-            elif isinstance(raw, bytes):
-                problem = ("bad_frame", "binary frames are not supported; send JSON text")
-            else:
+class _Link:
+    """The I/O side of one connection: sends what its session says to send
+    (straight to the socket while it keeps up, else through a bounded queue),
+    answers admission at once and hands store requests to the store worker."""
+
+    __slots__ = (
+        "_direct",
+        "ended",
+        "queue",
+        "registered",
+        "server",
+        "session",
+        "store_requests",
+        "ws",
+    )  # fmt: skip
+
+    def __init__(self, server: WebSocketServer, ws: ServerConnection, session: Session) -> None:
+        self.server = server
+        self.ws = ws
+        self.session = session
+        self.queue: asyncio.Queue[Outgoing] = asyncio.Queue(maxsize=server.s.send_queue_max)
+        self.store_requests: asyncio.Queue[StoreRequest] = asyncio.Queue()
+        self.ended = asyncio.Event()
+        self.registered = False
+        self._direct = server._direct_writer(ws)
+
+    def flush(self) -> None:
+        """Send the session's frames and pass on its requests; mark it ended if it closed."""
+        s = self.session
+        if s.outgoing:
+            queue = self.queue
+            for item in s.outgoing:  # a close during the loop empties the list and ends it
+                # Straight to the socket only with nothing queued before it: order.
+                if queue.empty() and self._direct(item):
+                    continue
                 try:
-                    frame = client_frame_adapter.validate_json(raw)
-                except ValidationError as exc:
-                    first = exc.errors()[0]
-                    problem = ("bad_frame", f"{first['msg']} at {first['loc']}"[:200])
-                else:
-                    if isinstance(frame, AckFrame):
-                        await self.store.ack(session.teacher_id, frame.id)
-                    elif isinstance(frame, ResumeFrame):
-                        problem = await self._resume(session, frame.position, replay_budget)
-                    else:
-                        problem = ("already_authenticated", "this connection is authenticated")
-            if problem is not None:
-                errors += 1
-                if errors > self.s.max_errors:
-                    raise _Close(CloseCode.POLICY_VIOLATION, f"too many bad frames ({problem[0]})")
-                session.offer((ErrorFrame(code=problem[0], message=problem[1]).model_dump_json(),
-                               None, None))  # fmt: skip
-        raise _Done
+                    queue.put_nowait(item)
+                except asyncio.QueueFull:
+                    s.too_slow()
+            s.outgoing.clear()
+        while s.requests:
+            req = s.requests.pop(0)
+            if isinstance(req, Admit):
+                self._admit(req)
+                self.flush()
+            else:
+                self.store_requests.put_nowait(req)
+        if s.closing is not None:
+            self.ended.set()
 
-    async def _resume(self, session: Session, position: str | None,
-                      budget: TokenBucket) -> tuple[str, str] | None:  # fmt: skip
-        """A mid-session resume, if the connection's replay budget allows it."""
-        cost = await self.store.replay_count(session.teacher_id, position)
-        if not budget.take(cost, time.monotonic()):
-            self.metrics.rejected.labels("replay_budget").inc()
-            return ("rate_limited", f"this resume would replay {cost} notifications; the "
-                    f"budget is {self.s.replay_rate_per_s:g} a second, try again later")  # fmt: skip
-        await self.sync(session, position)
-        return None
+    def _admit(self, req: Admit) -> None:
+        registry = self.server.hub.registry
+        if self.session.admitted(registry.count(req.teacher_id), self.server.clock()):
+            registry.add(req.teacher_id, self)
+            self.registered = True
+            self.server.metrics.connections.inc()
 
-    async def sync(self, session: Session, resume: str | None, *, begun: bool = False) -> None:
-        """Pending items first, then the missed history, then live; no gap, no duplicate."""
-        if not begun:
-            session.sync.begin(resume)
-        teacher = session.teacher_id
-        pending = await self.store.pending(teacher, now=datetime.now(UTC),
-                                           limit=self.s.pending_max)  # fmt: skip
-        for p in pending:
-            session.sync.mark_sent(p.event_id)
-            session.offer((notification_text(p.event_id, p.position, p.created_at,
-                                             p.notification, pending=True), None, None))  # fmt: skip
-        replay = await self.store.replay(teacher, resume)
-        replayed = 0
-        if resume is None:
-            session.sync.skip_to(replay.head)
-        else:
-            self.metrics.replays.inc()
-            for e in replay.entries:
-                if session.sync.replayed(e.position, e.event_id):
-                    replayed += 1
-                    session.offer((notification_text(e.event_id, e.position, e.created_at,
-                                                     e.notification, replayed=True), None, None))  # fmt: skip
-            self.metrics.replayed.inc(replayed)
-        for item in session.sync.finish():
-            session.offer(item)
-        done = ReplayDoneFrame(recovered=replay.recovered, replayed=replayed,
-                               pending=len(pending),
-                               position=session.sync.position or replay.head or "0-0")  # fmt: skip
-        session.offer((done.model_dump_json(), None, None))
-        if session.resync_wanted:
-            await self.catch_up(session)
-
-    async def catch_up(self, session: Session) -> None:
-        """After the fan-out subscription was lost and restored: send this
-        connection what was published meanwhile, in order, once; no pending
-        items again, no second ``replay_done``. A connection still in its first
-        sync catches up when that sync is done. If Redis fails meanwhile, the
-        connection is closed 1011 so that the client resumes."""
-        if session.sync.syncing:
-            session.resync_wanted = True
-            return
-        session.resync_wanted = False
-        session.sync.hold()
-        try:
-            replay = await self.store.replay(session.teacher_id, session.sync.position or "0-0")
-        except StoreUnavailableError as exc:
-            log.warning(
-                "conn %s: catching up failed (%s); closing it so it resumes", session.id, exc
-            )
-            session.end_with(1011, "store unavailable; reconnect with resume")
-            return
-        for e in replay.entries:
-            if session.sync.replayed(e.position, e.event_id):
-                session.offer((notification_text(e.event_id, e.position, e.created_at,
-                                                 e.notification, replayed=True), None, None))  # fmt: skip
-        for item in session.sync.finish():
-            session.offer(item)
+    def unregister(self) -> None:
+        if self.registered:
+            self.registered = False
+            assert self.session.teacher_id is not None
+            self.server.hub.registry.remove(self.session.teacher_id, self)
+            self.server.metrics.connections.dec()
 
 
 class _Done(Exception):

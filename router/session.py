@@ -1,21 +1,70 @@
-"""One authenticated WebSocket connection: its bounded send queue and sync state."""
+"""The protocol of one WebSocket connection, as a state machine without I/O.
+
+In the manner of the ``websockets`` library's protocol objects: inputs are
+calls (a client frame, a fan-out item, the answer of a store request, the
+clock, "the fan-out subscription came back"); outputs are read from the
+object: frames to send (:attr:`Session.outgoing`), requests to make
+(:attr:`Session.requests`) and, once, how to close (:attr:`Session.closing`).
+No asyncio, no sockets, no Redis here; ``router.server`` drives it.
+
+Life of a session (docs/protocol.md):
+
+    AUTHENTICATING --auth ok--> ADMITTING --room--> OPEN --...--> CLOSED
+          |                         |                 |
+          +-- 4400/4401/4408 -------+-- 4429 ---------+-- 1008/1011/1013/4401
+
+Once open, a sync (pending items, the missed history, ``replay_done``) runs
+first and again for each accepted ``resume`` frame; live items are held during
+a sync and released after it (``SyncState``): no gap, no duplicate. After a lost
+and restored fan-out subscription the session catches up (history after the
+last position it sent, nothing else). Store requests are answered in the order
+they were made; the driver runs them one at a time.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import enum
 import json
-from collections.abc import Callable
-from datetime import datetime
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
-from contracts.protocol import CloseCode, NotificationFrame
-from router.fanout import SyncState
+from pydantic import ValidationError
+
+from contracts.protocol import (
+    AckFrame,
+    AuthFrame,
+    CloseCode,
+    ErrorFrame,
+    NotificationFrame,
+    ReplayDoneFrame,
+    ResumeFrame,
+    WelcomeFrame,
+    client_frame_adapter,
+    position_key,
+    valid_position,
+)
+from router.errors import AuthError
+from router.limits import TokenBucket
+
+if TYPE_CHECKING:
+    from router.auth import Identity
+    from router.settings import RouterSettings
+    from router.store import PendingItem, Replay
 
 # (frame text, the outbox row's created_at and the Kafka receipt as epoch
 # seconds; None for frames without latency: welcome, replayed, pending, errors)
 Outgoing = tuple[str, float | None, float | None]
-# Writes a frame to the socket at once if it can without waiting; False if not.
-DirectWrite = Callable[[Outgoing], bool]
+
+SLOW_CLIENT = "client too slow; reconnect with resume"
+STORE_DOWN = "store unavailable; reconnect with resume"
+INTERNAL = "internal error; reconnect with resume"
+NOT_AUTH = "first frame must be an auth frame"
+BAD_RESUME = "bad resume position"
+
+# Keep the hand-built frame in step with the model (checked by a unit test).
+FRAME_FIELDS = tuple(NotificationFrame.model_fields)
 
 
 def created_epoch(created_at: str | None) -> float | None:
@@ -47,52 +96,467 @@ def notification_text(
     )  # fmt: skip
 
 
-SLOW_CLIENT = "client too slow; reconnect with resume"
+def acked_text(event_id: str) -> str:
+    return '{"type":"acked","id":' + json.dumps(event_id) + "}"
 
-# Keep the hand-built frame in step with the model (checked by a unit test).
-FRAME_FIELDS = tuple(NotificationFrame.model_fields)
+
+class SyncState:
+    """Merges replayed history and live messages for one connection, with no gap
+    and no duplicate.
+
+    The connection starts buffering live messages *before* it reads history
+    (``begin``), so nothing published during the read is missed; after the
+    replay (``finish``) the buffered live messages newer than the last replayed
+    position are released and the connection is live. Every position goes out
+    at most once, in increasing order.
+    """
+
+    def __init__(self) -> None:
+        self.syncing = False
+        self.last: tuple[int, int] | None = None
+        self._buffer: list[tuple[str, str, Any]] = []
+        self.sent_ids: set[str] = set()
+
+    def begin(self, from_position: str | None = None) -> None:
+        """Start buffering live messages; with ``from_position``, everything after
+        it is to be (re)sent."""
+        self.syncing = True
+        self._buffer.clear()
+        self.sent_ids.clear()
+        if from_position is not None:
+            self.last = position_key(from_position)
+
+    def hold(self) -> None:
+        """Buffer live messages again for a catch-up after a lost subscription,
+        keeping what was sent: only what is newer than the last position sent
+        goes out, so nothing is sent twice."""
+        self.syncing = True
+
+    def _fresh(self, position: str) -> bool:
+        key = position_key(position)
+        if self.last is not None and key <= self.last:
+            return False
+        self.last = key
+        return True
+
+    def live(self, position: str, event_id: str, item: Any) -> list[Any]:
+        """A live message; what to send now (nothing while syncing)."""
+        if self.syncing:
+            self._buffer.append((position, event_id, item))
+            return []
+        return [item] if self.accept(position, event_id) else []
+
+    def replayed(self, position: str, event_id: str) -> bool:
+        """Whether a history entry should be sent."""
+        return self.accept(position, event_id)
+
+    def accept(self, position: str, event_id: str) -> bool:
+        """Whether an item at ``position`` goes out now (newer than the last
+        sent and not sent up front); records it as sent if so."""
+        fresh = self._fresh(position)
+        return fresh and event_id not in self.sent_ids
+
+    def mark_sent(self, event_id: str) -> None:
+        """A pending item was sent up front: skip it when it shows up again."""
+        self.sent_ids.add(event_id)
+
+    def skip_to(self, position: str | None) -> None:
+        """No replay asked for: the stream starts after ``position`` (the head)."""
+        if position is not None:
+            key = position_key(position)
+            if self.last is None or key > self.last:
+                self.last = key
+
+    def finish(self) -> list[Any]:
+        """End of replay: the buffered live items not yet covered, in order."""
+        self.syncing = False
+        buffered = sorted(self._buffer, key=lambda b: position_key(b[0]))
+        self._buffer.clear()
+        return [item for position, event_id, item in buffered if self.accept(position, event_id)]
+
+    @property
+    def position(self) -> str | None:
+        return f"{self.last[0]}-{self.last[1]}" if self.last else None
+
+
+class Phase(enum.Enum):
+    AUTHENTICATING = "authenticating"
+    ADMITTING = "admitting"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one connection may do; from the router's settings."""
+
+    auth_timeout_s: float = 5.0
+    leeway_s: float = 10.0
+    max_connections_per_teacher: int = 10
+    pending_max: int = 500
+    history_maxlen: int = 1000
+    rate_limit_per_s: float = 20.0
+    rate_limit_burst: int = 40
+    replay_rate_per_s: float = 100.0
+    max_errors: int = 5
+
+    @classmethod
+    def from_settings(cls, s: RouterSettings) -> Limits:
+        return cls(s.auth_timeout_s, s.jwt_leeway_s, s.max_connections_per_teacher,
+                   s.pending_max, s.history_maxlen, s.rate_limit_per_s, s.rate_limit_burst,
+                   s.replay_rate_per_s, s.max_errors)  # fmt: skip
+
+
+# -- what a session asks of its driver -------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Admit:
+    """Is there room for one more connection of ``teacher_id``? Answer with
+    :meth:`Session.admitted`, synchronously, and register the connection if so."""
+
+    teacher_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSync:
+    """Pending items (at most ``limit``) and the history after ``resume`` (the
+    head only, with ``None``): answer with :meth:`Session.sync_loaded`."""
+
+    teacher_id: str
+    resume: str | None
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoadCatchUp:
+    """The history after ``after``: answer with :meth:`Session.caught_up`."""
+
+    teacher_id: str
+    after: str
+
+
+@dataclass(frozen=True, slots=True)
+class CountReplay:
+    """How many entries a resume from ``after`` replays: :meth:`Session.replay_counted`."""
+
+    teacher_id: str
+    after: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Clear a pending item: answer with :meth:`Session.ack_done` (whether it was pending)."""
+
+    teacher_id: str
+    event_id: str
+
+
+StoreRequest = LoadSync | LoadCatchUp | CountReplay | Ack
+Request = Admit | StoreRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """How the session ends. ``kind`` names the class of reason for metrics:
+    auth, protocol, too_many, policy, expired, slow, store, internal."""
+
+    code: int
+    reason: str
+    kind: str
 
 
 class Session:
-    """State of one connection; the handler owns its tasks."""
+    """One connection's protocol state. Construct it when the handshake is
+    accepted, with the ``resume`` query parameter and ``Authorization`` header
+    if any; then feed it inputs and drain its outputs after each one."""
 
-    def __init__(self, connection_id: str, teacher_id: str, *, queue_max: int,
-                 direct: DirectWrite | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        connection_id: str,
+        *,
+        limits: Limits,
+        verify: Callable[[str | None], Identity],
+        now: float,
+        resume: str | None = None,
+        authorization: str | None = None,
+    ) -> None:
         self.id = connection_id
-        self.teacher_id = teacher_id
-        self.direct = direct
-        self.queue: asyncio.Queue[Outgoing] = asyncio.Queue(maxsize=queue_max)
+        self.limits = limits
+        self._verify = verify
+        self.phase = Phase.AUTHENTICATING
+        self.teacher_id: str | None = None
+        self.expires_at: float | None = None
+        self.resume: str | None = None
+        self.outgoing: list[Outgoing] = []
+        self.requests: list[Request] = []
+        self.closing: Close | None = None
         self.sync = SyncState()
-        # Set when the fan-out subscription came back during this connection's
-        # first sync: that sync catches up again once it is done.
-        self.resync_wanted = False
-        # Set (with a close code and reason) to end the connection from outside.
-        self.ended: tuple[int, str] | None = None
-        self.end = asyncio.Event()
+        self._asked: list[StoreRequest] = []  # made, not yet answered, in order
+        self._auth_deadline = now + limits.auth_timeout_s
+        self._bucket = TokenBucket(limits.rate_limit_per_s, limits.rate_limit_burst)
+        # A resume costs what it replays: entries a second, one history as the burst.
+        self._replay_budget = TokenBucket(limits.replay_rate_per_s, limits.history_maxlen)
+        self._errors = 0
+        # The subscription came back during a sync: catch up when it is done.
+        self._resync_wanted = False
+        self._catch_up: LoadCatchUp | None = None  # the one in flight, if any
+        if resume is not None and not valid_position(resume):
+            self._close(CloseCode.BAD_REQUEST, BAD_RESUME, "protocol")
+            return
+        self._query_resume = resume
+        if authorization:
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                self._close(CloseCode.UNAUTHORIZED, "authorization must be a Bearer token",
+                            "auth")  # fmt: skip
+                return
+            self._authenticate(token.strip(), resume)
 
-    def offer(self, item: Outgoing) -> bool:
-        """Send a frame without waiting: straight to the socket when nothing is queued
-        before it and the socket takes it, else through the bounded queue; on
-        overflow end the session with 1013."""
-        if self.ended is not None:
+    # -- inputs: the client ---------------------------------------------------
+
+    def receive(self, frame: str | bytes, now: float) -> None:
+        """A frame from the client."""
+        if self.phase is Phase.CLOSED:
+            return
+        if self.phase is Phase.AUTHENTICATING:
+            self._first_frame(frame)
+            return
+        problem: tuple[str, str] | None = None
+        if not self._bucket.allow(now):
+            problem = ("rate_limited", "too many messages; slow down")
+        elif isinstance(frame, bytes):
+            problem = ("bad_frame", "binary frames are not supported; send JSON text")
+        else:
+            try:
+                parsed = client_frame_adapter.validate_json(frame)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                problem = ("bad_frame", f"{first['msg']} at {first['loc']}"[:200])
+            else:
+                if isinstance(parsed, AckFrame):
+                    self._ask(Ack(self._teacher, parsed.id))
+                elif isinstance(parsed, ResumeFrame):
+                    self._ask(CountReplay(self._teacher, parsed.position))
+                else:
+                    problem = ("already_authenticated", "this connection is authenticated")
+        if problem is not None:
+            self._refuse(*problem)
+
+    def tick(self, now: float) -> None:
+        """The clock: ends a session that did not authenticate in time, or whose
+        token expired."""
+        if self.phase is Phase.AUTHENTICATING and now >= self._auth_deadline:
+            self._close(CloseCode.AUTH_TIMEOUT, "no auth frame in time", "protocol")
+        elif (self.phase is Phase.OPEN and self.expires_at is not None
+              and now >= self.expires_at + self.limits.leeway_s):  # fmt: skip
+            self._close(CloseCode.UNAUTHORIZED, "token expired", "expired")
+
+    def deadline(self) -> float | None:
+        """When :meth:`tick` next has something to do (epoch seconds), if ever."""
+        if self.phase is Phase.AUTHENTICATING:
+            return self._auth_deadline
+        if self.phase is Phase.OPEN and self.expires_at is not None:
+            return self.expires_at + self.limits.leeway_s
+        return None
+
+    # -- inputs: the driver ---------------------------------------------------
+
+    def admitted(self, open_connections: int, now: float) -> bool:
+        """The answer to :class:`Admit`: how many connections the teacher has
+        open. True if this one is admitted (register it before anything else
+        is delivered); False and a 4429 close if not."""
+        assert self.phase is Phase.ADMITTING and self.teacher_id is not None
+        if open_connections >= self.limits.max_connections_per_teacher:
+            self._close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections for this teacher",
+                        "too_many")  # fmt: skip
             return False
-        # Only with an empty queue, so frames keep their order.
-        if self.direct is not None and self.queue.empty() and self.direct(item):
-            return True
-        try:
-            self.queue.put_nowait(item)
-        except asyncio.QueueFull:
-            self.end_with(CloseCode.TRY_AGAIN_LATER, SLOW_CLIENT)
-            return False
+        self.phase = Phase.OPEN
+        self.sync.begin(self.resume)  # hold live items from now on: no gap
+        welcome = WelcomeFrame(connection_id=self.id, teacher_id=self.teacher_id,
+                               server_time=datetime.fromtimestamp(now, UTC))  # fmt: skip
+        self._send(welcome.model_dump_json())
+        self._ask(LoadSync(self.teacher_id, self.resume, self.limits.pending_max))
         return True
 
-    def end_with(self, code: int, reason: str) -> None:
-        if self.ended is None:
-            self.ended = (code, reason)
-            self.end.set()
+    def too_slow(self) -> None:
+        """The client does not read: its send queue overflowed."""
+        self._close(CloseCode.TRY_AGAIN_LATER, SLOW_CLIENT, "slow")
 
-    def __hash__(self) -> int:
-        return hash(self.id)
+    def store_failed(self, request: StoreRequest) -> None:
+        """A store request failed because Redis is unreachable."""
+        self._answered(request)
+        self._close(1011, STORE_DOWN, "store")
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Session) and other.id == self.id
+    def internal_error(self) -> None:
+        """The driver met a defect serving this session."""
+        self._close(1011, INTERNAL, "internal")
+
+    # -- inputs: the store's answers ------------------------------------------
+
+    def sync_loaded(self, request: LoadSync, pending: Sequence[PendingItem],
+                    replay: Replay) -> int:  # fmt: skip
+        """The answer to :class:`LoadSync`: sends the pending items, the missed
+        history, the held live items and ``replay_done``. Returns how many
+        history entries were replayed."""
+        if not self._answered(request):
+            return 0
+        sync = self.sync
+        for p in pending:
+            sync.mark_sent(p.event_id)
+            self._send(notification_text(p.event_id, p.position, p.created_at, p.notification,
+                                         pending=True))  # fmt: skip
+        replayed = 0
+        if request.resume is None:
+            # Everything held arrived after this sync began, so it is all new to
+            # the client even where the head read just now already covers it.
+            self._release()
+            sync.skip_to(replay.head)
+        else:
+            for e in replay.entries:
+                if sync.replayed(e.position, e.event_id):
+                    replayed += 1
+                    self._send(notification_text(e.event_id, e.position, e.created_at,
+                                                 e.notification, replayed=True))  # fmt: skip
+            self._release()
+        done = ReplayDoneFrame(recovered=replay.recovered, replayed=replayed,
+                               pending=len(pending),
+                               position=sync.position or replay.head or "0-0")  # fmt: skip
+        self._send(done.model_dump_json())
+        if self._resync_wanted:
+            self.subscription_restored()
+        return replayed
+
+    def caught_up(self, request: LoadCatchUp, replay: Replay) -> None:
+        """The answer to :class:`LoadCatchUp`: what was published while the
+        subscription was lost, once, and the held live items."""
+        if not self._answered(request) or request is not self._catch_up:
+            return  # closed, or a resume's sync began since and covers it
+        self._catch_up = None
+        for e in replay.entries:
+            if self.sync.replayed(e.position, e.event_id):
+                self._send(notification_text(e.event_id, e.position, e.created_at,
+                                             e.notification, replayed=True))  # fmt: skip
+        self._release()
+        if self._resync_wanted:
+            self.subscription_restored()
+
+    def replay_counted(self, request: CountReplay, cost: int, now: float) -> bool:
+        """The answer to :class:`CountReplay`: starts the resume's sync if the
+        replay budget allows it (True), else an ``error`` frame (False)."""
+        if not self._answered(request):
+            return False
+        if not self._replay_budget.take(cost, now):
+            self._refuse("rate_limited", f"this resume would replay {cost} notifications; the "
+                         f"budget is {self.limits.replay_rate_per_s:g} a second, try again "
+                         "later")  # fmt: skip
+            return False
+        self.sync.begin(request.after)
+        self._catch_up = None
+        self._resync_wanted = False  # this sync reads the history after the outage
+        self._ask(LoadSync(self._teacher, request.after, self.limits.pending_max))
+        return True
+
+    def ack_done(self, request: Ack, was_pending: bool) -> None:
+        """The answer to :class:`Ack`. The ``acked`` frame comes through the
+        fan-out (to every connection of the teacher); an id that was not
+        pending for this teacher gets ``not_pending``, whether it never
+        existed, was acknowledged already, expired, or belongs to someone else."""
+        if self._answered(request) and not was_pending:
+            self._send(ErrorFrame(code="not_pending", message="no pending action item with this "
+                                  "id: already acknowledged, expired, or unknown").model_dump_json())  # fmt: skip
+
+    # -- inputs: the fan-out --------------------------------------------------
+
+    def live(self, position: str, event_id: str, item: Outgoing) -> None:
+        """A live notification for this teacher (the hub only offers those)."""
+        if self.phase is Phase.OPEN:
+            sync = self.sync
+            if sync.syncing:
+                sync.live(position, event_id, item)
+            elif sync.accept(position, event_id):
+                self.outgoing.append(item)
+
+    def acked(self, item: Outgoing) -> None:
+        """An acknowledgement of one of this teacher's items, by any connection."""
+        if self.phase is Phase.OPEN:
+            self.outgoing.append(item)
+
+    def subscription_restored(self) -> None:
+        """The fan-out subscription was lost and is back: live items published
+        meanwhile were missed. Catch up after the last position sent (after the
+        sync in progress, if any)."""
+        if self.phase is not Phase.OPEN:
+            return
+        if self.sync.syncing:
+            self._resync_wanted = True
+            return
+        self._resync_wanted = False
+        self.sync.hold()
+        self._catch_up = LoadCatchUp(self._teacher, self.sync.position or "0-0")
+        self._ask(self._catch_up)
+
+    # -- internals ------------------------------------------------------------
+
+    @property
+    def _teacher(self) -> str:
+        assert self.teacher_id is not None
+        return self.teacher_id
+
+    def _first_frame(self, frame: str | bytes) -> None:
+        if isinstance(frame, bytes):
+            self._close(CloseCode.BAD_REQUEST, NOT_AUTH, "protocol")
+            return
+        try:
+            parsed = client_frame_adapter.validate_json(frame)
+        except ValidationError as exc:
+            bad_resume = any(e["loc"][-1:] == ("resume",) for e in exc.errors())
+            self._close(CloseCode.BAD_REQUEST, BAD_RESUME if bad_resume else NOT_AUTH, "protocol")
+            return
+        if not isinstance(parsed, AuthFrame):
+            self._close(CloseCode.BAD_REQUEST, NOT_AUTH, "protocol")
+            return
+        self._authenticate(parsed.token, parsed.resume or self._query_resume)
+
+    def _authenticate(self, token: str, resume: str | None) -> None:
+        try:
+            identity = self._verify(token)
+        except AuthError as exc:
+            self._close(int(exc.code), exc.reason, "auth")
+            return
+        self.teacher_id = identity.teacher_id
+        self.expires_at = identity.expires_at
+        self.resume = resume
+        self.phase = Phase.ADMITTING
+        self.requests.append(Admit(identity.teacher_id))
+
+    def _release(self) -> None:
+        self.outgoing.extend(self.sync.finish())
+
+    def _send(self, text: str) -> None:
+        self.outgoing.append((text, None, None))
+
+    def _ask(self, request: StoreRequest) -> None:
+        self._asked.append(request)
+        self.requests.append(request)
+
+    def _answered(self, request: StoreRequest) -> bool:
+        """Take ``request`` off the list of those asked; False once closed."""
+        if not self._asked or self._asked[0] is not request:
+            raise RuntimeError(f"answer out of order: {request!r}")
+        del self._asked[0]
+        return self.phase is not Phase.CLOSED
+
+    def _refuse(self, code: str, message: str) -> None:
+        self._errors += 1
+        if self._errors > self.limits.max_errors:
+            self._close(CloseCode.POLICY_VIOLATION, f"too many bad frames ({code})", "policy")
+        else:
+            self._send(ErrorFrame(code=code, message=message).model_dump_json())
+
+    def _close(self, code: int, reason: str, kind: str) -> None:
+        if self.phase is not Phase.CLOSED:
+            self.phase = Phase.CLOSED
+            self.closing = Close(code, reason, kind)
+            self.outgoing.clear()
+            self.requests.clear()

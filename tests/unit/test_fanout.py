@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.fanout import FanoutMessage, Registry, SyncState, parse_fanout
+from router.fanout import FanoutMessage, Registry, parse_fanout
+from router.session import SyncState
 
 
 def test_registry_isolates_teachers() -> None:
