@@ -300,7 +300,10 @@ class Session:
         self._errors = 0
         # The subscription came back during a sync: catch up when it is done.
         self._resync_wanted = False
-        self._catch_up: LoadCatchUp | None = None  # the one in flight, if any
+        # A resume being priced, and the one waiting for the sync in progress
+        # (a tuple, as None is a valid position); a newer one replaces it.
+        self._pricing: CountReplay | None = None
+        self._waiting: tuple[str | None] | None = None
         if resume is not None and not valid_position(resume):
             self._close(CloseCode.BAD_REQUEST, BAD_RESUME, "protocol")
             return
@@ -337,7 +340,8 @@ class Session:
                 if isinstance(parsed, AckFrame):
                     self._ask(Ack(self._teacher, parsed.id))
                 elif isinstance(parsed, ResumeFrame):
-                    self._ask(CountReplay(self._teacher, parsed.position))
+                    self._waiting = (parsed.position,)
+                    self._next()
                 else:
                     problem = ("already_authenticated", "this connection is authenticated")
         if problem is not None:
@@ -423,37 +427,35 @@ class Session:
                                pending=len(pending),
                                position=sync.position or replay.head or "0-0")  # fmt: skip
         self._send(done.model_dump_json())
-        if self._resync_wanted:
-            self.subscription_restored()
+        self._next()
         return replayed
 
     def caught_up(self, request: LoadCatchUp, replay: Replay) -> None:
         """The answer to :class:`LoadCatchUp`: what was published while the
         subscription was lost, once, and the held live items."""
-        if not self._answered(request) or request is not self._catch_up:
-            return  # closed, or a resume's sync began since and covers it
-        self._catch_up = None
+        if not self._answered(request):
+            return
         for e in replay.entries:
             if self.sync.replayed(e.position, e.event_id):
                 self._send(notification_text(e.event_id, e.position, e.created_at,
                                              e.notification, replayed=True))  # fmt: skip
         self._release()
-        if self._resync_wanted:
-            self.subscription_restored()
+        self._next()
 
     def replay_counted(self, request: CountReplay, cost: int, now: float) -> bool:
         """The answer to :class:`CountReplay`: starts the resume's sync if the
         replay budget allows it (True), else an ``error`` frame (False)."""
         if not self._answered(request):
             return False
+        self._pricing = None
         if not self._replay_budget.take(cost, now):
             self._refuse("rate_limited", f"this resume would replay {cost} notifications; the "
                          f"budget is {self.limits.replay_rate_per_s:g} a second, try again "
                          "later")  # fmt: skip
+            self._next()
             return False
         self.sync.begin(request.after)
-        self._catch_up = None
-        self._resync_wanted = False  # this sync reads the history after the outage
+        self._resync_wanted = False  # this sync reads the history after any outage
         self._ask(LoadSync(self._teacher, request.after, self.limits.pending_max))
         return True
 
@@ -488,15 +490,31 @@ class Session:
         sync in progress, if any)."""
         if self.phase is not Phase.OPEN:
             return
-        if self.sync.syncing:
+        if self._busy:
             self._resync_wanted = True
             return
         self._resync_wanted = False
         self.sync.hold()
-        self._catch_up = LoadCatchUp(self._teacher, self.sync.position or "0-0")
-        self._ask(self._catch_up)
+        self._ask(LoadCatchUp(self._teacher, self.sync.position or "0-0"))
 
     # -- internals ------------------------------------------------------------
+
+    @property
+    def _busy(self) -> bool:
+        """A sync or catch-up is in progress, or a resume is being priced."""
+        return self.sync.syncing or self._pricing is not None
+
+    def _next(self) -> None:
+        """Start what waited for the sync in progress: a resume, else a catch-up."""
+        if self._busy or self.phase is not Phase.OPEN:
+            return
+        if self._waiting is not None:
+            (position,) = self._waiting
+            self._waiting = None
+            self._pricing = CountReplay(self._teacher, position)
+            self._ask(self._pricing)
+        elif self._resync_wanted:
+            self.subscription_restored()
 
     @property
     def _teacher(self) -> str:
