@@ -160,13 +160,6 @@ class SyncState:
         """A pending item was sent up front: skip it when it shows up again."""
         self.sent_ids.add(event_id)
 
-    def skip_to(self, position: str | None) -> None:
-        """No replay asked for: the stream starts after ``position`` (the head)."""
-        if position is not None:
-            key = position_key(position)
-            if self.last is None or key > self.last:
-                self.last = key
-
     def finish(self) -> list[Any]:
         """End of replay: the buffered live items not yet covered, in order."""
         self.syncing = False
@@ -177,6 +170,12 @@ class SyncState:
     @property
     def position(self) -> str | None:
         return f"{self.last[0]}-{self.last[1]}" if self.last else None
+
+
+def _newest(a: str | None, b: str | None) -> str:
+    if a is None or b is None:
+        return a or b or "0-0"
+    return a if position_key(a) >= position_key(b) else b
 
 
 class Phase(enum.Enum):
@@ -304,6 +303,7 @@ class Session:
         # (a tuple, as None is a valid position); a newer one replaces it.
         self._pricing: CountReplay | None = None
         self._waiting: tuple[str | None] | None = None
+        self._floor: str | None = None  # the head when a sync without resume read it
         if resume is not None and not valid_position(resume):
             self._close(CloseCode.BAD_REQUEST, BAD_RESUME, "protocol")
             return
@@ -412,10 +412,11 @@ class Session:
                                          pending=True))  # fmt: skip
         replayed = 0
         if request.resume is None:
-            # Everything held arrived after this sync began, so it is all new to
-            # the client even where the head read just now already covers it.
+            # No history: live items from here on, even those the head read just
+            # now covers (their announcement may come after the read). The head
+            # is where a catch-up starts if nothing was sent yet.
             self._release()
-            sync.skip_to(replay.head)
+            self._floor = replay.head
         else:
             for e in replay.entries:
                 if sync.replayed(e.position, e.event_id):
@@ -425,7 +426,7 @@ class Session:
             self._release()
         done = ReplayDoneFrame(recovered=replay.recovered, replayed=replayed,
                                pending=len(pending),
-                               position=sync.position or replay.head or "0-0")  # fmt: skip
+                               position=_newest(sync.position, replay.head))  # fmt: skip
         self._send(done.model_dump_json())
         self._next()
         return replayed
@@ -495,7 +496,7 @@ class Session:
             return
         self._resync_wanted = False
         self.sync.hold()
-        self._ask(LoadCatchUp(self._teacher, self.sync.position or "0-0"))
+        self._ask(LoadCatchUp(self._teacher, self.sync.position or self._floor or "0-0"))
 
     # -- internals ------------------------------------------------------------
 

@@ -4,7 +4,6 @@ broker, Redis and WebSocket clients)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import socket
@@ -67,49 +66,6 @@ async def test_connection_caps(env: Env) -> None:
         await asyncio.sleep(0.2)
         again = await Client.open(router.port, env.token("cap-again"))
         await again.close()
-
-
-async def test_resume_is_priced_by_what_it_replays(env: Env) -> None:
-    s = env.settings.model_copy(update={"history_maxlen": 20, "replay_rate_per_s": 1.0,
-                                        "rate_limit_per_s": 100.0, "rate_limit_burst": 100})  # fmt: skip
-    async with running_router(s) as router:
-        await wait_ready(router.port)
-        c = await Client.open(router.port, env.token("greedy"))
-        for i in range(20):
-            env.produce(notification("class_created", "greedy", i))
-        env.flush()
-        await c.collect(20)
-        with contextlib.suppress(ConnectionClosed):
-            for _ in range(30):  # resume from the start, over and over
-                await c.ws.send(json.dumps({"type": "resume", "position": "0-0"}))
-                await asyncio.sleep(0.01)
-        code, reason = await _closed_with(c.ws, frames=c.frames)
-        replayed = [f for f in c.frames if f["type"] == "notification" and f["replayed"]]
-        limited = [f for f in c.frames if f["type"] == "error" and f["code"] == "rate_limited"]
-        # One whole history (the burst) and maybe one more entry; then refusals,
-        # and a client that keeps asking is closed as any abuser is.
-        assert len(replayed) <= 21
-        assert len(limited) == 5 and "would replay 20 notifications" in limited[0]["message"]
-        assert (code, reason) == (1008, "too many bad frames (rate_limited)")
-
-
-async def test_positions_out_of_range_are_bad_requests(env: Env) -> None:
-    async with running_router(env.settings) as router:
-        url = f"ws://127.0.0.1:{router.port}/ws"
-        huge = "18446744073709551616-0"
-        ws = await connect(url)
-        await ws.send(json.dumps({"type": "auth", "token": env.token("t"), "resume": huge}))
-        assert await _closed_with(ws) == (4400, "bad resume position")
-        ws = await connect(url + f"?resume={huge}",
-                           additional_headers={"Authorization": f"Bearer {env.token('t')}"})  # fmt: skip
-        assert await _closed_with(ws) == (4400, "bad resume position")
-        c = await Client.open(router.port, env.token("t"))
-        await c.ws.send(json.dumps({"type": "resume", "position": huge}))
-        err = await c.until(lambda f: f["type"] == "error")
-        assert err["code"] == "bad_frame"
-        await c.ws.send(json.dumps({"type": "resume", "position": None}))
-        await c.until(lambda f: sum(x["type"] == "replay_done" for x in c.frames) == 2)
-        await c.close()
 
 
 async def test_oversized_handshake_headers_get_an_http_answer(

@@ -70,10 +70,10 @@ class DocClient:
         async def read() -> dict[str, Any]:
             assert self.ws is not None
             while True:
-                self._take(json.loads(await self.ws.recv()))
                 hits = [f for f in self.frames if f["type"] == kind]
                 if len(hits) >= count:
                     return hits[count - 1]
+                self._take(json.loads(await self.ws.recv()))
 
         return await asyncio.wait_for(read(), timeout)
 

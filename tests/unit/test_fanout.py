@@ -73,15 +73,6 @@ def test_pending_sent_up_front_is_not_repeated() -> None:
     assert s.finish() == ["L3"]
 
 
-def test_no_resume_skips_history() -> None:
-    s = SyncState()
-    s.begin()
-    s.live("9-0", "e9", "old")
-    s.live("11-0", "e11", "new")
-    s.skip_to("10-0")
-    assert s.finish() == ["new"]
-
-
 @given(
     history=st.integers(min_value=0, max_value=30),
     cut=st.integers(min_value=0, max_value=30),
@@ -95,11 +86,10 @@ def test_merge_has_no_gap_and_no_duplicate(
     buffer holds the tail from `overlap` on plus `extra` newer ones."""
     cut = min(cut, history)
     s = SyncState()
-    s.begin()
+    s.begin(f"{cut}-0" if cut else None)  # resume from `cut`
     live = list(range(min(overlap, history) + 1, history + extra + 1))
     for p in live:
         s.live(f"{p}-0", f"e{p}", p)
-    s.skip_to(f"{cut}-0") if cut else None
     got = [p for p in range(cut + 1, history + 1) if s.replayed(f"{p}-0", f"e{p}")]
     got += s.finish()
     for p in range(history + extra + 1, history + extra + 4):

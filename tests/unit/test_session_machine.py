@@ -34,6 +34,8 @@ class Sync:
 
     first_frame: int
     after: str | None  # the resume position; None: from the connect on
+    seq_at_start: int = 0  # the store's sequence number when it began
+    lost_during: bool = False  # the fan-out subscription was lost while it ran
 
 
 @dataclass(eq=False)
@@ -71,7 +73,7 @@ class SessionMachine(RuleBasedStateMachine):
         if isinstance(req, CountReplay):
             n = len(self.store.replay(req.teacher_id, req.after).entries) if req.after else 0
             if client.session.replay_counted(req, n, self._tick()):
-                conn.syncs.append(Sync(len(client.frames), req.after))
+                conn.syncs.append(Sync(len(client.frames), req.after, self.store.seq, self.lost))
         else:
             self.store.answer(client.session, req, self._tick())
         client.flush()
@@ -85,7 +87,7 @@ class SessionMachine(RuleBasedStateMachine):
         client = connect(self.hub, teacher, resume=resume, now=self._tick())
         conn = Conn(client, teacher)
         if client.registered:
-            conn.syncs.append(Sync(1, resume))  # after the welcome
+            conn.syncs.append(Sync(1, resume, self.store.seq, self.lost))  # after the welcome
         self.conns.append(conn)
 
     @rule(teacher=st.sampled_from((*TEACHERS, "t3")), action=st.booleans(),
@@ -109,6 +111,10 @@ class SessionMachine(RuleBasedStateMachine):
     @rule()
     def lose_subscription(self) -> None:
         self.lost = True
+        for conn in self.conns:
+            if conn.syncs and not any(f["type"] == "replay_done"
+                                      for f in conn.client.frames[conn.syncs[-1].first_frame:]):  # fmt: skip
+                conn.syncs[-1].lost_during = True
         self.store.subscribed = False
         self.store.inflight.clear()
 
@@ -160,10 +166,15 @@ class SessionMachine(RuleBasedStateMachine):
             frames = conn.client.frames[sync.first_frame :]
             got = {f["id"] for f in frames if f["type"] == "notification"}
             entries = self.store.history.get(conn.teacher, [])
-            # Without resume the stream starts where replay_done says it stands.
-            done = next(f for f in frames if f["type"] == "replay_done")
-            key = position_key(sync.after if sync.after is not None else done["position"])
-            want = {e.event_id for e in entries if position_key(e.position) > key}
+            if sync.after is not None:
+                key = position_key(sync.after)
+                want = {e.event_id for e in entries if position_key(e.position) > key}
+            elif not sync.lost_during:  # everything recorded after the connect
+                want = {e.event_id for e in entries if int(e.event_id[3:]) > sync.seq_at_start}
+            else:  # the documented floor: after the position in replay_done
+                done = next(f for f in frames if f["type"] == "replay_done")
+                key = position_key(done["position"])
+                want = {e.event_id for e in entries if position_key(e.position) > key}
             assert want <= got, f"gap: {sorted(want - got)} missing"
 
     # -- invariants ----------------------------------------------------------
