@@ -34,6 +34,7 @@ from psycopg.types.json import Jsonb
 from websockets.asyncio.client import ClientConnection, connect
 
 from contracts import CATALOG, build_notification, enqueue
+from contracts.words import EXAMPLES
 from relay.migrations import migrate
 from relay.resources import data_dir
 from router.auth import mint
@@ -68,28 +69,28 @@ def scenario() -> list[Step]:
     """Every catalog type at least once, a rollback, a CRITICAL deadline item."""
     lind, okafor, rahman = TEACHERS
     steps = [
-        Step("class_management", lind, "class_created", {"message": "Class 7B English was created.", "class_name": "7B English"}),
-        Step("class_management", lind, "class_roster_updated", {"message": "3 students joined 7B English.", "added": 3}, via_sql=False),
-        Step("file_service", lind, "batch_files_uploaded", {"message": "24 essays uploaded.", "files": 24}),
-        Step("batch_orchestrator", lind, "batch_students_associated", {"message": "Essays matched to students.", "matched": 22}),
+        Step("class_management", lind, "class_created", {**EXAMPLES["class_created"], "message": "Class 7B English was created.", "class_name": "7B English"}),
+        Step("class_management", lind, "class_roster_updated", {**EXAMPLES["class_roster_updated"], "message": "3 students joined 7B English.", "added": 3}, via_sql=False),
+        Step("file_service", lind, "batch_files_uploaded", {**EXAMPLES["batch_files_uploaded"], "message": "24 essays uploaded.", "files": 24}),
+        Step("batch_orchestrator", lind, "batch_students_associated", {**EXAMPLES["batch_students_associated"], "message": "Essays matched to students.", "matched": 22}),
         Step("class_management", lind, "student_matching_confirmation_required",
-             {"message": "Confirm 2 unmatched essays in 7B English.", "unmatched": 2}),
-        Step("batch_orchestrator", lind, "batch_processing_started", {"message": "Processing started.", "essays": 24}, via_sql=False),
-        Step("spellchecker", lind, "batch_spellcheck_completed", {"message": "Spellcheck done.", "corrections": 311}),
-        Step("cj_assessment", lind, "batch_cj_assessment_completed", {"message": "Comparative judgement done."}),
-        Step("result_aggregator", lind, "cj_assessment_results_ready", {"message": "Results for 7B English are ready."}),
-        Step("batch_orchestrator", lind, "batch_processing_completed", {"message": "Batch complete.", "essays": 24}),
-        Step("class_management", okafor, "class_created", {"message": "Class 9C History was created."}),
-        Step("file_service", okafor, "batch_validation_failed", {"message": "2 files are not .docx or .pdf.", "rejected": 2}),
-        Step("file_service", okafor, "batch_file_corrupted", {"message": "essay-17.docx is corrupted; replace it."}, via_sql=False),
-        Step("file_service", okafor, "batch_file_removed", {"message": "essay-17.docx removed."}),
-        Step("batch_orchestrator", okafor, "batch_registration_failed", {"message": "The batch has no prompt; add one and retry."}),
-        Step("batch_orchestrator", okafor, "batch_processing_failed", {"message": "Processing failed at the spellcheck stage."}),
+             {**EXAMPLES["student_matching_confirmation_required"], "message": "Confirm 2 unmatched essays in 7B English.", "unmatched": 2}),
+        Step("batch_orchestrator", lind, "batch_processing_started", {**EXAMPLES["batch_processing_started"], "message": "Processing started.", "essays": 24}, via_sql=False),
+        Step("spellchecker", lind, "batch_spellcheck_completed", {**EXAMPLES["batch_spellcheck_completed"], "message": "Spellcheck done.", "corrections": 311}),
+        Step("cj_assessment", lind, "batch_cj_assessment_completed", {**EXAMPLES["batch_cj_assessment_completed"], "message": "Comparative judgement done."}),
+        Step("result_aggregator", lind, "cj_assessment_results_ready", {**EXAMPLES["cj_assessment_results_ready"], "message": "Results for 7B English are ready."}),
+        Step("batch_orchestrator", lind, "batch_processing_completed", {**EXAMPLES["batch_processing_completed"], "message": "Batch complete.", "essays": 24}),
+        Step("class_management", okafor, "class_created", {**EXAMPLES["class_created"], "class_name": "9C History"}),
+        Step("file_service", okafor, "batch_validation_failed", {**EXAMPLES["batch_validation_failed"], "message": "2 files are not .docx or .pdf.", "rejected": 2}),
+        Step("file_service", okafor, "batch_file_corrupted", {**EXAMPLES["batch_file_corrupted"], "message": "essay-17.docx is corrupted; replace it."}, via_sql=False),
+        Step("file_service", okafor, "batch_file_removed", {**EXAMPLES["batch_file_removed"], "message": "essay-17.docx removed."}),
+        Step("batch_orchestrator", okafor, "batch_registration_failed", {**EXAMPLES["batch_registration_failed"], "message": "The batch has no prompt; add one and retry."}),
+        Step("batch_orchestrator", okafor, "batch_processing_failed", {**EXAMPLES["batch_processing_failed"], "message": "Processing failed at the spellcheck stage."}),
         Step("class_management", okafor, "student_matching_deadline_approaching",
-             {"message": "Student matching for 9C History closes in 2 hours."}, deadline_in=timedelta(hours=2)),
-        Step("platform", rahman, "system_maintenance_scheduled", {"message": "Maintenance Sunday 02:00-03:00 UTC."}),
-        Step("class_management", rahman, "class_created", {"message": "This class was never created."}, rollback=True),
-        Step("class_management", rahman, "class_roster_updated", {"message": "Roster of 8A Maths updated.", "added": 1}),
+             {**EXAMPLES["student_matching_deadline_approaching"], "message": "Student matching for 9C History closes in 2 hours."}, deadline_in=timedelta(hours=2)),
+        Step("platform", rahman, "system_maintenance_scheduled", {**EXAMPLES["system_maintenance_scheduled"], "message": "Maintenance Sunday 02:00-03:00 UTC."}),
+        Step("class_management", rahman, "class_created", {**EXAMPLES["class_created"], "class_name": "Never created"}, rollback=True),
+        Step("class_management", rahman, "class_roster_updated", {**EXAMPLES["class_roster_updated"], "message": "Roster of 8A Maths updated.", "added": 1}),
     ]  # fmt: skip
     assert {s.type for s in steps} >= set(CATALOG), "the demo must cover the catalog"
     return steps

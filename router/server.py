@@ -12,6 +12,7 @@ import contextlib
 import functools
 import http
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -28,9 +29,8 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.typing import Origin
 
-from contracts.protocol import (
-    CloseCode,
-)
+from contracts.protocol import CloseCode
+from contracts.words import catalog_json
 from router.auth import Verifier
 from router.errors import StoreUnavailableError
 from router.fanout import Hub
@@ -57,6 +57,7 @@ _STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/index.html": ("index.html", "text/html; charset=utf-8"),
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/catalog.json": ("catalog.json", "application/json"),
     "/static/style.css": ("style.css", "text/css; charset=utf-8"),
 }
 
@@ -64,7 +65,25 @@ _STATIC = {
 @functools.cache
 def _static(name: str) -> bytes:
     """A file of the inbox page, read once."""
+    if name == "catalog.json":
+        return catalog_json().encode()
     return (STATIC_DIR / name).read_bytes()
+
+
+# A Host header fit to name in the policy (else 'self' alone covers ws: and wss:).
+_HOST_RE = re.compile(
+    r"^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?$"
+)
+
+
+def page_policy(host: str | None) -> str:
+    """The Content-Security-Policy of the inbox page and its files: its own
+    script and style, WebSocket to where it came from, nothing else, never in a
+    frame."""
+    ws = f" ws://{host} wss://{host}" if host and _HOST_RE.match(host) else ""
+    return ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+            f"connect-src 'self'{ws}; base-uri 'none'; form-action 'none'; "
+            "frame-ancestors 'none'")  # fmt: skip
 
 
 _HEADERS_TOO_LARGE = (
@@ -125,11 +144,15 @@ class _Close(Exception):
         self.reason = reason
 
 
-def _response(status: http.HTTPStatus, body: bytes, content_type: str) -> Response:
+def _response(status: http.HTTPStatus, body: bytes, content_type: str,
+              policy: str | None = None) -> Response:  # fmt: skip
     headers = Headers(
         [("Content-Type", content_type), ("Content-Length", str(len(body))),
-         ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")]
+         ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
+         ("Referrer-Policy", "no-referrer"), ("X-Frame-Options", "DENY")]
     )  # fmt: skip
+    if policy is not None:
+        headers["Content-Security-Policy"] = policy
     return Response(status.value, status.phrase, headers, body)
 
 
@@ -182,7 +205,8 @@ class WebSocketServer:
                              CONTENT_TYPE_LATEST)  # fmt: skip
         if path in _STATIC:
             name, ctype = _STATIC[path]
-            return _response(http.HTTPStatus.OK, _static(name), ctype)
+            return _response(http.HTTPStatus.OK, _static(name), ctype,
+                             page_policy(request.headers.get("Host")))  # fmt: skip
         return _response(http.HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
 
     # -- lifecycle -----------------------------------------------------------

@@ -13,6 +13,9 @@ missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# npm installs the page's accessibility checker for the browser tests; any
+# node with npm does (Debian's packages when there is none).
+command -v npm >/dev/null || missing+=(nodejs npm)
 if ((${#missing[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
         echo "bootstrap: installing Debian packages: ${missing[*]}"
@@ -37,6 +40,13 @@ if [[ ! -f $stamp ]]; then
     "$VENV/bin/python" -c "import contracts, relay, router, stack, outbox" 
     rm -f "$VENV"/.installed-*
     touch "$stamp"
+fi
+
+npm_stamp=node_modules/.installed-$(sha256sum package-lock.json | cut -c1-16)
+if [[ ! -f $npm_stamp ]]; then
+    echo "bootstrap: installing the browser tests' tools (npm ci)"
+    npm ci --no-audit --no-fund --loglevel=error >/dev/null
+    touch "$npm_stamp"
 fi
 
 "$VENV/bin/outbox" stack install

@@ -51,16 +51,18 @@ class Pipeline:
         return self.router
 
     def service_commit(self, conn: psycopg.Connection[Any], teacher: str, t: str, i: int,
-                       *, rollback: bool = False) -> str:  # fmt: skip
+                       *, rollback: bool = False, payload: dict[str, Any] | None = None) -> str:  # fmt: skip
         """A service-style transaction: a domain change and its notification together."""
         entry = CATALOG[t]
+        if payload is None:
+            payload = {"i": i, "text": f"step {i}", "nested": {"ok": True, "list": [1, 2]}}
         with conn.transaction(force_rollback=rollback):
             conn.execute("INSERT INTO classes (id, teacher_id, name) VALUES (%s, %s, %s)",
                          (f"{teacher}-{t}-{i}", teacher, t))  # fmt: skip
             row = conn.execute(
                 "SELECT outbox.notify_teacher(%s, %s, %s, %s, %s, %s, "
                 "CASE WHEN %s THEN clock_timestamp() + interval '3 hours' END)",
-                (teacher, t, Jsonb({"i": i, "text": f"step {i}", "nested": {"ok": True, "list": [1, 2]}}),
+                (teacher, t, Jsonb(payload),
                  f"corr-{i}", "b-1" if requires_batch_id(t) else None,
                  "c-1" if requires_class_id(t) else None,
                  entry.deadline is DeadlineRule.REQUIRED and entry.default_deadline is None),

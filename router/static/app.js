@@ -1,116 +1,190 @@
-// Teacher inbox: connects to the router with a token (first `auth` frame),
-// resumes after drops, pins action items with a live countdown. No build step.
+// Teacher inbox: words from the catalog (/catalog.json), action items pinned
+// in a fixed order, times in the teacher's locale and time zone, the sign-in
+// token kept for this tab only. Connects with a first `auth` frame and resumes
+// after drops (docs/protocol.md, "What a client must do"). No build step.
 "use strict";
 
 (function () {
-  const CATEGORY_TITLES = {
-    student_workflow: "Student workflow",
-    file_operations: "Files",
-    batch_progress: "Batch progress",
-    processing_results: "Results",
-    class_management: "Classes",
-    system_alerts: "System",
-  };
-  const PRIORITY_LABEL = { critical: "CRITICAL", immediate: "IMMEDIATE", high: "HIGH", standard: "STANDARD", low: "LOW" };
-
   const $ = (id) => document.getElementById(id);
-  const params = new URLSearchParams(location.search || location.hash.slice(1));
-  let token = params.get("token") || sessionStorage.getItem("outbox.token");
+  const TOKEN_KEY = "outbox.token";
+  const TITLE = "Teacher inbox";
 
+  // The token comes in the URL once (a link from the platform); it leaves the
+  // address bar and the history at once and is kept for this tab only.
+  const here = new URL(location.href);
+  let token = here.searchParams.get("token");
+  if (token !== null) {
+    here.searchParams.delete("token");
+    history.replaceState(history.state, "", here.pathname + here.search + here.hash);
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+  }
+  token = token || sessionStorage.getItem(TOKEN_KEY);
+
+  let catalog = null;
+  let placeholder = null;
+  const rank = {}; // priority id -> rank
+  const priorityLabel = {};
   const items = new Map(); // event id -> {frame, acked, el}
   const pendingIds = new Set();
   let position = "0-0"; // first connection: the whole retained history
   let ws = null;
   let backoff = 500;
   let syncing = true;
+  const acking = []; // ids acknowledged and not answered yet, in order (answers come in order)
 
-  function teacherOf(tok) {
-    try {
-      const part = tok.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-      return JSON.parse(atob(part)).sub || "";
-    } catch (e) {
-      return "";
+  const exact = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "long" });
+  const short = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+  const relative = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
+
+  // -- words (the same rules as contracts/words.py) ----------------------------
+
+  function valueText(v) {
+    if (typeof v === "number") return Number.isFinite(v) ? String(v) : null;
+    if (typeof v === "string") {
+      const t = v.trim();
+      return t && [...v].length <= catalog.max_value_chars ? t : null;
     }
+    return null;
   }
 
-  function setConn(state, text) {
-    const el = $("conn");
-    el.className = "conn conn-" + state;
-    $("conn-text").textContent = text;
+  function fill(template, payload) {
+    let missing = false;
+    const out = template.replace(placeholder, (m, key, one, many) => {
+      const v = Object.prototype.hasOwnProperty.call(payload, key) ? payload[key] : undefined;
+      if (one !== undefined) {
+        if (typeof v !== "number" || !Number.isInteger(v) || v < 0) { missing = true; return ""; }
+        return `${v} ${v === 1 ? one : many}`;
+      }
+      const t = valueText(v);
+      if (t === null) { missing = true; return ""; }
+      return t;
+    });
+    return missing ? null : out;
   }
 
-  function announce(text, urgent) {
-    const el = urgent ? $("announcer-urgent") : $("announcer");
-    el.textContent = "";
-    setTimeout(() => { el.textContent = text; }, 30);
+  function describe(n) {
+    const entry = catalog.types[n.notification_type];
+    if (!entry) return { title: "Notification", text: "You have a new notification." };
+    const payload = n.payload && typeof n.payload === "object" ? n.payload : {};
+    let text = fill(entry.template, payload);
+    if (text === null && typeof payload.message === "string" && payload.message.trim()) {
+      text = payload.message.trim();
+    }
+    return { title: entry.title, text: text || entry.description };
   }
 
-  function titleOf(n) {
-    const p = n.payload || {};
-    if (typeof p.message === "string" && p.message) return p.message;
-    return n.notification_type.replace(/_/g, " ").replace(/^./, (c) => c.toUpperCase());
+  // -- time --------------------------------------------------------------------
+
+  function ago(date) {
+    const s = Math.round((date.getTime() - Date.now()) / 1000);
+    const a = Math.abs(s);
+    if (a < 45) return "just now";
+    if (a < 3600) return relative.format(Math.round(s / 60), "minute");
+    if (a < 86400) return relative.format(Math.round(s / 3600), "hour");
+    if (a < 7 * 86400) return relative.format(Math.round(s / 86400), "day");
+    return short.format(date);
   }
 
-  function fmtLeft(ms) {
+  function left(ms) {
     if (ms <= 0) return "overdue";
     const s = Math.floor(ms / 1000);
-    const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
-    if (d > 0) return `${d}d ${h}h ${m}m left`;
-    if (h > 0) return `${h}h ${m}m ${sec}s left`;
-    return `${m}m ${sec}s left`;
+    const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
+    if (d > 0) return `${d} d ${h} h left`;
+    if (h > 0) return `${h} h ${m} min left`;
+    return m > 0 ? `${m} min ${s % 60} s left` : `${s} s left`;
+  }
+
+  function timeEl(date, cls) {
+    const t = document.createElement("time");
+    t.className = cls;
+    t.dateTime = date.toISOString();
+    t.title = exact.format(date);
+    t.dataset.exact = exact.format(date);
+    t.tabIndex = 0;
+    return t;
+  }
+
+  // -- order -------------------------------------------------------------------
+
+  function posKey(p) {
+    const [ms, seq] = String(p).split("-");
+    return [BigInt(ms || 0), BigInt(seq || 0)];
+  }
+
+  function newerFirst(a, b) {
+    const [am, as] = posKey(a.frame.position), [bm, bs] = posKey(b.frame.position);
+    if (am !== bm) return am > bm ? -1 : 1;
+    if (as !== bs) return as > bs ? -1 : 1;
+    return 0;
+  }
+
+  function deadlineOf(rec) {
+    const d = rec.frame.notification.deadline_timestamp;
+    return d ? new Date(d).getTime() : Infinity;
+  }
+
+  // Needs your action: highest priority first, then the nearest deadline, then oldest.
+  function pinnedOrder(a, b) {
+    const ra = rank[a.frame.notification.priority] || 0, rb = rank[b.frame.notification.priority] || 0;
+    if (ra !== rb) return rb - ra;
+    const da = deadlineOf(a), db = deadlineOf(b);
+    if (da !== db) return da < db ? -1 : 1;
+    return -newerFirst(a, b);
   }
 
   function isPinned(rec) {
     return rec.frame.notification.action_required && !rec.acked && pendingIds.has(rec.frame.id);
   }
 
+  // -- rendering ---------------------------------------------------------------
+
   function render(rec) {
     const f = rec.frame, n = f.notification;
+    const words = describe(n);
     const li = rec.el || document.createElement("li");
     li.className = "item p-" + n.priority;
     li.dataset.id = f.id;
     li.dataset.type = n.notification_type;
-    li.tabIndex = 0;
     li.textContent = "";
     const top = document.createElement("div");
     top.className = "top";
-    const title = document.createElement("span");
+    const title = document.createElement("h3");
     title.className = "title";
-    title.textContent = titleOf(n);
+    title.textContent = words.title;
     const badge = document.createElement("span");
     badge.className = "badge";
-    badge.textContent = PRIORITY_LABEL[n.priority] || n.priority;
+    badge.textContent = priorityLabel[n.priority] || "";
     top.append(title, badge);
-    const meta = document.createElement("div");
-    meta.className = "meta";
-    const when = f.created_at ? new Date(f.created_at) : new Date();
-    meta.textContent = `${n.notification_type} · ${when.toLocaleString()}` +
-      (n.batch_id ? ` · batch ${n.batch_id}` : "") + (n.class_id ? ` · class ${n.class_id}` : "");
-    li.append(top, meta);
-    const detail = Object.entries(n.payload || {}).filter(([k]) => k !== "message");
-    if (detail.length) {
-      const d = document.createElement("div");
-      d.className = "detail";
-      d.textContent = detail.map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`).join(" · ");
-      li.append(d);
-    }
+    const text = document.createElement("p");
+    text.className = "text";
+    text.textContent = words.text;
+    const when = timeEl(f.created_at ? new Date(f.created_at) : new Date(), "when");
+    when.dataset.relative = "1";
+    when.textContent = ago(new Date(when.dateTime));
+    li.append(top, text, when);
     if (n.action_required) {
       if (isPinned(rec)) {
         if (n.deadline_timestamp) {
-          const dl = document.createElement("div");
+          const due = new Date(n.deadline_timestamp);
+          const dl = document.createElement("p");
           dl.className = "deadline";
-          dl.dataset.deadline = n.deadline_timestamp;
+          const at = timeEl(due, "due");
+          at.textContent = short.format(due);
+          const rest = document.createElement("span");
+          rest.className = "left";
+          rest.dataset.deadline = n.deadline_timestamp;
+          dl.append("Due ", at, " · ", rest);
           li.append(dl);
         }
         const b = document.createElement("button");
         b.type = "button";
         b.className = "ack";
         b.textContent = "Acknowledge";
-        b.setAttribute("aria-label", "Acknowledge: " + titleOf(n));
+        b.setAttribute("aria-label", "Acknowledge: " + words.title);
         b.addEventListener("click", () => ack(f.id, b));
         li.append(b);
       } else {
-        const s = document.createElement("div");
+        const s = document.createElement("p");
         s.className = "state-acked";
         const expired = n.deadline_timestamp && new Date(n.deadline_timestamp) <= new Date();
         s.textContent = rec.acked || !expired ? "✓ Acknowledged" : "Deadline passed";
@@ -121,32 +195,43 @@
     return li;
   }
 
-  function groupList(category) {
-    let sec = document.querySelector(`section[data-category="${category}"]`);
-    if (!sec) {
-      sec = document.createElement("section");
-      sec.dataset.category = category;
+  function buildSections() {
+    const groups = $("groups");
+    groups.textContent = "";
+    for (const c of catalog.categories) {
+      const sec = document.createElement("section");
+      sec.dataset.category = c.id;
+      sec.hidden = true;
       const h = document.createElement("h2");
-      h.id = "cat-" + category;
-      h.textContent = CATEGORY_TITLES[category] || category;
+      h.id = "cat-" + c.id;
+      h.textContent = c.title;
       sec.setAttribute("aria-labelledby", h.id);
       const ul = document.createElement("ul");
       ul.className = "list";
       sec.append(h, ul);
-      $("groups").append(sec);
+      groups.append(sec);
     }
-    return sec.querySelector("ul");
+  }
+
+  function listOf(rec) {
+    if (isPinned(rec)) return $("pinned");
+    const sec = document.querySelector(`section[data-category="${rec.frame.notification.category}"]`);
+    return sec ? sec.querySelector("ul") : $("other");
+  }
+
+  function insertSorted(list, rec, order) {
+    const li = render(rec);
+    for (const other of list.children) {
+      const o = items.get(other.dataset.id);
+      if (o && o !== rec && order(rec, o) < 0) { list.insertBefore(li, other); return; }
+    }
+    list.append(li);
   }
 
   function place(rec) {
-    const li = render(rec);
-    const target = isPinned(rec) ? $("pinned") : groupList(rec.frame.notification.category);
-    // newest first (positions grow); pinned: highest priority first, as the server sends them
-    if (target === $("pinned")) {
-      target.append(li);
-    } else {
-      target.prepend(li);
-    }
+    const list = listOf(rec);
+    if (rec.el && rec.el.parentElement) rec.el.remove();
+    insertSorted(list, rec, list === $("pinned") ? pinnedOrder : newerFirst);
     refreshCounts();
   }
 
@@ -155,26 +240,43 @@
     $("pinned-count").textContent = String(pinned);
     $("pinned-empty").hidden = pinned > 0;
     $("empty").hidden = items.size > 0;
+    document.querySelectorAll("#groups section").forEach((sec) => {
+      sec.hidden = sec.querySelector("ul").children.length === 0;
+    });
+    document.title = pinned > 0 ? `(${pinned}) ${TITLE}` : TITLE;
     tick();
   }
 
   function tick() {
     const now = Date.now();
-    document.querySelectorAll(".deadline[data-deadline]").forEach((el) => {
-      const left = new Date(el.dataset.deadline).getTime() - now;
-      el.textContent = "Deadline: " + fmtLeft(left);
-      el.classList.toggle("overdue", left <= 0);
+    document.querySelectorAll(".left[data-deadline]").forEach((el) => {
+      const ms = new Date(el.dataset.deadline).getTime() - now;
+      el.textContent = left(ms);
+      el.parentElement.classList.toggle("overdue", ms <= 0);
     });
   }
 
+  function tickRelative() {
+    document.querySelectorAll("time[data-relative]").forEach((el) => {
+      el.textContent = ago(new Date(el.dateTime));
+    });
+  }
+
+  function announce(text, urgent) {
+    const el = urgent ? $("announcer-urgent") : $("announcer");
+    el.textContent = "";
+    setTimeout(() => { el.textContent = text; }, 30);
+  }
+
+  // -- protocol ----------------------------------------------------------------
+
   function onNotification(f) {
-    if (!f.pending && !f.replayed) position = f.position;
-    if (f.replayed) position = f.position;
+    if (!f.pending) position = f.position; // pending frames carry older positions
     if (f.pending) pendingIds.add(f.id);
     else if (f.notification.action_required && !syncing) pendingIds.add(f.id);
     const known = items.get(f.id);
     if (known) {
-      if (f.pending && known.el) place(known);
+      if (f.pending) place(known);
       return;
     }
     const rec = { frame: f, acked: false, el: null };
@@ -183,24 +285,57 @@
     if (!f.replayed && !f.pending && !syncing) {
       rec.el.classList.add("new");
       const n = f.notification;
-      announce(`${PRIORITY_LABEL[n.priority]} notification: ${titleOf(n)}`, n.priority === "critical");
+      announce(`${priorityLabel[n.priority] || ""}: ${describe(n).title}`, n.priority === "critical");
     }
   }
 
   function onAcked(id) {
+    const i = acking.indexOf(id);
+    if (i >= 0) acking.splice(i, 1);
     pendingIds.delete(id);
     const rec = items.get(id);
     if (!rec) return;
     rec.acked = true;
     place(rec);
-    announce("Acknowledged: " + titleOf(rec.frame.notification), false);
+    announce("Acknowledged: " + describe(rec.frame.notification).title, false);
   }
 
   function ack(id, button) {
     if (!ws || ws.readyState !== WebSocket.OPEN) return;
     button.disabled = true;
     button.textContent = "Acknowledging…";
+    acking.push(id);
     ws.send(JSON.stringify({ type: "ack", id: id }));
+  }
+
+  function setConn(state, text) {
+    $("conn").className = "conn conn-" + state;
+    $("conn-text").textContent = text;
+  }
+
+  // What the teacher sees instead of the inbox when there is no usable sign-in.
+  function signIn(kind) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    token = null;
+    const screens = {
+      missing: ["Open your inbox from the platform",
+        "This page needs the sign-in that comes with the Inbox link on the platform. " +
+        "Go back to the platform and choose Inbox."],
+      expired: ["Your sign-in has expired",
+        "For your security, inbox sign-ins last a limited time. Go back to the platform " +
+        "and open the Inbox again; nothing you received is lost."],
+      refused: ["We could not sign you in",
+        "The sign-in link was not accepted. Go back to the platform and open the Inbox " +
+        "again. If this keeps happening, contact your school's support."],
+    };
+    const [head, text] = screens[kind];
+    $("signin-title").textContent = head;
+    $("signin-text").textContent = text;
+    $("signin").dataset.kind = kind;
+    $("signin").hidden = false;
+    $("content").hidden = true;
+    setConn("offline", "Signed out");
+    $("signin-title").focus();
   }
 
   function connect() {
@@ -208,6 +343,7 @@
     setConn("connecting", "Connecting…");
     ws = new WebSocket(`${proto}//${location.host}/ws`);
     syncing = true;
+    acking.length = 0;
     ws.addEventListener("open", () => {
       ws.send(JSON.stringify({ type: "auth", token: token, resume: position }));
     });
@@ -215,7 +351,6 @@
       let f;
       try { f = JSON.parse(ev.data); } catch (e) { return; }
       if (f.type === "welcome") {
-        $("teacher").textContent = "· " + f.teacher_id;
         pendingIds.clear(); // rebuilt from this connection's pending frames
       } else if (f.type === "notification") {
         onNotification(f);
@@ -232,39 +367,45 @@
         refreshCounts();
       } else if (f.type === "acked") {
         onAcked(f.id);
-      } else if (f.type === "error") {
-        console.warn("router error", f.code, f.message);
+      } else if (f.type === "error" && f.code === "not_pending" && acking.length) {
+        onAcked(acking[0]); // not pending any more: acknowledged elsewhere or expired
       }
     });
     ws.addEventListener("close", (ev) => {
       ws = null;
-      if (ev.code === 4401 || ev.code === 4400) {
-        setConn("offline", "Sign-in failed: " + (ev.reason || "invalid token"));
-        sessionStorage.removeItem("outbox.token");
-        $("login").hidden = false;
+      if (ev.code === 4401) {
+        signIn(ev.reason === "token expired" ? "expired" : "refused");
+        return;
+      }
+      if (ev.code === 4400 || ev.code === 1008) {
+        signIn("refused");
         return;
       }
       setConn("offline", `Offline, reconnecting in ${Math.round(backoff / 1000)} s`);
-      setTimeout(connect, backoff);
+      setTimeout(connect, backoff + Math.random() * 250);
       backoff = Math.min(backoff * 2, 15000);
     });
   }
 
-  $("reload").addEventListener("click", () => location.reload());
-  $("login").addEventListener("submit", (ev) => {
-    ev.preventDefault();
-    token = $("token-input").value.trim();
-    sessionStorage.setItem("outbox.token", token);
-    $("login").hidden = true;
+  async function start() {
+    if (!token) { signIn("missing"); return; }
+    try {
+      const r = await fetch("/catalog.json", { cache: "no-cache" });
+      catalog = await r.json();
+    } catch (e) {
+      setConn("offline", "Could not load the inbox; retrying");
+      setTimeout(start, 2000);
+      return;
+    }
+    placeholder = new RegExp(catalog.placeholder, "g");
+    for (const p of catalog.priorities) { rank[p.id] = p.rank; priorityLabel[p.id] = p.label; }
+    buildSections();
+    refreshCounts();
     connect();
-  });
-  setInterval(tick, 1000);
-  refreshCounts();
-  if (token) {
-    sessionStorage.setItem("outbox.token", token);
-    $("teacher").textContent = "· " + teacherOf(token);
-    connect();
-  } else {
-    $("login").hidden = false;
   }
+
+  $("reload").addEventListener("click", () => location.reload());
+  setInterval(tick, 1000);
+  setInterval(tickRelative, 30000);
+  start();
 })();

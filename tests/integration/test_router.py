@@ -296,3 +296,24 @@ async def test_isolation_property(env: Env, recipients: list[str], types: list[s
             assert [f["id"] for f in got] == sent[t]
             assert all(f["notification"]["teacher_id"] == t for f in got)
             await c.close()
+
+
+async def test_page_and_files_carry_security_headers(env: Env) -> None:
+    async with running_router(env.settings) as router:
+        base = f"http://127.0.0.1:{router.port}"
+        async with httpx.AsyncClient() as http:
+            for path in ("/", "/static/app.js", "/static/style.css", "/catalog.json"):
+                r = await http.get(base + path)
+                assert r.status_code == 200, path
+                csp = r.headers["content-security-policy"]
+                assert "default-src 'none'" in csp and "script-src 'self'" in csp
+                assert "style-src 'self'" in csp and "frame-ancestors 'none'" in csp
+                assert f"connect-src 'self' ws://127.0.0.1:{router.port}" in csp
+                assert r.headers["referrer-policy"] == "no-referrer"
+                assert r.headers["x-content-type-options"] == "nosniff"
+                assert r.headers["x-frame-options"] == "DENY"
+            # A Host header is never written into the policy unless it is a host.
+            r = await http.get(base + "/", headers={"Host": "x; script-src *"})
+            assert "script-src *" not in r.headers["content-security-policy"]
+            catalog = (await http.get(base + "/catalog.json")).json()
+            assert set(catalog["types"]) == set(CATALOG)
