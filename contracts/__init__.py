@@ -8,10 +8,17 @@ Error tree::
     ContractError
     ├── UnknownNotificationTypeError   type not in the catalog (lists the known ones)
     └── InvalidNotificationError       one or more rule violations (field + fix each)
+        └── InvalidEventError          the same, for a domain event (contracts.events)
 """
 
 from contracts.catalog import CATALOG, CatalogEntry, DeadlineRule, get_entry
-from contracts.errors import ContractError, InvalidNotificationError, UnknownNotificationTypeError
+from contracts.errors import (
+    ContractError,
+    InvalidEventError,
+    InvalidNotificationError,
+    UnknownNotificationTypeError,
+)
+from contracts.events import EVENT_TOPICS, EventEnvelope, publish_event, publish_event_async
 from contracts.notification import (
     DEAD_LETTER_TOPIC,
     NOTIFICATION_TOPIC,
@@ -24,10 +31,13 @@ from contracts.taxonomy import NotificationPriority, WebSocketEventCategory
 __all__ = [
     "CATALOG",
     "DEAD_LETTER_TOPIC",
+    "EVENT_TOPICS",
     "NOTIFICATION_TOPIC",
     "CatalogEntry",
     "ContractError",
     "DeadlineRule",
+    "EventEnvelope",
+    "InvalidEventError",
     "InvalidNotificationError",
     "NotificationPriority",
     "TeacherNotificationRequestedV1",
@@ -37,4 +47,6 @@ __all__ = [
     "enqueue",
     "enqueue_async",
     "get_entry",
+    "publish_event",
+    "publish_event_async",
 ]

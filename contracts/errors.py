@@ -16,6 +16,7 @@ SQLSTATE_DEADLINE = "OB003"
 SQLSTATE_MISSING_FIELD = "OB004"
 SQLSTATE_PAYLOAD = "OB005"
 SQLSTATE_MALFORMED = "OB006"  # wrong JSON type, too long, forbidden characters, extra key
+SQLSTATE_UNKNOWN_TOPIC = "OB007"  # a domain event for a topic not in the registry
 
 
 @dataclass(frozen=True)
@@ -60,3 +61,11 @@ class InvalidNotificationError(ContractError):
 
     def __str__(self) -> str:
         return "invalid notification: " + "; ".join(str(v) for v in self.violations)
+
+
+class InvalidEventError(InvalidNotificationError):
+    """A domain event breaks a rule (contracts/events.py); same shape as for
+    notifications."""
+
+    def __str__(self) -> str:
+        return "invalid domain event: " + "; ".join(str(v) for v in self.violations)

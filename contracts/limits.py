@@ -1,4 +1,4 @@
-"""Every limit of a notification, defined once.
+"""Every limit of a notification (and of a domain event), defined once.
 
 The Python rules (:mod:`contracts.rules`) read these constants; the database
 reads them from ``sql/R__limits.sql``, which :func:`limits_sql` generates from
@@ -31,6 +31,20 @@ ID_MAX_CHARS: dict[str, int] = {
 }
 REQUIRED_IDS = ("teacher_id", "correlation_id")
 OPTIONAL_IDS = ("batch_id", "class_id")
+
+# The id-like fields of a domain event (contracts/events.py), checked by the
+# same rule; its correlation_id is the notification's.
+EVENT_ID_MAX_CHARS: dict[str, int] = {
+    "event_key": 128,  # the Kafka key: the aggregate the event is about
+    "event_type": 128,
+}
+# Every id-like field, as the database's outbox.limit_id_max_chars() knows them.
+ALL_ID_MAX_CHARS: dict[str, int] = {**ID_MAX_CHARS, **EVENT_ID_MAX_CHARS}
+
+# Domain-event topics: huleedu.{service}.{entity}.{action}.v{N}, lower-case
+# words; Kafka allows at most 249 characters in a topic name.
+TOPIC_PATTERN = r"^huleedu\.[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*\.v[1-9][0-9]*$"
+MAX_TOPIC_CHARS = 249
 
 # Code point ranges no id may contain: C0 and C1 controls, soft hyphen, bidi
 # and zero-width format characters, BOM, interlinear annotation, surrogates and
@@ -127,7 +141,7 @@ def limits_sql() -> str:
     fns = [
         ("limit_id_max_chars(field text)", "int",
          "SELECT CASE field "
-         + " ".join(f"WHEN {_sql_text(k)} THEN {v}" for k, v in ID_MAX_CHARS.items())
+         + " ".join(f"WHEN {_sql_text(k)} THEN {v}" for k, v in ALL_ID_MAX_CHARS.items())
          + " END"),
         ("limit_id_forbidden_re()", "text", f"SELECT {_sql_text(_sql_regex_class(ID_FORBIDDEN_RANGES))}"),
         ("limit_blank_re()", "text", f"SELECT {_sql_text('^' + ws + '*$')}"),
@@ -136,6 +150,8 @@ def limits_sql() -> str:
         ("limit_payload_bytes()", "int", f"SELECT {MAX_PAYLOAD_BYTES}"),
         ("limit_payload_depth()", "int", f"SELECT {MAX_PAYLOAD_DEPTH}"),
         ("limit_number_digits()", "int", f"SELECT {MAX_NUMBER_DIGITS}"),
+        ("limit_topic_re()", "text", f"SELECT {_sql_text(TOPIC_PATTERN)}"),
+        ("limit_topic_max_chars()", "int", f"SELECT {MAX_TOPIC_CHARS}"),
         ("limit_deadline_re()", "text", f"SELECT {_sql_text(DEADLINE_PATTERN)}"),
         ("limit_deadline_years()", "int4range",
          f"SELECT int4range({DEADLINE_YEAR_MIN}, {DEADLINE_YEAR_MAX}, '[]')"),

@@ -35,12 +35,12 @@ from contracts.errors import (
     Violation,
 )
 from contracts.limits import (
+    ALL_ID_MAX_CHARS,
     DEADLINE_PATTERN,
     DEADLINE_YEAR_MAX,
     DEADLINE_YEAR_MIN,
     DOCUMENT_KEYS,
     ID_FORBIDDEN_RANGES,
-    ID_MAX_CHARS,
     MAX_NUMBER_DIGITS,
     MAX_PAYLOAD_BYTES,
     MAX_PAYLOAD_DEPTH,
@@ -239,6 +239,11 @@ def _payload_violations(payload: Any, report: dict[str, Any] | None) -> list[Vio
     return []
 
 
+def payload_violations(payload: Any) -> list[Violation]:
+    """What is wrong with a payload (an object, bounded in depth, digits and size)."""
+    return _payload_violations(payload, None)
+
+
 def id_violations(field: str, value: Any, *, required: bool) -> list[Violation]:
     """What is wrong with an id field's value (also used for a token's ``sub``)."""
     if value is ABSENT or value is None:
@@ -251,7 +256,7 @@ def id_violations(field: str, value: Any, *, required: bool) -> list[Violation]:
     out = []
     if not value.strip(_WS):
         out.append(Violation(field, "must not be empty or only whitespace", SQLSTATE_MISSING_FIELD))
-    limit = ID_MAX_CHARS[field]
+    limit = ALL_ID_MAX_CHARS[field]
     if len(value) > limit:
         out.append(Violation(field, f"is {len(value)} characters, more than {limit}",
                              SQLSTATE_MALFORMED))  # fmt: skip

@@ -1,7 +1,9 @@
-"""A class-management service creating a class and notifying its teacher.
+"""A class-management service creating a class: the domain change, the domain
+event for other services and the teacher's notification in one transaction.
 
-The domain insert and the notification commit in one transaction: either both
-happen or neither does. Run against the embedded stack::
+The platform's canonical path: publish the domain event through the outbox and
+hand it straight to the service's notification projector (no Kafka round trip);
+either all of it commits or none of it does. Run against the embedded stack::
 
     eval "$(outbox stack env)"; outbox db migrate
     python examples/class_management_service.py --teacher teacher-1 --name "7B English"
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from contracts.projector import Projector
+from contracts.projector import DomainEvent, Projector
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,17 @@ class_created = Projector[ClassCreated](
 )
 
 
+CLASS_CREATED = DomainEvent[ClassCreated](
+    topic="huleedu.class_management.class.created.v1",
+    event_type="ClassCreated",
+    key=lambda e: e.class_id,
+    # For services: no user context beyond the ids they coordinate on.
+    data=lambda e: {"class_id": e.class_id, "name": e.name, "owner": e.owner_teacher_id},
+    correlation_id=lambda e: e.request_id,
+    projectors=(class_created,),
+)
+
+
 def create_class(conn: psycopg.Connection[tuple[object, ...]], teacher: str, name: str) -> str:
     event = ClassCreated(str(uuid.uuid4()), teacher, name, str(uuid.uuid4()))
     with conn.transaction(), conn.cursor() as cur:
@@ -49,8 +62,8 @@ def create_class(conn: psycopg.Connection[tuple[object, ...]], teacher: str, nam
             "INSERT INTO demo_classes (id, teacher_id, name) VALUES (%s, %s, %s)",
             (event.class_id, teacher, name),
         )
-        event_id = class_created.emit(cur, event)  # same transaction as the insert
-    return str(event_id)
+        published = CLASS_CREATED.publish(cur, event)  # same transaction as the insert
+    return f"domain event {published.event_id}, notification {published.notification_ids[0]}"
 
 
 def main() -> None:
@@ -62,7 +75,7 @@ def main() -> None:
     if not args.dsn:
         parser.error('pass --dsn or set OUTBOX_PG_DSN (eval "$(outbox stack env)")')
     with psycopg.connect(args.dsn, autocommit=True) as conn:
-        print("notification", create_class(conn, args.teacher, args.name), "committed")
+        print(create_class(conn, args.teacher, args.name), "committed")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from contracts.catalog import catalog_sql
+from contracts.events import topics_sql
 from contracts.limits import limits_sql
 from outbox.common import JsonFlag, fail, register_secrets, table
 from relay import migrations
@@ -64,7 +65,8 @@ def status(dsn: DsnOpt = None, as_json: JsonFlag = False) -> None:
         raise typer.Exit(1)
 
 
-GENERATED = {"R__catalog.sql": catalog_sql, "R__limits.sql": limits_sql}
+GENERATED = {"R__catalog.sql": catalog_sql, "R__limits.sql": limits_sql,
+             "R__event_topics.sql": topics_sql}  # fmt: skip
 
 
 @app.command("generate")
@@ -72,7 +74,8 @@ def generate_cmd(
     write: Annotated[bool, typer.Option("--write", help="Write the files into sql/.")] = False,
 ) -> None:
     """Print (or --write) the SQL generated from contracts: the catalog table's
-    rows (sql/R__catalog.sql) and every limit of a notification (sql/R__limits.sql)."""
+    rows (sql/R__catalog.sql), every limit (sql/R__limits.sql) and the registry of
+    domain-event topics (sql/R__event_topics.sql)."""
     for name, make in GENERATED.items():
         text = make()
         if write:

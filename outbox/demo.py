@@ -34,6 +34,7 @@ from psycopg.types.json import Jsonb
 from websockets.asyncio.client import ClientConnection, connect
 
 from contracts import CATALOG, build_notification, enqueue
+from contracts.events import publish_event
 from contracts.words import EXAMPLES
 from relay.migrations import migrate
 from relay.resources import data_dir
@@ -65,6 +66,39 @@ class Step:
     deadline_in: timedelta | None = None
 
 
+# The domain event behind each notification type: published in the same
+# transaction, to its own topic, for other services (never to a socket).
+CAUSES: dict[str, tuple[str, str]] = {
+    "class_created": ("huleedu.class_management.class.created.v1", "ClassCreated"),
+    "class_roster_updated": ("huleedu.class_management.roster.updated.v1", "RosterUpdated"),
+    "student_matching_confirmation_required": (
+        "huleedu.class_management.student_matching.requested.v1", "StudentMatchingRequested"),
+    "student_matching_deadline_approaching": (
+        "huleedu.class_management.student_matching.requested.v1", "StudentMatchingReminder"),
+    "batch_files_uploaded": ("huleedu.file_service.batch_files.uploaded.v1", "BatchFilesUploaded"),
+    "batch_file_removed": ("huleedu.file_service.batch_file.removed.v1", "BatchFileRemoved"),
+    "batch_validation_failed": ("huleedu.file_service.batch.validated.v1", "BatchValidated"),
+    "batch_file_corrupted": ("huleedu.file_service.batch.validated.v1", "BatchFileCorrupted"),
+    "batch_registration_failed": (
+        "huleedu.batch_orchestrator.batch.status_changed.v1", "BatchRegistrationFailed"),
+    "batch_processing_started": (
+        "huleedu.batch_orchestrator.batch.status_changed.v1", "BatchProcessingStarted"),
+    "batch_processing_completed": (
+        "huleedu.batch_orchestrator.batch.status_changed.v1", "BatchProcessingCompleted"),
+    "batch_processing_failed": (
+        "huleedu.batch_orchestrator.batch.status_changed.v1", "BatchProcessingFailed"),
+    "batch_students_associated": (
+        "huleedu.batch_orchestrator.batch.students_associated.v1", "BatchStudentsAssociated"),
+    "batch_spellcheck_completed": (
+        "huleedu.spellchecker.batch.spellcheck_completed.v1", "SpellcheckCompleted"),
+    "batch_cj_assessment_completed": (
+        "huleedu.cj_assessment.batch.assessment_completed.v1", "AssessmentCompleted"),
+    "cj_assessment_results_ready": ("huleedu.result_aggregator.results.ready.v1", "ResultsReady"),
+    "system_maintenance_scheduled": (
+        "huleedu.platform.maintenance.scheduled.v1", "MaintenanceScheduled"),
+}  # fmt: skip
+
+
 def scenario() -> list[Step]:
     """Every catalog type at least once, a rollback, a CRITICAL deadline item."""
     lind, okafor, rahman = TEACHERS
@@ -93,6 +127,7 @@ def scenario() -> list[Step]:
         Step("class_management", rahman, "class_roster_updated", {**EXAMPLES["class_roster_updated"], "message": "Roster of 8A Maths updated.", "added": 1}),
     ]  # fmt: skip
     assert {s.type for s in steps} >= set(CATALOG), "the demo must cover the catalog"
+    assert set(CAUSES) == set(CATALOG), "every notification type needs its domain event"
     return steps
 
 
@@ -211,7 +246,8 @@ async def _client(port: int, token: str, teacher: str, tally: Tally, ready: asyn
                 tally.latencies_ms.append(lat)
             if not quiet:
                 _print(f"{time.strftime('%H:%M:%S')}  {teacher:<10} {n['priority'].upper():<9} "
-                       f"{n['notification_type']:<40} {'' if lat is None else f'{lat:6.1f} ms'}")  # fmt: skip
+                       f"{n['notification_type']:<40} {'' if lat is None else f'{lat:6.1f} ms':>9}  "
+                       f"<- {CAUSES.get(n['notification_type'], ('?',))[0]}")  # fmt: skip
 
 
 async def _all_received(tally: Tally) -> None:
@@ -220,7 +256,11 @@ async def _all_received(tally: Tally) -> None:
 
 
 def _commit(conn: psycopg.Connection[Any], step: Step, seq: int) -> str:
+    """The service's transaction: its own row, the domain event, the notification."""
     correlation = f"demo-{seq}-{uuid.uuid4().hex[:6]}"
+    topic, event_type = CAUSES[step.type]
+    key = "batch-42" if step.type.startswith("batch_") else step.teacher
+    data = {"teacher": step.teacher, **{k: v for k, v in step.payload.items() if k != "message"}}
     ids = {"batch_id": "batch-42" if step.type.startswith("batch_") else None,
            "class_id": "class-7b" if step.type.startswith("class_") else None}  # fmt: skip
     deadline = datetime.now(UTC) + step.deadline_in if step.deadline_in else None
@@ -228,6 +268,8 @@ def _commit(conn: psycopg.Connection[Any], step: Step, seq: int) -> str:
         conn.execute("INSERT INTO demo.activity (service, teacher_id, what) VALUES (%s, %s, %s)",
                      (step.service, step.teacher, step.type))  # fmt: skip
         if step.via_sql:
+            conn.execute("SELECT outbox.publish_event(%s, %s, %s, %s, %s)",
+                         (topic, key, event_type, Jsonb(data), correlation))  # fmt: skip
             row = conn.execute(
                 "SELECT outbox.notify_teacher(%s, %s, %s, %s, %s, %s, %s)",
                 (
@@ -252,6 +294,7 @@ def _commit(conn: psycopg.Connection[Any], step: Step, seq: int) -> str:
             class_id=ids["class_id"],
         )
         with conn.cursor() as cur:
+            publish_event(cur, topic, key, event_type, data, correlation)
             return str(enqueue(cur, n))
 
 
@@ -319,7 +362,8 @@ async def run_demo(opts: DemoOptions) -> int:
                        for t in TEACHERS]  # fmt: skip
             for ev in readies.values():
                 await asyncio.wait_for(ev.wait(), 20)
-            _print(f"\n{'time':<9} {'teacher':<10} {'priority':<9} {'type':<40} commit->frame")
+            _print(f"\n{'time':<9} {'teacher':<10} {'priority':<9} {'type':<40} {'commit->frame':>9}"
+                   "  <- domain topic of its cause (same transaction)")  # fmt: skip
             with psycopg.connect(stack.pg_dsn, autocommit=True) as conn:
                 for i, step in enumerate(scenario()):
                     if stop.is_set():

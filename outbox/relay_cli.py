@@ -83,14 +83,15 @@ def apply(
     from relay.apply import apply as do_apply
     from relay.apply import format_changes
     from relay.connector_config import render as do_render
-    from relay.topics import ensure_topic
+    from relay.topics import ensure_topics
 
     s = _settings()
 
     async def go() -> None:
         desired = do_render(s)
-        if not dry_run and ensure_topic(s.kafka_bootstrap, s.topic, s.topic_partitions):
-            typer.echo(f"created topic {s.topic} with {s.topic_partitions} partitions")
+        if not dry_run:
+            for name in ensure_topics(s.kafka_bootstrap, s.topic, s.topic_partitions):
+                typer.echo(f"created topic {name}")
         async with _client(s) as c:
             res = await do_apply(c, s.connector_name, desired, dry_run=dry_run)
         if not res.changed:
@@ -180,7 +181,7 @@ def relay_run(log_format: LogFormatOpt = LogFormat.human, log_level: LogLevelOpt
     OUTBOX_RELAY_HTTP_PORT.
     """
     from relay.daemon import Relay
-    from relay.topics import ensure_topic
+    from relay.topics import ensure_topics
 
     setup_logging(log_format, log_level)
     s = _settings()
@@ -192,7 +193,7 @@ def relay_run(log_format: LogFormatOpt = LogFormat.human, log_level: LogLevelOpt
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await asyncio.to_thread(ensure_topic, s.kafka_bootstrap, s.topic, s.topic_partitions)
+        await asyncio.to_thread(ensure_topics, s.kafka_bootstrap, s.topic, s.topic_partitions)
         await Relay(s).run(stop)
 
     _run(go)

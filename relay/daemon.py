@@ -29,7 +29,14 @@ from relay.errors import (
 from relay.janitor import Janitor
 from relay.metrics import CONNECTOR_STATES, RelayMetrics
 from relay.settings import RelaySettings
-from relay.slot_health import NO_SLOT_SQL, SLOT_SQL, SlotStats, assess, from_row
+from relay.slot_health import (
+    EVENTS_BACKLOG_SQL,
+    NO_SLOT_SQL,
+    SLOT_SQL,
+    SlotStats,
+    assess,
+    from_row,
+)
 from relay.supervisor import (
     Create,
     Health,
@@ -63,6 +70,7 @@ class Relay:
         self.report = Report(Health.STARTING, "not yet observed")
         self.slot: SlotStats | None = None
         self.janitor = Janitor(settings.slot_name, batch=settings.janitor_batch)
+        self.events_seen: set[str] = set()  # topics with a backlog series set
         self._pg: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self._last_crash = ""
         self.connector_state = "not yet observed"
@@ -82,6 +90,11 @@ class Relay:
             db = await self._db()
             row = await (await db.execute(SLOT_SQL, (self.s.slot_name,))).fetchone()
             fallback = None if row else await (await db.execute(NO_SLOT_SQL)).fetchone()
+            rows = await (await db.execute(EVENTS_BACKLOG_SQL)).fetchall()
+            waiting = {str(r[0]): int(str(r[1])) for r in rows}
+            for topic in set(waiting) | set(self.events_seen):
+                self.metrics.events_backlog.labels(topic).set(waiting.get(topic, 0))
+            self.events_seen = set(waiting) | self.events_seen
             return from_row(self.s.slot_name, row, fallback)
         except psycopg.Error as exc:
             log.warning("cannot read slot health: %s", str(exc).strip())

@@ -16,7 +16,7 @@ from relay.supervisor import first_line
 from relay.topics import KAFKA_LOG
 
 POSTGRES_CONNECTOR = "io.debezium.connector.postgresql.PostgresConnector"
-EXPECTED_TABLES = {"outbox.teacher_notifications", "outbox.heartbeat"}
+EXPECTED_TABLES = {"outbox.teacher_notifications", "outbox.domain_events", "outbox.heartbeat"}
 
 
 @dataclass(frozen=True)
@@ -93,9 +93,9 @@ def _pg_checks(s: RelaySettings) -> list[Check]:
             ok = not pub[0] and tables == EXPECTED_TABLES
             out.append(Check(f"publication {s.publication}", ok,
                              "covers " + (", ".join(sorted(tables)) or "nothing") + (" (ALL TABLES)" if pub[0] else ""),
-                             "it must cover only outbox.teacher_notifications and outbox.heartbeat: "
-                             f"ALTER PUBLICATION {s.publication} SET TABLE outbox.teacher_notifications, "
-                             "outbox.heartbeat"))  # fmt: skip
+                             "it must cover the two outboxes and the heartbeat, nothing else: "
+                             f"ALTER PUBLICATION {s.publication} SET TABLE "
+                             + ", ".join(sorted(EXPECTED_TABLES))))  # fmt: skip
     return out
 
 

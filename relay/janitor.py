@@ -19,6 +19,9 @@ import psycopg
 
 log = logging.getLogger(__name__)
 
+# Both outboxes are captured by the same slot, so one watermark covers both.
+OUTBOX_TABLES = ("outbox.teacher_notifications", "outbox.domain_events")
+
 
 def parse_lsn(lsn: str) -> int:
     """``"16/B374D848"`` as an integer."""
@@ -70,15 +73,16 @@ class Janitor:
         if mark is None:
             return 0
         deleted = 0
-        while True:
-            cur = await conn.execute(
-                "DELETE FROM outbox.teacher_notifications WHERE ctid = ANY(ARRAY("
-                "SELECT ctid FROM outbox.teacher_notifications WHERE txid < %s::text::xid8 LIMIT %s))",
-                (str(mark.xmin), self.batch),
-            )
-            deleted += cur.rowcount
-            if cur.rowcount < self.batch:
-                break
+        for table in OUTBOX_TABLES:
+            while True:
+                cur = await conn.execute(
+                    f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("
+                    f"SELECT ctid FROM {table} WHERE txid < %s::text::xid8 LIMIT %s))",
+                    (str(mark.xmin), self.batch),
+                )
+                deleted += cur.rowcount
+                if cur.rowcount < self.batch:
+                    break
         if deleted:
             log.info("janitor deleted %d captured outbox rows", deleted)
         self.deleted_total += deleted

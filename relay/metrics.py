@@ -29,6 +29,15 @@ class RelayMetrics:
             "outbox_relay_slot_active", "1 when a client reads the slot", registry=r
         )
         self.backlog = Gauge("outbox_relay_outbox_backlog", "Rows in the outbox table", registry=r)
+        self.events_backlog = Gauge(
+            "outbox_relay_domain_events_backlog",
+            "Domain events in the outbox (not yet cleaned by the janitor), by topic",
+            ["topic"], registry=r,
+        )  # fmt: skip
+        from contracts.events import EVENT_TOPICS
+
+        for topic in EVENT_TOPICS:  # every series exists from the start
+            self.events_backlog.labels(topic).set(0)
         self.heartbeat_age = Gauge(
             "outbox_relay_heartbeat_age_seconds", "Age of the last heartbeat", registry=r
         )

@@ -16,6 +16,9 @@ SELECT s.slot_name, s.active, s.active_pid, s.wal_status,
 FROM pg_replication_slots s WHERE s.slot_name = %s
 """
 
+# Domain events waiting to be shipped and cleaned, per topic.
+EVENTS_BACKLOG_SQL = "SELECT topic, count(*) FROM outbox.domain_events GROUP BY topic"
+
 NO_SLOT_SQL = """
 SELECT (SELECT extract(epoch FROM now() - beat_at) FROM outbox.heartbeat WHERE id = 1),
        (SELECT count(*) FROM outbox.teacher_notifications)

@@ -1,4 +1,5 @@
-"""Make sure the notification topic exists with the wanted partition count."""
+"""Make sure the notification topic and the registered domain-event topics
+exist with their partition counts."""
 
 from __future__ import annotations
 
@@ -45,3 +46,17 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int) -> bool:
             return False
         raise TopicError(topic, str(exc)) from exc
     return True
+
+
+def ensure_topics(bootstrap: str, notification_topic: str, partitions: int) -> list[str]:
+    """The notification topic and every topic of ``contracts.events.EVENT_TOPICS``
+    (with its registered partition count); the names of those it created.
+
+    Raises:
+        TopicError: the broker is unreachable or refused.
+    """
+    from contracts.events import EVENT_TOPICS
+
+    wanted = [(notification_topic, partitions)] + [(t.topic, t.partitions)
+                                                   for t in EVENT_TOPICS.values()]  # fmt: skip
+    return [name for name, n in wanted if ensure_topic(bootstrap, name, n)]

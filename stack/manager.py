@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from relay.resources import data_dir
-from relay.topics import ensure_topic
+from relay.topics import ensure_topics
 from stack import procs
 from stack.artifacts import Layout
 from stack.errors import ComponentStartError, PrerequisiteError, StackError, StackStateError
@@ -145,7 +145,7 @@ class StackManager:
         connect, connect_proc = self._spawn_connect(broker.url)
         postgres = self._start_postgres()
         redis = self._start_redis()
-        ensure_topic(broker.url, NOTIFICATION_TOPIC, self.settings.topic_partitions)
+        ensure_topics(broker.url, NOTIFICATION_TOPIC, self.settings.topic_partitions)
         connect_log = Path(connect.log)
         _wait(
             "connect",

@@ -17,7 +17,7 @@ from confluent_kafka import Consumer, Message
 
 from relay.connector_config import render
 from relay.settings import RelaySettings
-from relay.topics import ensure_topic
+from relay.topics import ensure_topic, ensure_topics
 from stack.state import StackState
 from tests.fix_stack import Database
 
@@ -114,6 +114,7 @@ def relay_env(settings: RelaySettings) -> dict[str, str]:
 
 def start_connector(settings: RelaySettings, partitions: int = 3) -> ConnectorHandle:
     create_topic(settings.kafka_bootstrap, settings.topic, partitions)
+    ensure_topics(settings.kafka_bootstrap, settings.topic, partitions)  # the domain topics
     config = render(settings)
     r = httpx.put(
         f"{settings.connect_url}/connectors/{settings.connector_name}/config",

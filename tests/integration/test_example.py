@@ -1,4 +1,4 @@
-"""The runnable example writes its domain row and notification together."""
+"""The runnable example writes its domain row, domain event and notification together."""
 
 from __future__ import annotations
 
@@ -20,6 +20,13 @@ def test_example_service_commits_class_and_notification(db: Database) -> None:
     with psycopg.connect(db.dsn) as conn:
         (cls,) = conn.execute("SELECT id, teacher_id, name FROM demo_classes").fetchall()
         (n,) = conn.execute("SELECT payload FROM outbox.teacher_notifications").fetchall()
+        (ev,) = conn.execute(
+            "SELECT topic, aggregateid, envelope FROM outbox.domain_events"
+        ).fetchall()
     assert cls[1:] == ("t-ex", "9C")
     assert n[0]["class_id"] == cls[0]
     assert n[0]["teacher_id"] == "t-ex"
+    assert ev[:2] == ("huleedu.class_management.class.created.v1", cls[0])
+    assert ev[2]["source"] == "class_management" and ev[2]["event_type"] == "ClassCreated"
+    assert ev[2]["data"] == {"class_id": cls[0], "name": "9C", "owner": "t-ex"}
+    assert ev[2]["correlation_id"] == n[0]["correlation_id"]

@@ -242,13 +242,14 @@ def test_service_role_can_only_write(db: Database) -> None:
     assert len(rows(db.dsn)) == 1
 
 
-def test_publication_covers_outbox_and_heartbeat_only(db: Database) -> None:
+def test_publication_covers_the_outboxes_and_heartbeat_only(db: Database) -> None:
     with psycopg.connect(db.dsn) as conn:
         got = conn.execute(
             "SELECT schemaname || '.' || tablename FROM pg_publication_tables "
             "WHERE pubname = 'outbox_publication'"
         ).fetchall()
-    assert sorted(r[0] for r in got) == ["outbox.heartbeat", "outbox.teacher_notifications"]
+    assert sorted(r[0] for r in got) == [
+        "outbox.domain_events", "outbox.heartbeat", "outbox.teacher_notifications"]  # fmt: skip
 
 
 def test_eight_concurrent_writers(db: Database) -> None:

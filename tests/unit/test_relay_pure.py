@@ -36,7 +36,12 @@ def test_render_fills_every_placeholder_and_drops_comments() -> None:
     assert cfg["database.password"] == 'p"w'
     assert cfg["plugin.name"] == "pgoutput"
     assert cfg["snapshot.mode"] == "no_data"
-    assert cfg["table.include.list"] == "outbox.teacher_notifications"
+    assert cfg["table.include.list"] == "outbox.teacher_notifications,outbox.domain_events"
+    # domain events: to the topic in the row, the envelope as the value
+    assert cfg["transforms.events.route.by.field"] == "topic"
+    assert cfg["transforms.events.route.topic.replacement"] == "${routedByValue}"
+    assert cfg["transforms.events.table.field.event.payload"] == "envelope"
+    assert cfg["predicates.isDomainEvents.pattern"] == "outbox\\.outbox\\.domain_events"
     assert (
         cfg["transforms.outbox.route.topic.replacement"]
         == "huleedu.notification.teacher.requested.v1"
@@ -45,7 +50,8 @@ def test_render_fills_every_placeholder_and_drops_comments() -> None:
     assert cfg["predicates.isOutboxTable.pattern"] == "outbox\\.outbox\\.teacher_notifications"
     assert cfg["producer.override.acks"] == "all"
     assert cfg["tombstones.on.delete"] == "false"
-    assert not any(k.startswith("//") or "${" in v for k, v in cfg.items())
+    assert not any(k.startswith("//") or ("${" in v and "routedByValue" not in v)
+                   for k, v in cfg.items())  # fmt: skip
     assert masked(cfg)["database.password"] == "********"
 
 

@@ -111,9 +111,14 @@ class SessionMachine(RuleBasedStateMachine):
     @rule()
     def lose_subscription(self) -> None:
         self.lost = True
+        dropped = {m.teacher_id for m in self.store.inflight}
         for conn in self.conns:
-            if conn.syncs and not any(f["type"] == "replay_done"
-                                      for f in conn.client.frames[conn.syncs[-1].first_frame:]):  # fmt: skip
+            if not conn.syncs:
+                continue
+            frames = conn.client.frames[conn.syncs[-1].first_frame :]
+            # Lost during the first sync, or with announcements for this teacher
+            # still on their way: only what follows replay_done is certain.
+            if conn.teacher in dropped or not any(f["type"] == "replay_done" for f in frames):
                 conn.syncs[-1].lost_during = True
         self.store.subscribed = False
         self.store.inflight.clear()
