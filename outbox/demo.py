@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -138,6 +139,9 @@ class Tally:
     received: dict[str, int] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
     wrong_teacher: int = 0
+    events: set[str] = field(default_factory=set)  # domain event ids committed
+    events_rolled_back: set[str] = field(default_factory=set)
+    events_shipped: set[str] = field(default_factory=set)  # found on their topics
 
     def summary(self) -> str:
         got = [e for e in self.sent if e in self.received]
@@ -152,7 +156,8 @@ class Tally:
     @property
     def clean(self) -> bool:
         return (all(e in self.received for e in self.sent) and not any(c > 1 for c in self.received.values())
-                and not (self.rolled_back & set(self.received)) and self.wrong_teacher == 0)  # fmt: skip
+                and not (self.rolled_back & set(self.received)) and self.wrong_teacher == 0
+                and self.events_shipped == self.events)  # fmt: skip
 
 
 class Processes:
@@ -250,14 +255,45 @@ async def _client(port: int, token: str, teacher: str, tally: Tally, ready: asyn
                        f"<- {CAUSES.get(n['notification_type'], ('?',))[0]}")  # fmt: skip
 
 
+def _domain_events_on_topics(bootstrap: str, ids: set[str], want: int,
+                             timeout: float = 20.0) -> set[str]:  # fmt: skip
+    """Which of ``ids`` are on the domain topics (read until ``want`` are, or timeout)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    from contracts.events import EVENT_TOPICS
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"demo-{uuid.uuid4().hex[:8]}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "logger": logging.getLogger("outbox.demo.kafka")})  # fmt: skip
+    # Every partition from the start, without a consumer group to join.
+    md = c.list_topics(timeout=10)
+    c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in sorted(EVENT_TOPICS)
+              if t in md.topics for p in md.topics[t].partitions])  # fmt: skip
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and len(seen & ids) < want:
+            for m in c.consume(num_messages=100, timeout=0.5):
+                if m.error() is None:
+                    headers: list[Any] = list(m.headers() or [])
+                    seen.update(
+                        v.decode() for k, v in headers if k == "id" and isinstance(v, bytes)
+                    )
+    finally:
+        c.close()
+    return seen & ids
+
+
 async def _all_received(tally: Tally) -> None:
     while not all(e in tally.received for e in tally.sent):  # noqa: ASYNC110 - polls a plain dict
         await asyncio.sleep(0.05)
 
 
-def _commit(conn: psycopg.Connection[Any], step: Step, seq: int) -> str:
-    """The service's transaction: its own row, the domain event, the notification."""
+def _commit(conn: psycopg.Connection[Any], step: Step, seq: int) -> tuple[str, str]:
+    """The service's transaction: its own row, the domain event, the notification;
+    the notification's id and the domain event's."""
     correlation = f"demo-{seq}-{uuid.uuid4().hex[:6]}"
+    event_id = uuid.uuid4()
     topic, event_type = CAUSES[step.type]
     key = "batch-42" if step.type.startswith("batch_") else step.teacher
     data = {"teacher": step.teacher, **{k: v for k, v in step.payload.items() if k != "message"}}
@@ -268,8 +304,8 @@ def _commit(conn: psycopg.Connection[Any], step: Step, seq: int) -> str:
         conn.execute("INSERT INTO demo.activity (service, teacher_id, what) VALUES (%s, %s, %s)",
                      (step.service, step.teacher, step.type))  # fmt: skip
         if step.via_sql:
-            conn.execute("SELECT outbox.publish_event(%s, %s, %s, %s, %s)",
-                         (topic, key, event_type, Jsonb(data), correlation))  # fmt: skip
+            conn.execute("SELECT outbox.publish_event(%s, %s, %s, %s, %s, %s)",
+                         (topic, key, event_type, Jsonb(data), correlation, event_id))  # fmt: skip
             row = conn.execute(
                 "SELECT outbox.notify_teacher(%s, %s, %s, %s, %s, %s, %s)",
                 (
@@ -283,7 +319,7 @@ def _commit(conn: psycopg.Connection[Any], step: Step, seq: int) -> str:
                 ),
             ).fetchone()
             assert row is not None
-            return str(row[0])
+            return str(row[0]), str(event_id)
         n = build_notification(
             step.type,
             step.teacher,
@@ -294,8 +330,8 @@ def _commit(conn: psycopg.Connection[Any], step: Step, seq: int) -> str:
             class_id=ids["class_id"],
         )
         with conn.cursor() as cur:
-            publish_event(cur, topic, key, event_type, data, correlation)
-            return str(enqueue(cur, n))
+            publish_event(cur, topic, key, event_type, data, correlation, event_id=event_id)
+            return str(enqueue(cur, n)), str(event_id)
 
 
 def _load_steps(rate: float, duration: float) -> Iterator[Step]:
@@ -368,7 +404,8 @@ async def run_demo(opts: DemoOptions) -> int:
                 for i, step in enumerate(scenario()):
                     if stop.is_set():
                         break
-                    eid = await asyncio.to_thread(_commit, conn, step, i)
+                    eid, domain_id = await asyncio.to_thread(_commit, conn, step, i)
+                    (tally.events_rolled_back if step.rollback else tally.events).add(domain_id)
                     if step.rollback:
                         tally.rolled_back.add(eid)
                         _print(f"{time.strftime('%H:%M:%S')}  {step.teacher:<10} (rolled back: {step.type} "
@@ -385,12 +422,19 @@ async def run_demo(opts: DemoOptions) -> int:
                         due = start + i / opts.rate
                         if (wait := due - time.monotonic()) > 0:
                             await asyncio.sleep(wait)
-                        eid = await asyncio.to_thread(_commit, conn, step, 1000 + i)
+                        eid, domain_id = await asyncio.to_thread(_commit, conn, step, 1000 + i)
+                        tally.events.add(domain_id)
                         tally.sent[eid] = time.time()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(_all_received(tally), 20)
             await asyncio.sleep(1.0)  # a rolled-back or duplicate frame would show up now
             _print("\n" + tally.summary())
+            shipped = await asyncio.to_thread(_domain_events_on_topics, stack.kafka_bootstrap,
+                                              tally.events | tally.events_rolled_back, len(tally.events))  # fmt: skip
+            tally.events_shipped = shipped
+            _print(f"domain events: published {len(tally.events)}, on their topics "
+                   f"{len(shipped & tally.events)}, rolled back and on a topic "
+                   f"{len(shipped & tally.events_rolled_back)}")  # fmt: skip
             if tally.rolled_back & set(tally.received):
                 _print("ERROR: a rolled-back notification was delivered")
             if tally.wrong_teacher:

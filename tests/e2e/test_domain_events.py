@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from contracts.events import EVENT_TOPICS, EventEnvelope, publish_event
 from contracts.projector import DomainEvent, Projector
@@ -81,7 +81,9 @@ def commit_all(dsn: str, run: str) -> tuple[dict[str, dict[str, Any]], list[str]
 def consume_events(bootstrap: str, wanted: set[str], timeout: float) -> list[Any]:
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"dom-{uuid.uuid4().hex[:8]}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
-    c.subscribe(sorted({*TOPICS, VALIDATED.topic}))
+    md = c.list_topics(timeout=10)
+    c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in sorted({*TOPICS, VALIDATED.topic})
+              for p in md.topics[t].partitions])  # fmt: skip
     got: list[Any] = []
     seen: set[str] = set()
     deadline = time.monotonic() + timeout
