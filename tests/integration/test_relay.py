@@ -15,7 +15,9 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from prometheus_client import generate_latest
 
+from contracts.events import publish_event
 from relay.apply import apply
 from relay.connect_api import ConnectClient
 from relay.connector_config import render
@@ -178,14 +180,15 @@ async def test_pause_grows_lag_and_janitor_deletes_only_shipped(
     try:
         await wait_for(lambda: _healthy(relay), 90)
         notify(db.dsn, 20)
+        publish_events(db.dsn, 20)
 
         async def shipped() -> bool:
             async with await psycopg.AsyncConnection.connect(db.dsn, autocommit=True) as conn:
                 await janitor.tick(conn)
-                row = await (
-                    await conn.execute("SELECT count(*) FROM outbox.teacher_notifications")
-                ).fetchone()
-            return row == (0,)
+                row = await (await conn.execute(
+                    "SELECT (SELECT count(*) FROM outbox.teacher_notifications), "
+                    "(SELECT count(*) FROM outbox.domain_events)")).fetchone()  # fmt: skip
+            return row == (0, 0)
 
         await wait_for(shipped, 60)
         async with ConnectClient(s.connect_url) as c:
@@ -194,6 +197,7 @@ async def test_pause_grows_lag_and_janitor_deletes_only_shipped(
         before = await relay.slot_stats()
         assert before is not None
         notify(db.dsn, 30)
+        publish_events(db.dsn, 30)
         with psycopg.connect(db.dsn) as conn:  # WAL traffic that the slot must hold
             conn.execute(
                 "CREATE TABLE filler AS SELECT g, repeat('x', 500) AS pad FROM generate_series(1, 20000) g"
@@ -207,6 +211,9 @@ async def test_pause_grows_lag_and_janitor_deletes_only_shipped(
         assert after is not None
         assert after.lag_bytes > before.lag_bytes + 1_000_000
         assert after.backlog == 30
+        # nothing unshipped is cleaned from either outbox; the backlog by topic says so
+        metrics = generate_latest(relay.metrics.registry).decode()
+        assert f'outbox_relay_domain_events_backlog{{topic="{EVENT_TOPIC}"}} 30.0' in metrics
         out = subprocess.run([sys.executable, "-m", "outbox.cli", "relay", "status", "--json"],
                              env=relay_env(s), capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
         status = json.loads(out.stdout)
@@ -217,6 +224,15 @@ async def test_pause_grows_lag_and_janitor_deletes_only_shipped(
         await wait_for(shipped, 90)
     finally:
         await relay.aclose()
+
+
+EVENT_TOPIC = "huleedu.class_management.class.created.v1"
+
+
+def publish_events(dsn: str, n: int) -> None:
+    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
+        for i in range(n):
+            publish_event(cur, EVENT_TOPIC, f"class-{i}", "ClassCreated", {"i": i}, f"req-{i}")
 
 
 async def _paused(relay: Relay) -> bool:
