@@ -53,12 +53,29 @@ def settings_error(what: str, exc: Any) -> typer.Exit:
     """An invalid-settings exit that never echoes the values (one may be a secret)."""
     lines = [f"  OUTBOX_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
              for e in exc.errors(include_input=False)]  # fmt: skip
-    return fail(f"invalid {what} settings:\n" + "\n".join(lines), 2)
+    typer.secho(f"error: invalid {what} settings:\n" + "\n".join(lines), fg=typer.colors.RED,
+                err=True)  # fmt: skip
+    return typer.Exit(2)
 
 
-def fail(exc: Exception | str, code: int = 1) -> typer.Exit:
-    typer.secho(f"error: {scrub(str(exc))}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code)
+def fail(exc: Exception | str, code: int | None = None) -> typer.Exit:
+    """Print one ``error:`` line and return the exit to raise: for an exception
+    its class says the code (``outbox.errors.classify``); a message is 1 unless
+    told otherwise."""
+    if isinstance(exc, Exception):
+        from outbox.errors import classify
+
+        text, classified = classify(exc)
+        code = classified if code is None else code
+    else:
+        text = exc
+    typer.secho(f"error: {one_line(scrub(text))}", fg=typer.colors.RED, err=True)
+    return typer.Exit(1 if code is None else code)
+
+
+def one_line(text: str) -> str:
+    """A message on one line (a driver's multi-line text joined)."""
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 class _JsonFormatter(logging.Formatter):
@@ -75,6 +92,18 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(out)
 
 
+# librdkafka's own lines: a daemon logs them; a one-shot command (dlq list,
+# connector apply) ends with one error line that says the same (`--debug` shows them).
+KAFKA_LOGGERS = ("relay.librdkafka", "router.librdkafka")
+
+
+def quiet_one_shot(debug: bool) -> None:
+    """Logging for a one-shot command until a daemon calls :func:`setup_logging`."""
+    if not debug:
+        for name in KAFKA_LOGGERS:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def setup_logging(fmt: LogFormat = LogFormat.human, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt is LogFormat.json:
@@ -82,6 +111,8 @@ def setup_logging(fmt: LogFormat = LogFormat.human, level: str = "INFO") -> None
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     handler.addFilter(_ScrubFilter())
+    for name in KAFKA_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -20,7 +20,7 @@ app = typer.Typer(help="Migrate the outbox schema (tables, notify_teacher(), rol
                   no_args_is_help=True)  # fmt: skip
 
 DsnOpt = Annotated[
-    str | None, typer.Option("--dsn", help="Postgres DSN [default: $OUTBOX_PG_DSN].")
+    str | None, typer.Option("--dsn", help="Postgres DSN (default: $OUTBOX_PG_DSN).")
 ]
 
 

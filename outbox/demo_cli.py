@@ -19,7 +19,7 @@ def demo(
     ] = 0.0,
     duration: Annotated[float, typer.Option("--duration", help="... for this many seconds.")] = 0.0,
     router_port: Annotated[
-        int | None, typer.Option("--port", help="Router port [default: a free one].")
+        int | None, typer.Option("--port", help="Router port (default: a free one).")
     ] = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", help="Only the summary, not every frame.")

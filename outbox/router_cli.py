@@ -82,7 +82,9 @@ def run(log_format: LogFormatOpt = LogFormat.human, log_level: LogLevelOpt = "IN
 
 def token(
     teacher: Annotated[str, typer.Option("--teacher", help="Teacher id (the token's sub).")],
-    ttl: Annotated[int, typer.Option("--ttl", help="Lifetime in seconds.")] = 8 * 3600,
+    ttl: Annotated[
+        int, typer.Option("--ttl", min=1, max=366 * 24 * 3600, help="Lifetime in seconds.")
+    ] = 8 * 3600,
     private_key: Annotated[
         typer.FileText | None,
         typer.Option(
@@ -94,6 +96,7 @@ def token(
     """Mint a development token for a teacher with the configured key."""
     from router.auth import mint
 
+    _check_teacher(teacher)
     s = _settings()
     if private_key is not None:
         key, alg = private_key.read(), s.jwt_algorithms[0]
@@ -105,6 +108,14 @@ def token(
                     issuer=s.jwt_issuer, now=time.time()))  # fmt: skip
 
 
+def _check_teacher(teacher: str) -> None:
+    from contracts.rules import id_violations
+
+    problems = id_violations("teacher_id", teacher, required=True)
+    if problems:
+        raise fail(f"--teacher {problems[0].message}", 2)
+
+
 def tail(
     teacher: Annotated[
         str | None, typer.Option("--teacher", help="Mint a dev token for this teacher.")
@@ -114,10 +125,14 @@ def tail(
         str | None, typer.Option("--resume", help="Resume after this position.")
     ] = None,
     url: Annotated[
-        str | None, typer.Option("--url", help="ws://host:port/ws [default: from settings].")
+        str | None,
+        typer.Option(
+            "--url",
+            help="ws://host:port/ws (default: from OUTBOX_ROUTER_HOST and OUTBOX_ROUTER_PORT).",
+        ),
     ] = None,
     count: Annotated[
-        int | None, typer.Option("--count", help="Exit after N notifications.")
+        int | None, typer.Option("--count", min=1, help="Exit after N notifications.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print raw frames.")] = False,
 ) -> None:
@@ -125,9 +140,16 @@ def tail(
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
-    from contracts.protocol import AuthFrame
+    from contracts.protocol import AuthFrame, valid_position
     from router.auth import mint
 
+    if resume is not None and not valid_position(resume):
+        raise fail(f"--resume {resume[:40]!r} is not a position (two integers joined by '-', "
+                   "as in a frame's position)", 2)  # fmt: skip
+    if url is not None and not url.startswith(("ws://", "wss://")):
+        raise fail(f"--url {url[:60]!r} is not a WebSocket URL; use ws://HOST:PORT/ws", 2)
+    if teacher is not None:
+        _check_teacher(teacher)
     s = _settings()
     if token_ is None:
         if teacher is None:
@@ -158,8 +180,9 @@ def tail(
             typer.secho(f"closed: {rc.code if rc else '-'} {rc.reason if rc else ''}", err=True)
             return 1
         except OSError as exc:
-            typer.secho(f"error: cannot reach {target}: {exc}", err=True, fg=typer.colors.RED)
-            return 1
+            typer.secho(f"error: cannot reach {target} ({exc.strerror or exc}); is the router "
+                        "running there?", err=True, fg=typer.colors.RED)  # fmt: skip
+            return 3
         return 0
 
     raise typer.Exit(asyncio.run(main()))
@@ -185,7 +208,7 @@ def _print_frame(f: dict[str, Any]) -> None:
 
 @dlq_app.command("list")
 def dlq_list(
-    limit: Annotated[int, typer.Option("--limit", help="At most this many records.")] = 50,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many records.")] = 50,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List dead-lettered records with their reason and source offset."""
@@ -204,7 +227,7 @@ def dlq_list(
 
 @dlq_app.command("replay")
 def dlq_replay(
-    limit: Annotated[int, typer.Option("--limit", help="At most this many records.")] = 1000,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many records.")] = 1000,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Only show what would be sent.")
     ] = False,

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from outbox.common import fail
 from stack import artifacts, procs
 from stack.errors import StackError
 from stack.manager import StackManager, health
@@ -25,15 +26,14 @@ StateDir = Annotated[
     Path | None,
     typer.Option(
         "--state-dir",
-        help="Folder for data, logs and the state file [default: $OUTBOX_STACK_STATE_DIR "
-        "or <tmp>/outbox-stack-<uid>].",
+        help="Folder for data, logs and the state file; the same for every stack command "
+        "(default: $OUTBOX_STACK_STATE_DIR, else <tmp>/outbox-stack-<uid>).",
     ),
 ]
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    return typer.Exit(1)
+    return fail(exc)
 
 
 def _settings(state_dir: Path | None) -> StackSettings:
@@ -70,7 +70,7 @@ def up(state_dir: StateDir = None) -> None:
     s = _settings(state_dir)
     typer.echo("starting broker, Kafka Connect, Postgres and Redis (Connect takes ~30 s)...")
     try:
-        state = StackManager(s).up()
+        state = StackManager(s, progress=lambda line: typer.echo(f"  {line}")).up()
     except StackError as exc:
         raise _fail(exc) from exc
     for c in state.components:
@@ -80,10 +80,17 @@ def up(state_dir: StateDir = None) -> None:
 
 
 @app.command()
-def down(state_dir: StateDir = None) -> None:
-    """Stop everything the stack started (by pid); safe to run twice."""
-    stopped = StackManager(_settings(state_dir)).down()
+def down(
+    state_dir: StateDir = None,
+    purge: Annotated[bool, typer.Option("--purge", help="Delete the logs too.")] = False,
+) -> None:
+    """Stop everything the stack started (by pid) and delete its data; safe to
+    run twice. The logs stay (`outbox stack logs` reads them) unless --purge."""
+    s = _settings(state_dir)
+    stopped = StackManager(s).down(keep_logs=not purge)
     typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "no stack was running")
+    if not purge and any(s.state_dir.resolve().glob("*.log")):
+        typer.echo(f"logs kept in {s.state_dir.resolve()} (--purge deletes them)")
 
 
 @app.command()
@@ -119,16 +126,57 @@ def logs(
     component: Annotated[
         str | None, typer.Argument(help="postgres, redis, broker or connect; all if omitted.")
     ] = None,
-    lines: Annotated[int, typer.Option("-n", "--lines", help="Lines from the end.")] = 50,
+    lines: Annotated[
+        int,
+        typer.Option(
+            "-n", "--lines", min=0, help="Lines from the end (0: none, with -f only new ones)."
+        ),
+    ] = 50,
+    follow: Annotated[
+        bool, typer.Option("-f", "--follow", help="Keep printing new lines until Ctrl-C.")
+    ] = False,
     state_dir: StateDir = None,
 ) -> None:
-    """Show the last lines of a component's log."""
-    state = _load(state_dir)
-    names = [c.name for c in state.components]
-    if component is not None and component not in names:
-        typer.secho(f"error: no component {component!r}; one of {', '.join(names)}", err=True)
-        raise typer.Exit(2)
-    for c in state.components:
-        if component in (None, c.name):
-            typer.secho(f"== {c.name} ({c.log}) ==", bold=True)
-            sys.stdout.write(procs.tail(Path(c.log), lines) + "\n")
+    """Show the last lines of a component's log (also after `stack down`)."""
+    root = _settings(state_dir).state_dir.resolve()
+    try:
+        found = {c.name: Path(c.log) for c in load(root).components}
+    except StackError:  # stopped: its logs may still be there
+        found = {p.stem: p for p in sorted(root.glob("*.log"))}
+    if not found:
+        raise fail(f"no stack logs in {root}; start one with `outbox stack up`", 1)
+    if component is not None and component not in found:
+        raise fail(f"no component {component!r}; one of {', '.join(found)}", 2)
+    chosen = {n: p for n, p in found.items() if component in (None, n)}
+    for name, path in chosen.items():
+        if not follow or len(chosen) > 1:
+            typer.secho(f"== {name} ({path}) ==", bold=True)
+        if lines:
+            sys.stdout.write(procs.tail(path, lines) + "\n")
+    if follow:
+        _follow(chosen)
+
+
+def _follow(paths: dict[str, Path]) -> None:
+    """Print lines as they are appended, prefixed by the component when several."""
+    import time
+
+    offsets = {n: (p.stat().st_size if p.exists() else 0) for n, p in paths.items()}
+    try:
+        while True:
+            for name, path in paths.items():
+                try:
+                    with path.open("rb") as f:
+                        f.seek(offsets[name])
+                        chunk = f.read()
+                except OSError:
+                    continue
+                if chunk:
+                    offsets[name] += len(chunk)
+                    prefix = f"{name}: " if len(paths) > 1 else ""
+                    for line in chunk.decode(errors="replace").splitlines():
+                        sys.stdout.write(prefix + line + "\n")
+                    sys.stdout.flush()
+            time.sleep(0.3)
+    except KeyboardInterrupt:
+        return

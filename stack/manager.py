@@ -108,11 +108,13 @@ def _pg_user(settings: StackSettings) -> str | None:
 class StackManager:
     """Start and stop the four components; one instance per CLI command."""
 
-    def __init__(self, settings: StackSettings, *, state_dir: Path | None = None) -> None:
+    def __init__(self, settings: StackSettings, *, state_dir: Path | None = None,
+                 progress: Callable[[str], None] | None = None) -> None:  # fmt: skip
         self.settings = settings
         self.state_dir = (state_dir or settings.state_dir).resolve()
         self.layout = Layout(settings.cache_dir)
         self._started: list[Component] = []
+        self._progress = progress or (lambda _line: None)
 
     # -- up ---------------------------------------------------------------
 
@@ -141,11 +143,17 @@ class StackManager:
             raise
 
     def _up(self) -> StackState:
+        say = self._progress
         broker = self._start_broker()
+        say(f"broker    ready at {broker.url}")
         connect, connect_proc = self._spawn_connect(broker.url)
+        say("connect   starting (about 30 s; Postgres and Redis meanwhile)")
         postgres = self._start_postgres()
+        say(f"postgres  ready at {postgres.url}")
         redis = self._start_redis()
+        say(f"redis     ready at {redis.url}")
         ensure_topics(broker.url, NOTIFICATION_TOPIC, self.settings.topic_partitions)
+        say("topics    the notification topic and the registered domain-event topics exist")
         connect_log = Path(connect.log)
         _wait(
             "connect",
@@ -393,22 +401,31 @@ class StackManager:
             _stop_component(comp)
         self._started.clear()
 
-    def _clean_state_dir(self) -> None:
-        if self.state_dir.exists():
+    def _clean_state_dir(self, *, keep_logs: bool = False) -> None:
+        if not self.state_dir.exists():
+            return
+        if not keep_logs:
             shutil.rmtree(self.state_dir, ignore_errors=True)
+            return
+        for entry in self.state_dir.iterdir():
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            elif entry.suffix != ".log":
+                entry.unlink(missing_ok=True)
 
-    def down(self) -> list[str]:
+    def down(self, *, keep_logs: bool = False) -> list[str]:
         """Stop every component of the stack in the state dir; safe to run twice.
+        Deletes its data, and its logs too unless ``keep_logs``.
 
         Returns the names of the components that were running.
         """
         try:
             state = load(self.state_dir)
         except StackStateError:
-            self._clean_state_dir()
+            self._clean_state_dir(keep_logs=keep_logs)
             return []
         stopped = [c.name for c in reversed(state.components) if _stop_component(c)]
-        self._clean_state_dir()
+        self._clean_state_dir(keep_logs=keep_logs)
         return stopped
 
 

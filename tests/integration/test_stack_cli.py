@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from stack.procs import alive, port_open
@@ -27,6 +28,7 @@ def test_up_status_env_logs_down_leave_nothing_behind() -> None:
             assert up.returncode == 0, up.stderr
             for name in ("postgres", "redis", "broker", "connect"):
                 assert name in up.stdout
+            assert "ready at" in up.stdout  # progress while it waits
             st = outbox("stack", "status", "--state-dir", d, "--json")
             assert st.returncode == 0, st.stderr
             rows = json.loads(st.stdout)
@@ -52,6 +54,29 @@ def test_up_status_env_logs_down_leave_nothing_behind() -> None:
         for r in rows:
             assert not alive(int(str(r["pid"]))), r
             assert not port_open(int(str(r["port"]))), r
+        assert "logs kept in" in down.stdout
         assert "no stack was running" in outbox("stack", "down", "--state-dir", d).stdout
         missing = outbox("stack", "status", "--state-dir", d)
         assert missing.returncode == 1 and "no stack is running here" in missing.stderr
+        # The logs outlive the stack: read them, follow one, then purge them.
+        kept = outbox("stack", "logs", "connect", "--state-dir", d, "-n", "2")
+        assert kept.returncode == 0 and "== connect" in kept.stdout, kept.stderr
+        assert outbox("stack", "logs", "redis", "--state-dir", d, "-n", "0").stdout.strip() == (
+            f"== redis ({Path(d).resolve() / 'redis.log'}) ==")  # fmt: skip
+        follow = subprocess.Popen([sys.executable, "-m", "outbox.cli", "stack", "logs", "redis",
+                                   "--state-dir", d, "-n", "0", "-f"], stdout=subprocess.PIPE,
+                                  text=True)  # fmt: skip
+        try:
+            time.sleep(1.5)
+            with (Path(d) / "redis.log").open("a") as f:
+                f.write("a line written after the stack stopped\n")
+            assert follow.stdout is not None
+            assert follow.stdout.readline().strip() == "a line written after the stack stopped"
+        finally:
+            follow.terminate()
+            follow.wait(10)
+            if follow.stdout is not None:
+                follow.stdout.close()
+        purged = outbox("stack", "down", "--state-dir", d, "--purge")
+        assert purged.returncode == 0 and not list(Path(d).glob("*.log"))
+        assert outbox("stack", "logs", "--state-dir", d).returncode == 1
