@@ -177,8 +177,8 @@ def relay_run(log_format: LogFormatOpt = LogFormat.human, log_level: LogLevelOpt
     """Run the relay daemon until SIGTERM/SIGINT.
 
     Keeps the connector applied and running, watches the replication slot,
-    deletes captured outbox rows, and serves /metrics and /healthz on
-    OUTBOX_RELAY_HTTP_PORT.
+    deletes captured outbox rows, and serves /healthz (alive), /readyz (the
+    pipeline is healthy), /status (JSON) and /metrics on OUTBOX_RELAY_HTTP_PORT.
     """
     from relay.daemon import Relay
     from relay.topics import ensure_topics
@@ -262,13 +262,13 @@ def relay_status(
 
 
 def _daemon_status(s: RelaySettings) -> dict[str, Any] | None:
-    """The running daemon's /healthz, or None when none answers."""
+    """The running daemon's /status, or None when none answers."""
     import httpx
 
     if not s.relay_http_port:
         return None
     try:
-        r = httpx.get(f"http://{s.http_host}:{s.relay_http_port}/healthz", timeout=2)
+        r = httpx.get(f"http://{s.http_host}:{s.relay_http_port}/status", timeout=2)
         data = r.json()
     except (httpx.HTTPError, ValueError):
         return None

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http
 import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from urllib.parse import urlsplit
 
 import psycopg
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
 
 from relay.connect_api import ConnectClient, ConnectorStatus
 from relay.connector_config import render
@@ -75,6 +80,7 @@ class Relay:
         self._last_crash = ""
         self.connector_state = "not yet observed"
         self.http_port: int | None = None
+        self.last_tick: float | None = None  # monotonic time of the last supervision tick
 
     # -- observation ---------------------------------------------------------
 
@@ -225,6 +231,7 @@ class Relay:
         interval = self.s.supervise_interval_s
         while not stop.is_set():
             report = await self._safe_tick()
+            self.last_tick = time.monotonic()
             # Back off while Connect is unreachable; poll normally otherwise.
             interval = (
                 min(interval * 2, 60.0)
@@ -248,42 +255,47 @@ class Relay:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.s.janitor_interval_s)
 
-    async def _serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            line = await asyncio.wait_for(reader.readline(), 5)
-            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
-                pass
-            path = line.split()[1].decode() if len(line.split()) > 1 else "/"
-            if path == "/metrics":
-                status, ctype, body = (
-                    "200 OK",
-                    CONTENT_TYPE_LATEST,
-                    generate_latest(self.metrics.registry),
-                )
-            elif path == "/healthz":
-                ok = self.report.health in (
-                    Health.HEALTHY,
-                    Health.PAUSED,
-                    Health.STOPPED,
-                    Health.STARTING,
-                )
-                status = "200 OK" if ok else "503 Service Unavailable"
-                ctype, body = "application/json", json.dumps(self.status_dict()).encode()
-            else:
-                status, ctype, body = "404 Not Found", "text/plain", b"not found\n"
-            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                         "Connection: close\r\n\r\n".encode() + body)  # fmt: skip
-            await writer.drain()
-        except (TimeoutError, ConnectionError, IndexError, UnicodeDecodeError):
-            pass
-        finally:
-            writer.close()
+    def alive(self, now: float) -> bool:
+        """Liveness: the supervision loop has ticked recently (a dependency being
+        down is not a reason to restart the relay)."""
+        if self.last_tick is None:
+            return True  # starting
+        return now - self.last_tick <= max(120.0, 4 * self.s.supervise_interval_s)
+
+    def http_answer(self, path: str, now: float) -> tuple[int, str, bytes]:
+        """Status, content type and body for a GET of ``path`` (pure but for the
+        metrics registry):
+
+        * ``/healthz`` liveness: 200 while the loop runs, whatever the pipeline's health;
+        * ``/readyz`` readiness: 200 only while the pipeline is healthy (503 when
+          paused, stopped, degraded, unhealthy or still starting), body says why;
+        * ``/status`` the same JSON, always 200; ``/metrics`` Prometheus.
+        """
+        status_json = json.dumps(self.status_dict()).encode()
+        if path == "/metrics":
+            return 200, CONTENT_TYPE_LATEST, generate_latest(self.metrics.registry)
+        if path == "/healthz":
+            return (200 if self.alive(now) else 503), "application/json", status_json
+        if path == "/readyz":
+            ok = self.report.health is Health.HEALTHY
+            return (200 if ok else 503), "application/json", status_json
+        if path == "/status":
+            return 200, "application/json", status_json
+        return 404, "text/plain", b"not found; try /healthz, /readyz, /status or /metrics\n"
+
+    async def _process_request(self, _conn: ServerConnection, request: Request) -> Response:
+        code, ctype, body = self.http_answer(urlsplit(request.path).path, time.monotonic())
+        status = http.HTTPStatus(code)
+        headers = Headers([("Content-Type", ctype), ("Content-Length", str(len(body))),
+                           ("Cache-Control", "no-store")])  # fmt: skip
+        return Response(status.value, status.phrase, headers, body)
 
     async def run(self, stop: asyncio.Event) -> None:
-        server = await asyncio.start_server(
-            self._serve_http, self.s.http_host, self.s.relay_http_port
-        )
-        self.http_port = int(server.sockets[0].getsockname()[1])
+        # websockets' HTTP/1.1 server (the router's too) answers every request in
+        # process_request; no WebSocket is ever opened.
+        server = await serve(_no_websocket, self.s.http_host, self.s.relay_http_port,
+                             process_request=self._process_request, logger=_http_log)  # fmt: skip
+        self.http_port = int(next(iter(server.sockets)).getsockname()[1])
         log.info("relay for connector %s; metrics on http://%s:%d/metrics", self.s.connector_name,
                  self.s.http_host, self.http_port)  # fmt: skip
         try:
@@ -295,3 +307,11 @@ class Relay:
         finally:
             await self.aclose()
             log.info("relay stopped")
+
+
+async def _no_websocket(ws: ServerConnection) -> None:
+    await ws.close(1008, "this is the relay's admin port; no WebSocket here")
+
+
+_http_log = logging.getLogger("relay.http")
+_http_log.setLevel(logging.WARNING)  # no line per /metrics scrape

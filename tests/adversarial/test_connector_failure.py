@@ -57,9 +57,10 @@ async def test_a_task_failing_on_every_restart_ends_degraded_with_its_cause(
         await asyncio.sleep(3)
         assert relay.report.health is Health.DEGRADED and relay.memory.total_restarts == 2
         async with httpx.AsyncClient() as http:
-            health = await http.get(f"http://127.0.0.1:{relay.http_port}/healthz")
+            health = await http.get(f"http://127.0.0.1:{relay.http_port}/readyz")
+            alive = await http.get(f"http://127.0.0.1:{relay.http_port}/healthz")
             metrics = (await http.get(f"http://127.0.0.1:{relay.http_port}/metrics")).text
-        assert health.status_code == 503
+        assert health.status_code == 503 and alive.status_code == 200
         body = health.json()
         assert body["gave_up"] is True and "RecordTooLargeException" in body["last_failure"]
         assert "outbox_relay_restarts_exhausted 1.0" in metrics

@@ -77,9 +77,9 @@ class TcpProxy:
         w.transport.abort()
 
 
-async def _healthz(port: int) -> tuple[int, dict[str, object]]:
+async def _healthz(port: int, path: str = "/readyz") -> tuple[int, dict[str, object]]:
     async with httpx.AsyncClient() as http:
-        r = await http.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+        r = await http.get(f"http://127.0.0.1:{port}{path}", timeout=10)
         return r.status_code, json.loads(r.text)
 
 
@@ -115,6 +115,8 @@ async def test_connect_unreachable_is_reported_and_supervision_resumes(
         assert relay.http_port is not None
         code, body = await _healthz(relay.http_port)
         assert "Kafka Connect unreachable" in str(body), body
+        # a dependency being down is not a reason to restart the relay: alive
+        assert (await _healthz(relay.http_port, "/healthz"))[0] == 200
         assert not run.done()  # the daemon keeps going
         # The worker itself still runs: a commit made meanwhile is still shipped.
         notify(db.dsn, 1, teacher="t-outage")

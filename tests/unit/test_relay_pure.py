@@ -144,3 +144,20 @@ def test_render_from_a_mounted_template(tmp_path: Path) -> None:
     assert render(settings(connector_template=t)) == {"slot.name": "outbox_notifications", "x": "y"}
     with pytest.raises(SettingsError, match="cannot read"):
         render(settings(connector_template=tmp_path / "missing.json"))
+
+
+def test_liveness_is_not_readiness() -> None:
+    from relay.daemon import Relay
+    from relay.supervisor import Health, Report
+
+    relay = Relay(settings())
+    for health, ready in ((Health.HEALTHY, 200), (Health.PAUSED, 503),
+                          (Health.UNHEALTHY, 503), (Health.DEGRADED, 503)):  # fmt: skip
+        relay.report = Report(health, "x")
+        relay.last_tick = 100.0
+        assert relay.http_answer("/healthz", 101.0)[0] == 200, health  # alive all the same
+        assert relay.http_answer("/readyz", 101.0)[0] == ready, health
+        assert relay.http_answer("/status", 101.0)[0] == 200
+    assert relay.http_answer("/healthz", 100.0 + 10_000)[0] == 503  # the loop is stuck
+    assert relay.http_answer("/nope", 0)[0] == 404
+    assert relay.http_answer("/metrics", 0)[1].startswith("text/plain")
