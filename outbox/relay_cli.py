@@ -78,8 +78,15 @@ def apply(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show the diff, change nothing.")
     ] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Return only once the connector and its tasks run.")
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, help="Seconds --wait waits before failing.")
+    ] = 90.0,
 ) -> None:
-    """Create or update the connector; no request when the live config already matches."""
+    """Create or update the connector; no request when the live config already
+    matches. With --wait, exit 0 only once it RUNS (1 if it fails or the time is up)."""
     from relay.apply import apply as do_apply
     from relay.apply import format_changes
     from relay.connector_config import render as do_render
@@ -94,15 +101,45 @@ def apply(
                 typer.echo(f"created topic {name}")
         async with _client(s) as c:
             res = await do_apply(c, s.connector_name, desired, dry_run=dry_run)
-        if not res.changed:
-            typer.echo(f"connector {s.connector_name} is up to date; nothing sent")
-            return
-        verb = "would create" if dry_run and res.created else "would update" if dry_run else (
-            "created" if res.created else "updated")  # fmt: skip
-        typer.echo(f"{verb} connector {s.connector_name}:")
-        typer.echo(format_changes(res))
+            if not res.changed:
+                typer.echo(f"connector {s.connector_name} is up to date; nothing sent")
+            else:
+                verb = "would create" if dry_run and res.created else "would update" if dry_run else (
+                    "created" if res.created else "updated")  # fmt: skip
+                typer.echo(f"{verb} connector {s.connector_name}:")
+                typer.echo(format_changes(res))
+            if wait and not dry_run:
+                await _wait_running(c, s.connector_name, timeout)
 
     _run(go)
+
+
+async def _wait_running(c: Any, name: str, limit_s: float) -> None:
+    """Until the connector and every task are RUNNING; exit 1 on FAILED or timeout."""
+    from relay.errors import ConnectorNotFoundError
+    from relay.supervisor import shorten
+
+    deadline = asyncio.get_running_loop().time() + limit_s
+    state = "no status yet"
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            st = await c.status(name)
+        except ConnectorNotFoundError:  # just created: Connect has not assigned it yet
+            await asyncio.sleep(0.5)
+            continue
+        parts = [("connector", st.state, st.trace)] + [(f"task {t.id}", t.state, t.trace)
+                                                       for t in st.tasks]  # fmt: skip
+        failed = [p for p in parts if p[1] == "FAILED"]
+        if failed:
+            raise fail(f"connector {name}: {failed[0][0]} FAILED: {shorten(failed[0][2], 1)}; "
+                       "see `outbox connector status` and docs/operations.md", 1)  # fmt: skip
+        if st.tasks and all(p[1] == "RUNNING" for p in parts):
+            typer.echo(f"connector {name} and its {len(st.tasks)} task(s) are RUNNING")
+            return
+        state = ", ".join(f"{p[0]} {p[1]}" for p in parts) if st.tasks else f"{st.state}, no tasks"
+        await asyncio.sleep(0.5)
+    raise fail(f"connector {name} is not RUNNING after {limit_s:g} s ({state}); see "
+               "`outbox connector status` and the Connect worker's log", 1)  # fmt: skip
 
 
 @connector_app.command()
@@ -113,8 +150,17 @@ def status(as_json: JsonFlag = False) -> None:
     s = _settings()
 
     async def go() -> Any:
+        from relay.errors import ConnectorNotFoundError
+
         async with _client(s) as c:
-            return await c.status(s.connector_name)
+            try:
+                return await c.status(s.connector_name)
+            except ConnectorNotFoundError:
+                if await c.get_config(s.connector_name) is None:
+                    raise
+                raise fail(f"connector {s.connector_name} exists but Connect has not assigned it "
+                           "yet (it was just created or updated); `outbox connector apply --wait` "
+                           "waits until it runs", 1) from None  # fmt: skip
 
     st = _run(go)
     if as_json:

@@ -261,3 +261,22 @@ async def test_doctor_fails_clearly_on_wal_level_replica(stack: StackState, uniq
     finally:
         mgr.stop_started()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_apply_wait_returns_once_running_and_status_answers_at_once(
+    relay_settings: RelaySettings,
+) -> None:
+    env = relay_env(relay_settings)
+
+    def outbox(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "outbox.cli", *args], env=env,
+                              capture_output=True, text=True, timeout=180, check=False)  # fmt: skip
+
+    applied = outbox("connector", "apply", "--wait", "--timeout", "120")
+    assert applied.returncode == 0, applied.stderr
+    assert "created connector" in applied.stdout and "RUNNING" in applied.stdout
+    st = outbox("connector", "status", "--json")  # right after: it has a status
+    assert st.returncode == 0, st.stderr
+    assert json.loads(st.stdout)["state"] == "RUNNING"
+    again = outbox("connector", "apply", "--wait")
+    assert again.returncode == 0 and "up to date" in again.stdout, again.stderr
