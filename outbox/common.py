@@ -51,9 +51,9 @@ class _ScrubFilter(logging.Filter):
 
 def settings_error(what: str, exc: Any) -> typer.Exit:
     """An invalid-settings exit that never echoes the values (one may be a secret)."""
-    lines = [f"  OUTBOX_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
-             for e in exc.errors(include_input=False)]  # fmt: skip
-    typer.secho(f"error: invalid {what} settings:\n" + "\n".join(lines), fg=typer.colors.RED,
+    from outbox.errors import settings_problems
+
+    typer.secho(f"error: invalid {what} settings: {settings_problems(exc)}", fg=typer.colors.RED,
                 err=True)  # fmt: skip
     return typer.Exit(2)
 

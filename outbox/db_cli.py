@@ -37,7 +37,9 @@ def _dsn(dsn: str | None) -> str:
 
 @app.command()
 def migrate(dsn: DsnOpt = None) -> None:
-    """Apply pending migrations, each in its own transaction (idempotent)."""
+    """Apply pending migrations, each in its own transaction (idempotent); with
+    OUTBOX_CDC_PASSWORD or OUTBOX_CDC_PASSWORD_FILE set, also set the CDC role's
+    password (stored as a SCRAM verifier, never sent in clear)."""
     try:
         done = migrations.migrate(_dsn(dsn), data_dir("sql"))
     except RelayError as exc:
@@ -46,6 +48,14 @@ def migrate(dsn: DsnOpt = None) -> None:
         typer.echo("database is up to date; nothing to apply")
     for m in done:
         typer.echo(f"applied {m.path.name}")
+    s = RelaySettings()
+    if s.cdc_password.get_secret_value():
+        register_secrets(s.cdc_password.get_secret_value())
+        try:
+            migrations.set_role_password(_dsn(dsn), s.cdc_user, s.cdc_password.get_secret_value())
+        except RelayError as exc:
+            raise fail(exc) from exc
+        typer.echo(f"set the password of {s.cdc_user} from OUTBOX_CDC_PASSWORD(_FILE)")
 
 
 @app.command()

@@ -52,6 +52,10 @@ def classify(exc: BaseException) -> tuple[str, int]:
         return str(exc), EXIT_USAGE
     if isinstance(exc, RelayError | RouterError | StackError):
         return str(exc), EXIT_FAILURE
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        return f"invalid {exc.title} settings: {settings_problems(exc)}", EXIT_USAGE
     pg = _postgres(exc)
     if pg is not None:
         return pg
@@ -138,3 +142,14 @@ def _network(exc: BaseException) -> tuple[str, int] | None:
             EXIT_UNREACHABLE,
         )
     return None
+
+
+def settings_problems(exc: Any) -> str:
+    """A settings ValidationError as ``OUTBOX_NAME: problem`` items, never
+    echoing the values (one may be a secret)."""
+    items = []
+    for e in exc.errors(include_input=False):
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        loc = "_".join(str(p) for p in e["loc"])
+        items.append(f"OUTBOX_{loc.upper()}: {msg}" if loc else msg)
+    return "; ".join(items)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from relay.connect_api import ConnectClient
 from relay.errors import ConnectError
@@ -75,6 +76,8 @@ def _pg_checks(s: RelaySettings) -> list[Check]:
             out.append(Check(f"CDC role {s.cdc_user}", ok,
                              f"replication={bool(role[0])} login={bool(role[1])}",
                              f"ALTER ROLE {s.cdc_user} LOGIN REPLICATION"))  # fmt: skip
+            if ok:
+                out.append(_cdc_login(s))
         tables = {f"{r[0]}.{r[1]}" for r in conn.execute(
             "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s", (s.publication,))}  # fmt: skip
         pub = conn.execute(
@@ -206,3 +209,21 @@ async def run_checks(s: RelaySettings) -> list[Check]:
     connect = await _connect_checks(s)
     topic = await asyncio.to_thread(_topic_check, s)
     return [*pg, *connect, topic]
+
+
+def _cdc_login(s: RelaySettings) -> Check:
+    """Log in as Debezium will (the CDC user and password, to the same database)."""
+    name = f"CDC role {s.cdc_user} logs in"
+    try:
+        conninfo = make_conninfo(s.pg_dsn, user=s.cdc_user,
+                                                  password=s.cdc_password.get_secret_value() or None,
+                                                  connect_timeout=5)  # fmt: skip
+        with psycopg.connect(conninfo) as conn:
+            conn.execute("SELECT 1 FROM outbox.teacher_notifications LIMIT 0")
+    except psycopg.Error as exc:
+        line = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        return Check(name, False, line[:200],
+                     f"set its password (ALTER ROLE {s.cdc_user} PASSWORD '...', or "
+                     "OUTBOX_CDC_PASSWORD with `outbox db migrate`) to OUTBOX_CDC_PASSWORD, and "
+                     "let pg_hba.conf admit it")  # fmt: skip
+    return Check(name, True, "logged in and read the outbox", "")

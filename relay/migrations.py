@@ -138,3 +138,45 @@ def migrate(dsn: str, sql_dir: Path) -> list[Migration]:
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return done
+
+
+def scram_verifier(password: str, *, salt: bytes | None = None, iterations: int = 4096) -> str:
+    """Postgres' SCRAM-SHA-256 verifier of ``password`` (RFC 5802, RFC 7677):
+    what ``ALTER ROLE ... PASSWORD`` stores, so the clear text never reaches the
+    server, its statement log or pg_stat_activity."""
+    import base64
+    import hmac
+    import os
+    import unicodedata
+
+    salt = salt if salt is not None else os.urandom(16)
+    # SASLprep's core for the passwords people type: NFKC (Postgres does the same).
+    salted = hashlib.pbkdf2_hmac("sha256", unicodedata.normalize("NFKC", password).encode(),
+                                 salt, iterations)  # fmt: skip
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+
+    def b64(b: bytes) -> str:
+        return base64.b64encode(b).decode()
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+def set_role_password(dsn: str, role: str, password: str) -> None:
+    """Set ``role``'s password (as a SCRAM verifier).
+
+    Raises:
+        DatabaseUnavailableError: Postgres cannot be reached.
+        MigrationError: the role does not exist or may not be altered.
+    """
+    from psycopg import sql
+
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(scram_verifier(password))))  # fmt: skip
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailableError(str(exc).strip().splitlines()[0]) from exc
+    except psycopg.Error as exc:
+        raise MigrationError(f"role {role}", str(exc).strip().splitlines()[0]) from exc

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.notification import NOTIFICATION_TOPIC
@@ -31,6 +31,10 @@ class RelaySettings(BaseSettings):
     connector_pg_database: str | None = None
     cdc_user: str = "outbox_cdc"
     cdc_password: SecretStr = SecretStr("")
+    # Secrets from files (container secrets): the file's content, trailing
+    # newline dropped. pg_password_file sets the password of pg_dsn.
+    cdc_password_file: Path | None = None
+    pg_password_file: Path | None = None
     topic_prefix: str = "outbox"
     slot_name: str = "outbox_notifications"
     publication: str = "outbox_publication"
@@ -59,6 +63,20 @@ class RelaySettings(BaseSettings):
     http_host: str = "127.0.0.1"
     relay_http_port: int = Field(default=9108, ge=0, le=65535)
 
+    @model_validator(mode="after")
+    def _secret_files(self) -> RelaySettings:
+        if self.cdc_password_file is not None:
+            if self.cdc_password.get_secret_value():
+                raise ValueError("set OUTBOX_CDC_PASSWORD or OUTBOX_CDC_PASSWORD_FILE, not both")
+            self.cdc_password = SecretStr(read_secret_file(self.cdc_password_file))
+        if self.pg_password_file is not None and self.pg_dsn:
+            from psycopg.conninfo import make_conninfo
+
+            self.pg_dsn = make_conninfo(
+                self.pg_dsn, password=read_secret_file(self.pg_password_file)
+            )
+        return self
+
     @field_validator("connect_url")
     @classmethod
     def _strip_slash(cls, v: str) -> str:
@@ -81,3 +99,15 @@ class RelaySettings(BaseSettings):
         port = self.connector_pg_port or int(str(parts.get("port") or 5432).split(",")[0])
         database = self.connector_pg_database or str(parts.get("dbname") or "postgres")
         return host, port, database
+
+
+def read_secret_file(path: Path) -> str:
+    """A secret kept in a file, without its trailing newline.
+
+    Raises:
+        ValueError: the file cannot be read (the message names it, not its content).
+    """
+    try:
+        return path.read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise ValueError(f"cannot read the secret file {path}: {exc.strerror}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, SecretStr, model_validator
@@ -29,6 +30,7 @@ class RouterSettings(BaseSettings):
     router_port: int = Field(default=8765, ge=0, le=65535)
     # HS256 secret, or a PEM public key for RS256/ES256.
     jwt_secret: SecretStr | None = None
+    jwt_secret_file: Path | None = None  # the secret from a file (container secrets)
     jwt_public_key: str | None = None
     jwt_algorithms: Annotated[list[str], NoDecode] = ["HS256"]
     jwt_audience: str | None = None
@@ -65,6 +67,19 @@ class RouterSettings(BaseSettings):
     # Pending action items kept per teacher; past it new ones are delivered live
     # and kept in history, but not re-sent on connect (docs/protocol.md).
     pending_max: int = Field(default=500, ge=1)
+
+    @model_validator(mode="after")
+    def _secret_file(self) -> RouterSettings:
+        if self.jwt_secret_file is not None:
+            if self.jwt_secret is not None and self.jwt_secret.get_secret_value():
+                raise ValueError("set OUTBOX_JWT_SECRET or OUTBOX_JWT_SECRET_FILE, not both")
+            try:
+                text = self.jwt_secret_file.read_text().rstrip("\r\n")
+            except OSError as exc:
+                raise ValueError(f"cannot read the secret file {self.jwt_secret_file}: "
+                                 f"{exc.strerror}") from None  # fmt: skip
+            self.jwt_secret = SecretStr(text)
+        return self
 
     @model_validator(mode="before")
     @classmethod
