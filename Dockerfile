@@ -1,7 +1,7 @@
 # One image for the relay and the router: `outbox relay run` / `outbox router run`.
 FROM python:3.11.11-slim-bookworm AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY contracts contracts
 COPY relay relay
 COPY router router
@@ -9,7 +9,8 @@ COPY stack stack
 COPY outbox outbox
 COPY sql sql
 COPY connect-config connect-config
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# The versions the tests ran (scripts/lock.py), not whatever resolves today.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels -c requirements.lock .
 
 FROM python:3.11.11-slim-bookworm
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin outbox

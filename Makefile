@@ -4,13 +4,14 @@ BIN := $(VENV)/bin
 PACKAGES := contracts relay router stack outbox
 PYTEST_ARGS ?=
 
-.PHONY: help bootstrap check fmt test test-unit test-integration test-e2e demo bench clean
+.PHONY: help bootstrap check fmt test test-unit test-integration test-e2e demo bench lock clean
 
 help:
 	@echo "make test    install what is missing, lint, type-check, run every test"
 	@echo "make demo    the whole pipeline: notifications from Postgres to a browser"
 	@echo "make check   ruff + mypy --strict only"
 	@echo "make bench   the benchmark suite (bench/README.md)"
+	@echo "make lock    re-pin requirements.lock (the runtime versions) after changing pyproject.toml"
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -41,6 +42,9 @@ demo: bootstrap
 
 bench: bootstrap
 	$(BIN)/python -m bench.run_all
+
+lock: bootstrap
+	$(BIN)/python scripts/lock.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -38,8 +38,8 @@ def _dsn(dsn: str | None) -> str:
 @app.command()
 def migrate(dsn: DsnOpt = None) -> None:
     """Apply pending migrations, each in its own transaction (idempotent); with
-    OUTBOX_CDC_PASSWORD or OUTBOX_CDC_PASSWORD_FILE set, also set the CDC role's
-    password (stored as a SCRAM verifier, never sent in clear)."""
+    OUTBOX_CDC_PASSWORD(_FILE) or OUTBOX_RELAY_DB_PASSWORD(_FILE) set, also set the
+    CDC and relay roles' passwords (stored as SCRAM verifiers, never sent in clear)."""
     try:
         done = migrations.migrate(_dsn(dsn), data_dir("sql"))
     except RelayError as exc:
@@ -49,13 +49,16 @@ def migrate(dsn: DsnOpt = None) -> None:
     for m in done:
         typer.echo(f"applied {m.path.name}")
     s = RelaySettings()
-    if s.cdc_password.get_secret_value():
-        register_secrets(s.cdc_password.get_secret_value())
-        try:
-            migrations.set_role_password(_dsn(dsn), s.cdc_user, s.cdc_password.get_secret_value())
-        except RelayError as exc:
-            raise fail(exc) from exc
-        typer.echo(f"set the password of {s.cdc_user} from OUTBOX_CDC_PASSWORD(_FILE)")
+    for role, secret, source in ((s.cdc_user, s.cdc_password, "OUTBOX_CDC_PASSWORD"),
+                                 (s.relay_db_user, s.relay_db_password,
+                                  "OUTBOX_RELAY_DB_PASSWORD")):  # fmt: skip
+        if secret.get_secret_value():
+            register_secrets(secret.get_secret_value())
+            try:
+                migrations.set_role_password(_dsn(dsn), role, secret.get_secret_value())
+            except RelayError as exc:
+                raise fail(exc) from exc
+            typer.echo(f"set the password of {role} from {source}(_FILE)")
 
 
 @app.command()

@@ -97,7 +97,8 @@ def apply(
     async def go() -> None:
         desired = do_render(s)
         if not dry_run:
-            for name in ensure_topics(s.kafka_bootstrap, s.topic, s.topic_partitions):
+            for name in ensure_topics(s.kafka_bootstrap, s.topic, s.topic_partitions,
+                                      topic_prefix=s.topic_prefix):  # fmt: skip
                 typer.echo(f"created topic {name}")
         async with _client(s) as c:
             res = await do_apply(c, s.connector_name, desired, dry_run=dry_run)
@@ -239,7 +240,8 @@ def relay_run(log_format: LogFormatOpt = LogFormat.human, log_level: LogLevelOpt
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await asyncio.to_thread(ensure_topics, s.kafka_bootstrap, s.topic, s.topic_partitions)
+        await asyncio.to_thread(ensure_topics, s.kafka_bootstrap, s.topic, s.topic_partitions,
+                                topic_prefix=s.topic_prefix)  # fmt: skip
         await Relay(s).run(stop)
 
     _run(go)

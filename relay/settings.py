@@ -35,6 +35,10 @@ class RelaySettings(BaseSettings):
     # newline dropped. pg_password_file sets the password of pg_dsn.
     cdc_password_file: Path | None = None
     pg_password_file: Path | None = None
+    # `outbox db migrate` sets the relay role's password from these (sql/006).
+    relay_db_user: str = "outbox_relay"
+    relay_db_password: SecretStr = SecretStr("")
+    relay_db_password_file: Path | None = None
     topic_prefix: str = "outbox"
     slot_name: str = "outbox_notifications"
     publication: str = "outbox_publication"
@@ -69,6 +73,11 @@ class RelaySettings(BaseSettings):
             if self.cdc_password.get_secret_value():
                 raise ValueError("set OUTBOX_CDC_PASSWORD or OUTBOX_CDC_PASSWORD_FILE, not both")
             self.cdc_password = SecretStr(read_secret_file(self.cdc_password_file))
+        if self.relay_db_password_file is not None:
+            if self.relay_db_password.get_secret_value():
+                raise ValueError("set OUTBOX_RELAY_DB_PASSWORD or OUTBOX_RELAY_DB_PASSWORD_FILE, "
+                                 "not both")  # fmt: skip
+            self.relay_db_password = SecretStr(read_secret_file(self.relay_db_password_file))
         if self.pg_password_file is not None and self.pg_dsn:
             from psycopg.conninfo import make_conninfo
 

@@ -48,15 +48,20 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int) -> bool:
     return True
 
 
-def ensure_topics(bootstrap: str, notification_topic: str, partitions: int) -> list[str]:
-    """The notification topic and every topic of ``contracts.events.EVENT_TOPICS``
-    (with its registered partition count); the names of those it created.
+def ensure_topics(bootstrap: str, notification_topic: str, partitions: int, *,
+                  topic_prefix: str = "outbox") -> list[str]:  # fmt: skip
+    """Every topic the pipeline writes, so that it also runs where the broker
+    does not create topics itself: the notification topic, its dead-letter
+    topic, Debezium's heartbeat topic and every topic of
+    ``contracts.events.EVENT_TOPICS`` (with its registered partition count).
+    Returns the names of those it created.
 
     Raises:
         TopicError: the broker is unreachable or refused.
     """
     from contracts.events import EVENT_TOPICS
 
-    wanted = [(notification_topic, partitions)] + [(t.topic, t.partitions)
-                                                   for t in EVENT_TOPICS.values()]  # fmt: skip
+    wanted = [(notification_topic, partitions), (notification_topic + ".dlq", 1),
+              (f"__debezium-heartbeat.{topic_prefix}", 1)]  # fmt: skip
+    wanted += [(t.topic, t.partitions) for t in EVENT_TOPICS.values()]
     return [name for name, n in wanted if ensure_topic(bootstrap, name, n)]

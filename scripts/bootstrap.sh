@@ -32,11 +32,11 @@ if [[ ! -x $VENV/bin/python ]]; then
     echo "bootstrap: creating $VENV"
     "$PYTHON" -m venv "$VENV"
 fi
-stamp=$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+stamp=$VENV/.installed-$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)
 if [[ ! -f $stamp ]]; then
-    echo "bootstrap: installing the project into $VENV"
+    echo "bootstrap: installing the project into $VENV (runtime versions from requirements.lock)"
     "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-    "$VENV/bin/python" -m pip install -q -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
+    "$VENV/bin/python" -m pip install -q -c requirements.lock -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
     "$VENV/bin/python" -c "import contracts, relay, router, stack, outbox" 
     rm -f "$VENV"/.installed-*
     touch "$stamp"

@@ -139,3 +139,45 @@ def test_wheel_ships_the_data_the_image_needs(tmp_path: Path) -> None:
                    "outbox/_data/connect-config/connector.json", "router/static/index.html",
                    "router/static/app.js", "relay/resources.py"):  # fmt: skip
         assert needed in names, needed
+
+
+def _env(svc: dict[str, Any]) -> dict[str, str]:
+    return {k: str(v) for k, v in (svc.get("environment") or {}).items()}
+
+
+def _secret_names(svc: dict[str, Any]) -> set[str]:
+    return {s if isinstance(s, str) else s["source"] for s in svc.get("secrets") or []}
+
+
+def test_each_service_gets_only_its_secrets(rendered: dict[str, Any]) -> None:
+    services = rendered["services"]
+    assert set(rendered["secrets"]) == {"postgres_password", "cdc_password",
+                                        "relay_db_password", "jwt_secret"}  # fmt: skip
+    for name in ("router-1", "router-2"):
+        env = _env(services[name])
+        assert _secret_names(services[name]) == {"jwt_secret"}
+        assert not [k for k in env if k.startswith(("OUTBOX_PG", "OUTBOX_CDC", "OUTBOX_RELAY_DB"))]
+        assert env["OUTBOX_JWT_SECRET_FILE"] == "/run/secrets/jwt_secret"
+    relay = services["relay"]
+    assert _secret_names(relay) == {"relay_db_password", "cdc_password"}
+    assert _env(relay)["OUTBOX_PG_DSN"].startswith("postgresql://outbox_relay@")
+    assert _secret_names(services["migrate"]) == {"postgres_password", "cdc_password",
+                                                  "relay_db_password"}  # fmt: skip
+    for name, svc in services.items():  # no password in any environment or the .env
+        for k, v in _env(svc).items():
+            assert "PASSWORD" not in k or k.endswith("_FILE"), (name, k)
+            assert "://" not in v or "@" not in v or ":" not in v.split("://", 1)[1].split("@")[0], (
+                name, k)  # fmt: skip
+    assert "PASSWORD" not in (ROOT / ".env.example").read_text().replace("_password", "")
+
+
+def test_the_served_inbox_page_is_an_allowed_origin() -> None:
+    origins = next(line.split("=", 1)[1] for line in (ROOT / ".env.example").read_text().splitlines()
+                   if line.startswith("OUTBOX_ALLOWED_ORIGINS="))  # fmt: skip
+    assert "http://localhost:8765" in origins.split(",")
+
+
+def test_the_build_context_leaves_out_local_state() -> None:
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    for entry in (".venv", ".env", "node_modules/", "secrets/", ".git"):
+        assert entry in ignored, entry

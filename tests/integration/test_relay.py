@@ -280,3 +280,33 @@ def test_apply_wait_returns_once_running_and_status_answers_at_once(
     assert json.loads(st.stdout)["state"] == "RUNNING"
     again = outbox("connector", "apply", "--wait")
     assert again.returncode == 0 and "up to date" in again.stdout, again.stderr
+
+
+async def test_the_relay_needs_no_superuser(relay_settings: RelaySettings, db: Database) -> None:
+    """Supervision, slot health, the janitor and doctor as outbox_relay (sql/006)."""
+    as_relay = db.dsn.replace("postgres@", "outbox_relay@")
+    assert as_relay != db.dsn
+    s = relay_settings.model_copy(update={"pg_dsn": as_relay})
+    relay = Relay(s)
+    janitor = Janitor(s.slot_name)
+    try:
+        await wait_for(lambda: _healthy(relay), 90)
+        stats = await relay.slot_stats()
+        assert stats is not None and stats.exists
+        notify(db.dsn, 5)
+        publish_events(db.dsn, 5)
+
+        async def cleaned() -> bool:
+            async with await psycopg.AsyncConnection.connect(as_relay, autocommit=True) as conn:
+                await janitor.tick(conn)
+                row = await (await conn.execute(
+                    "SELECT (SELECT count(*) FROM outbox.teacher_notifications), "
+                    "(SELECT count(*) FROM outbox.domain_events)")).fetchone()  # fmt: skip
+            return row == (0, 0)
+
+        await wait_for(cleaned, 60)
+        assert [(c.name, c.detail) for c in await run_checks(s) if not c.ok] == []
+        with psycopg.connect(as_relay) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT outbox.notify_teacher('t', 'class_created', '{}', 'c', NULL, 'k')")
+    finally:
+        await relay.aclose()

@@ -245,3 +245,18 @@ def test_parse_notification_reads_number_digits_exactly() -> None:
         parse_notification(base.replace("1.5", "1.0000000000000001"))
     with pytest.raises(InvalidNotificationError, match="15 digits"):
         parse_notification(base.replace("1.5", "9" * 5000))
+
+
+def test_the_lock_file_pins_what_is_installed() -> None:
+    """requirements.lock is the runtime closure at the installed versions (make
+    lock rewrites it; bootstrap installs with it as constraints)."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("lock", root / "scripts" / "lock.py")
+    assert spec is not None and spec.loader is not None
+    lock = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lock)
+    assert (root / "requirements.lock").read_text() == lock.render(lock.runtime_closure()), (
+        "requirements.lock is stale: run `make lock`")  # fmt: skip
