@@ -8,6 +8,8 @@ Tests pass ``transport=httpx.MockTransport(...)`` for pure logic.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,8 +45,11 @@ class ConnectorStatus:
 class ConnectClient:
     def __init__(self, url: str, *, transport: httpx.AsyncBaseTransport | None = None,
                  timeout: float = 30.0,
-                 rebalance_retries: tuple[float, ...] = (0.5, 1.0, 2.0)) -> None:  # fmt: skip
+                 rebalance_retries: tuple[float, ...] = (0.5, 1.0, 2.0),
+                 observe: Callable[[str, float], None] | None = None) -> None:  # fmt: skip
         self.url = url.rstrip("/")
+        # Called with (HTTP method, seconds) after each request, failed or not.
+        self._observe = observe
         self.rebalance_retries = rebalance_retries
         self._http = httpx.AsyncClient(base_url=self.url, transport=transport, timeout=timeout)
 
@@ -62,10 +67,14 @@ class ConnectClient:
         # A worker answers 409 (or 500 "a rebalance is expected") while the group
         # rebalances, without doing anything: asking again shortly is safe.
         for delay in (*self.rebalance_retries, None):
+            start = time.perf_counter()
             try:
                 r = await self._http.request(method, path, json=json, params=params)
             except httpx.TransportError as exc:
                 raise ConnectUnreachableError(self.url, str(exc) or type(exc).__name__) from exc
+            finally:
+                if self._observe is not None:
+                    self._observe(method, time.perf_counter() - start)
             rebalancing = r.status_code == 409 or (
                 r.status_code == 500 and b"rebalance" in r.content
             )

@@ -62,7 +62,10 @@ class Relay:
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self.s = settings
         self.desired = render(settings)
-        self.connect = connect or ConnectClient(settings.connect_url)
+        self.connect = connect or ConnectClient(
+            settings.connect_url,
+            observe=lambda method, s: self.metrics.connect_call.labels(method).observe(s),
+        )
         self.clock = clock
         self.metrics = RelayMetrics()
         self.policy = Policy(

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 CONNECTOR_STATES = ("RUNNING", "PAUSED", "STOPPED", "FAILED", "UNASSIGNED", "RESTARTING", "MISSING")
 
@@ -10,6 +17,16 @@ CONNECTOR_STATES = ("RUNNING", "PAUSED", "STOPPED", "FAILED", "UNASSIGNED", "RES
 class RelayMetrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        self.connect_call = Histogram(
+            "outbox_relay_connect_call_seconds",
+            "Duration of each request to the Kafka Connect REST API, by HTTP method",
+            ["method"], registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )  # fmt: skip
+        for method in ("GET", "PUT", "POST", "DELETE"):
+            self.connect_call.labels(method)
         self.connector_state = Gauge("outbox_relay_connector_state", "1 for the current state",
                                      ["state"], registry=r)  # fmt: skip
         self.tasks = Gauge("outbox_relay_tasks", "Tasks by state", ["state"], registry=r)

@@ -42,7 +42,8 @@ class Router:
         self.store = Store(self.redis, prefix=settings.redis_prefix, dedupe_ttl_s=settings.dedupe_ttl_s,
                            history_maxlen=settings.history_maxlen,
                            history_ttl_s=settings.history_ttl_s,
-                           pending_max=settings.pending_max)  # fmt: skip
+                           pending_max=settings.pending_max,
+                           observe=lambda call, s: self.metrics.redis_call.labels(call).observe(s))  # fmt: skip
         self.hub: Hub[Any] = Hub()
         self.ingestor = Ingestor(settings, store=self.store, metrics=self.metrics)
         self.subscribed = asyncio.Event()

@@ -20,6 +20,8 @@ is recorded is committed synchronously.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import threading
 import time
@@ -109,6 +111,9 @@ class Ingestor:
             "client.id": "outbox-router",
             "on_commit": self._on_commit,
             "logger": KAFKA_LOG,
+            # librdkafka's statistics carry each partition's lag (read in _on_stats).
+            "statistics.interval.ms": 5000,
+            "stats_cb": self._on_stats,
         }
 
     # -- consumer callbacks and calls (on the consumer's thread) ---------------
@@ -118,6 +123,16 @@ class Ingestor:
         if err is not None or failed:
             log.warning("offset commit failed (%s); those records will be re-read and "
                         "deduplicated", err or failed[0].error)  # fmt: skip
+
+    def _on_stats(self, raw: str) -> None:
+        """Consumer lag per owned partition (-1 while librdkafka does not know it)."""
+        try:
+            parts = json.loads(raw)["topics"][self.s.topic]["partitions"]
+        except (KeyError, TypeError, ValueError):
+            return
+        for key, p in parts.items():
+            if key != "-1" and (self.s.topic, int(key)) in self.assigned:
+                self.metrics.consumer_lag.labels(key).set(int(p.get("consumer_lag", -1)))
 
     def _on_assign(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         self.assigned |= {(p.topic, p.partition) for p in parts}
@@ -130,6 +145,9 @@ class Ingestor:
             for k in keys:
                 self.recorded.pop(k, None)
         self.assigned -= keys
+        for p in parts:
+            with contextlib.suppress(KeyError):
+                self.metrics.consumer_lag.remove(str(p.partition))
         log.info("revoked %s", sorted(p.partition for p in parts))
 
     def _commit(self, consumer: Consumer, keys: set[tuple[str, int]] | None = None, *,

@@ -12,7 +12,14 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -67,10 +74,22 @@ class _LoopCollector(Collector):
             yield m.family()
 
 
+# Every label value a series can have exists from the start (at 0), so a rate
+# or an alert on it needs no "absent" case.
+DEAD_LETTER_REASONS = ("invalid_json", "missing_id", "schema", "unknown_type", "too_large",
+                       "store_rejected", "internal")  # fmt: skip
+REJECT_REASONS = ("auth", "protocol", "too_many", "server_full", "too_many_unauthenticated",
+                  "replay_budget", "emfile")  # fmt: skip
+REDIS_CALLS = ("ingest", "pending", "replay", "replay_count", "ack", "ping")
+_CALL_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
 class RouterMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # CPU, memory, open file descriptors
+        PlatformCollector(registry=r)  # the Python version
         self.consumed = Counter("outbox_router_consumed", "Kafka records consumed", registry=r)
         self.recorded = Counter(
             "outbox_router_recorded", "Notifications newly recorded in Redis", registry=r
@@ -92,6 +111,21 @@ class RouterMetrics:
         self.connections = Gauge(
             "outbox_router_connections", "Open authenticated connections", registry=r
         )
+        self.consumer_lag = Gauge(
+            "outbox_router_kafka_consumer_lag",
+            "Records between this replica's position and the end of each partition it owns",
+            ["partition"], registry=r,
+        )  # fmt: skip
+        self.redis_call = Histogram(
+            "outbox_router_redis_call_seconds", "Duration of each call to Redis, by call",
+            ["call"], buckets=_CALL_BUCKETS, registry=r,
+        )  # fmt: skip
+        for reason in DEAD_LETTER_REASONS:
+            self.dead_lettered.labels(reason)
+        for reason in REJECT_REASONS:
+            self.rejected.labels(reason)
+        for call in REDIS_CALLS:
+            self.redis_call.labels(call)
         # Updated on the event loop's thread only (see the module docstring).
         self.delivered = LoopCounter(
             "outbox_router_delivered", "Live notification frames written to sockets"

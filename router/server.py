@@ -176,6 +176,7 @@ class WebSocketServer:
         self.ready = ready
         self.clock = clock
         self.server: Server | None = None
+        self.admin: Server | None = None
         self._unauthenticated: dict[str, int] = {}
         self.throttle = LogThrottle()
         self.limits = Limits.from_settings(settings)
@@ -191,6 +192,19 @@ class WebSocketServer:
                 return _response(http.HTTPStatus.SERVICE_UNAVAILABLE,
                                  b"server full; retry with backoff\n", "text/plain")  # fmt: skip
             return None
+        if path in ("/healthz", "/readyz"):
+            return await self.admin_request(conn, request)
+        if path == "/metrics" and self.s.admin_port is None:
+            return await self.admin_request(conn, request)
+        if path in _STATIC:
+            name, ctype = _STATIC[path]
+            return _response(http.HTTPStatus.OK, _static(name), ctype,
+                             page_policy(request.headers.get("Host")))  # fmt: skip
+        return _response(http.HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
+
+    async def admin_request(self, _conn: ServerConnection, request: Request) -> Response:
+        """/healthz, /readyz and /metrics (on the admin port when there is one)."""
+        path = urlsplit(request.path).path
         if path == "/healthz":
             return _response(http.HTTPStatus.OK, b"ok\n", "text/plain")
         if path == "/readyz":
@@ -203,11 +217,8 @@ class WebSocketServer:
         if path == "/metrics":
             return _response(http.HTTPStatus.OK, generate_latest(self.metrics.registry),
                              CONTENT_TYPE_LATEST)  # fmt: skip
-        if path in _STATIC:
-            name, ctype = _STATIC[path]
-            return _response(http.HTTPStatus.OK, _static(name), ctype,
-                             page_policy(request.headers.get("Host")))  # fmt: skip
-        return _response(http.HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
+        return _response(http.HTTPStatus.NOT_FOUND, b"not found; try /healthz, /readyz or "
+                         b"/metrics\n", "text/plain")  # fmt: skip
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -231,6 +242,9 @@ class WebSocketServer:
             create_connection=_Connection,
             logger=_ws_log,
         )
+        if self.s.admin_port is not None:
+            self.admin = await serve(_no_websocket, self.s.admin_host, self.s.admin_port,
+                                     process_request=self.admin_request, logger=_ws_log)  # fmt: skip
         return self.server
 
     @property
@@ -239,8 +253,17 @@ class WebSocketServer:
         sock = next(iter(self.server.sockets))
         return int(sock.getsockname()[1])
 
+    @property
+    def admin_port(self) -> int | None:
+        if self.admin is None:
+            return None
+        return int(next(iter(self.admin.sockets)).getsockname()[1])
+
     async def stop(self) -> None:
         """Close every connection with 1001 and stop listening."""
+        if self.admin is not None:
+            self.admin.close()
+            await self.admin.wait_closed()
         if self.server is not None:
             self.server.close(close_connections=True)
             await self.server.wait_closed()
@@ -481,6 +504,10 @@ class _Link:
             assert self.session.teacher_id is not None
             self.server.hub.registry.remove(self.session.teacher_id, self)
             self.server.metrics.connections.dec()
+
+
+async def _no_websocket(ws: ServerConnection) -> None:
+    await ws.close(1008, "this is the admin port; WebSocket clients use the public one")
 
 
 class _Done(Exception):

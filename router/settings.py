@@ -28,6 +28,10 @@ class RouterSettings(BaseSettings):
 
     router_host: str = "127.0.0.1"
     router_port: int = Field(default=8765, ge=0, le=65535)
+    # With an admin port, /metrics is served there only (and /healthz, /readyz
+    # on both), so the public WebSocket port exposes no internals.
+    admin_host: str = "127.0.0.1"
+    admin_port: int | None = Field(default=None, ge=0, le=65535)
     # HS256 secret, or a PEM public key for RS256/ES256.
     jwt_secret: SecretStr | None = None
     jwt_secret_file: Path | None = None  # the secret from a file (container secrets)

@@ -14,8 +14,10 @@ built inside the script, so this needs one Redis primary (not Cluster).
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -153,8 +155,11 @@ class Store:
     """Thin async adapter over one Redis; every call raises StoreUnavailableError."""
 
     def __init__(self, client: aioredis.Redis, *, prefix: str, dedupe_ttl_s: int,
-                 history_maxlen: int, history_ttl_s: int, pending_max: int = 500) -> None:  # fmt: skip
+                 history_maxlen: int, history_ttl_s: int, pending_max: int = 500,
+                 observe: Callable[[str, float], None] | None = None) -> None:  # fmt: skip
         self.redis = client
+        # Called with (call, seconds) after each call to Redis, failed or not.
+        self._observe = observe
         self.prefix = prefix
         self.dedupe_ttl_s = dedupe_ttl_s
         self.history_maxlen = history_maxlen
@@ -173,9 +178,21 @@ class Store:
     def pending_key(self, teacher_id: str) -> str:
         return f"{self.prefix}:pending:{teacher_id}"
 
+    @contextlib.contextmanager
+    def _timed(self, call: str) -> Iterator[None]:
+        if self._observe is None:
+            yield
+            return
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._observe(call, time.perf_counter() - start)
+
     async def ping(self) -> bool:
         try:
-            return bool(await self.redis.ping())
+            with self._timed("ping"):
+                return bool(await self.redis.ping())
         except _UNAVAILABLE:
             return False
 
@@ -199,7 +216,8 @@ class Store:
                                  self.history_ttl_s, rows, f"{received_at:.6f}",
                                  self.pending_max]  # fmt: skip
         try:
-            result = await self._ingest(args=args)
+            with self._timed("ingest"):
+                result = await self._ingest(args=args)
         except _UNAVAILABLE as exc:
             raise StoreUnavailableError(str(exc)) from exc
         out: list[str | PoisonMessageError | None] = []
@@ -213,13 +231,18 @@ class Store:
         if after is None:
             return 0
         try:
-            rows = await self.redis.xrange(self.hist_key(teacher_id), min=f"({after}", max="+",
-                                           count=self.history_maxlen)  # fmt: skip
+            with self._timed("replay_count"):
+                rows = await self.redis.xrange(self.hist_key(teacher_id), min=f"({after}",
+                                               max="+", count=self.history_maxlen)  # fmt: skip
         except _UNAVAILABLE as exc:
             raise StoreUnavailableError(str(exc)) from exc
         return len(rows)
 
     async def replay(self, teacher_id: str, after: str | None) -> Replay:
+        with self._timed("replay"):
+            return await self._do_replay(teacher_id, after)
+
+    async def _do_replay(self, teacher_id: str, after: str | None) -> Replay:
         """History after position ``after`` (all retained history for ``"0-0"``)."""
         key = self.hist_key(teacher_id)
         try:
@@ -252,6 +275,10 @@ class Store:
         return Replay(entries, recovered, head)
 
     async def pending(self, teacher_id: str, *, now: datetime, limit: int) -> list[PendingItem]:
+        with self._timed("pending"):
+            return await self._do_pending(teacher_id, now=now, limit=limit)
+
+    async def _do_pending(self, teacher_id: str, *, now: datetime, limit: int) -> list[PendingItem]:
         """Pending action-required items, highest priority first, oldest first within
         a priority. Items past their deadline are dropped from the set."""
         key = self.pending_key(teacher_id)
@@ -280,6 +307,10 @@ class Store:
         return items[:limit]
 
     async def ack(self, teacher_id: str, event_id: str) -> bool:
+        with self._timed("ack"):
+            return await self._do_ack(teacher_id, event_id)
+
+    async def _do_ack(self, teacher_id: str, event_id: str) -> bool:
         """Clear a pending item for every connection of the teacher; False if not pending."""
         try:
             n = await self._ack(keys=[self.pending_key(teacher_id), self.channel],

@@ -214,6 +214,9 @@ async def test_pause_grows_lag_and_janitor_deletes_only_shipped(
         # nothing unshipped is cleaned from either outbox; the backlog by topic says so
         metrics = generate_latest(relay.metrics.registry).decode()
         assert f'outbox_relay_domain_events_backlog{{topic="{EVENT_TOPIC}"}} 30.0' in metrics
+        assert 'outbox_relay_connect_call_seconds_count{method="GET"}' in metrics
+        assert 'outbox_relay_connect_call_seconds_count{method="GET"} 0.0' not in metrics
+        assert "process_resident_memory_bytes" in metrics
         out = subprocess.run([sys.executable, "-m", "outbox.cli", "relay", "status", "--json"],
                              env=relay_env(s), capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
         status = json.loads(out.stdout)

@@ -317,3 +317,32 @@ async def test_page_and_files_carry_security_headers(env: Env) -> None:
             assert "script-src *" not in r.headers["content-security-policy"]
             catalog = (await http.get(base + "/catalog.json")).json()
             assert set(catalog["types"]) == set(CATALOG)
+
+
+async def test_metrics_on_the_admin_port_with_every_series(env: Env) -> None:
+    s = env.settings.model_copy(update={"admin_port": 0})
+    async with running_router(s) as router:
+        await wait_ready(router.port)
+        c = await Client.open(router.port, env.token("metrics-t"))
+        env.produce(notification("class_created", "metrics-t"))
+        env.flush()
+        await c.collect(1)
+        admin = router.server.admin_port
+        assert admin is not None and admin != router.port
+        async with httpx.AsyncClient() as http:
+            public = await http.get(f"http://127.0.0.1:{router.port}/metrics")
+            assert public.status_code == 404  # nothing internal on the public port
+            assert (await http.get(f"http://127.0.0.1:{router.port}/readyz")).status_code == 200
+            deadline = time.monotonic() + 20
+            while True:  # librdkafka reports lag every 5 s
+                text = (await http.get(f"http://127.0.0.1:{admin}/metrics")).text
+                if "outbox_router_kafka_consumer_lag{" in text or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(1)
+        assert "process_cpu_seconds_total" in text and "process_open_fds" in text
+        assert 'outbox_router_connections_rejected_total{reason="server_full"} 0.0' in text
+        assert 'outbox_router_dead_lettered_total{reason="unknown_type"} 0.0' in text
+        assert 'outbox_router_redis_call_seconds_count{call="ingest"}' in text
+        assert 'outbox_router_redis_call_seconds_count{call="ingest"} 0.0' not in text
+        assert 'outbox_router_kafka_consumer_lag{partition="' in text
+        await c.close()
