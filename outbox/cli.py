@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 
-from outbox import db_cli, demo_cli, relay_cli, router_cli, stack_cli
-from outbox.common import one_line, quiet_one_shot, scrub
+from outbox import common, db_cli, demo_cli, relay_cli, router_cli, stack_cli
+from outbox.common import one_line, quiet_one_shot, report_error, scrub
 
 app = typer.Typer(
     name="outbox",
@@ -70,6 +70,7 @@ app.command()(router_cli.tail)
 def main() -> None:
     """Run the CLI; an expected failure is one line and an exit code, never a traceback."""
     debug = "--debug" in sys.argv[1:] or os.environ.get("OUTBOX_DEBUG") == "1"
+    common.JSON_ERRORS = "--json" in sys.argv[1:]
     quiet_one_shot(debug)
     try:
         app(prog_name="outbox")
@@ -79,7 +80,7 @@ def main() -> None:
         from outbox.errors import classify
 
         line, code = classify(exc)
-        typer.secho(f"error: {one_line(scrub(line))}", fg=typer.colors.RED, err=True)
+        report_error(one_line(scrub(line)), code)
         sys.exit(code)
 
 

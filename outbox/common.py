@@ -53,8 +53,7 @@ def settings_error(what: str, exc: Any) -> typer.Exit:
     """An invalid-settings exit that never echoes the values (one may be a secret)."""
     from outbox.errors import settings_problems
 
-    typer.secho(f"error: invalid {what} settings: {settings_problems(exc)}", fg=typer.colors.RED,
-                err=True)  # fmt: skip
+    report_error(f"invalid {what} settings: {settings_problems(exc)}", 2)
     return typer.Exit(2)
 
 
@@ -69,8 +68,21 @@ def fail(exc: Exception | str, code: int | None = None) -> typer.Exit:
         code = classified if code is None else code
     else:
         text = exc
-    typer.secho(f"error: {one_line(scrub(text))}", fg=typer.colors.RED, err=True)
-    return typer.Exit(1 if code is None else code)
+    code = 1 if code is None else code
+    report_error(one_line(scrub(text)), code)
+    return typer.Exit(code)
+
+
+# Set by the entry point when the command was asked for --json: an error is then
+# also a JSON object on stdout, {"error": ..., "exit_code": ...}, so a script
+# reading the output gets the same shape whatever happened.
+JSON_ERRORS = False
+
+
+def report_error(line: str, code: int) -> None:
+    typer.secho(f"error: {line}", fg=typer.colors.RED, err=True)
+    if JSON_ERRORS:
+        typer.echo(json.dumps({"error": line, "exit_code": code}))
 
 
 def one_line(text: str) -> str:
@@ -123,8 +135,16 @@ def setup_logging(fmt: LogFormat = LogFormat.human, level: str = "INFO") -> None
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:
-    widths = [max(len(str(x)) for x in [h, *[r[i] for r in rows]]) for i, h in enumerate(headers)]
-    lines = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    """Rows as a plain aligned table (rich, without borders, so it stays
+    greppable and copy-pasteable)."""
+    from io import StringIO
+
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(*headers, box=None, show_edge=False, pad_edge=False, header_style="bold")
     for r in rows:
-        lines.append("  ".join(str(x).ljust(w) for x, w in zip(r, widths, strict=True)).rstrip())
-    return "\n".join(lines)
+        t.add_row(*(str(x) for x in r))
+    out = StringIO()
+    Console(file=out, width=200, color_system=None, highlight=False).print(t)
+    return "\n".join(line.rstrip() for line in out.getvalue().rstrip("\n").splitlines())

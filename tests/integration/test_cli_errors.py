@@ -125,3 +125,18 @@ def test_version_and_short_help() -> None:
 def test_debug_shows_the_traceback() -> None:
     out = run(["--debug", "dlq", "list"])
     assert out.returncode != 0 and "Traceback" in out.stderr
+
+
+@pytest.mark.parametrize("args", [["connector", "status", "--json"], ["db", "status", "--json"],
+                                  ["relay", "status", "--json", "--one-shot"]])  # fmt: skip
+def test_json_status_commands_answer_json_on_errors_too(args: list[str]) -> None:
+    import json
+
+    out = run(args)
+    assert out.returncode in (1, 3), out.stderr
+    doc = json.loads(out.stdout)
+    assert isinstance(doc, dict)
+    if "error" in doc:
+        assert doc["exit_code"] == out.returncode and doc["error"]
+    else:  # relay status reports the unreachable dependencies as its status
+        assert doc["health"] == "unhealthy"
