@@ -107,12 +107,15 @@ class _JsonFormatter(logging.Formatter):
 # librdkafka's own lines: a daemon logs them; a one-shot command (dlq list,
 # connector apply) ends with one error line that says the same (`--debug` shows them).
 KAFKA_LOGGERS = ("relay.librdkafka", "router.librdkafka")
+# What a one-shot command reports in its own output (relay status shows the
+# daemon's warnings as "problem" rows).
+ONE_SHOT_QUIET = (*KAFKA_LOGGERS, "relay.daemon")
 
 
 def quiet_one_shot(debug: bool) -> None:
     """Logging for a one-shot command until a daemon calls :func:`setup_logging`."""
     if not debug:
-        for name in KAFKA_LOGGERS:
+        for name in ONE_SHOT_QUIET:
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
@@ -123,7 +126,7 @@ def setup_logging(fmt: LogFormat = LogFormat.human, level: str = "INFO") -> None
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     handler.addFilter(_ScrubFilter())
-    for name in KAFKA_LOGGERS:
+    for name in ONE_SHOT_QUIET:
         logging.getLogger(name).setLevel(logging.NOTSET)
     root = logging.getLogger()
     root.handlers[:] = [handler]

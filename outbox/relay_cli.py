@@ -279,6 +279,14 @@ def relay_status(
                 obs.status.state if obs.status else ("missing" if obs.reachable else "unreachable")
             )
             out["source"] = "one-shot"
+            if out["connector"] == "missing":  # decide() speaks for a daemon that would create it
+                out["health"] = "unhealthy"
+                out["message"] = (f"connector {s.connector_name} does not exist; `outbox connector "
+                                  "apply` creates it (a running relay daemon does so itself)")  # fmt: skip
+            if relay.slot is None and relay.slot_error:
+                details = out.get("details")
+                out["details"] = [*(details if isinstance(details, list) else []),
+                                  f"slot health: {relay.slot_error}"]  # fmt: skip
             return out
         finally:
             await relay.aclose()

@@ -52,6 +52,7 @@ from relay.supervisor import (
     Report,
     RestartFailed,
     decide,
+    first_line,
 )
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class Relay:
         self.slot: SlotStats | None = None
         self.janitor = Janitor(settings.slot_name, batch=settings.janitor_batch)
         self.events_seen: set[str] = set()  # topics with a backlog series set
+        self.slot_error: str | None = None  # why the last slot read failed
         self._pg: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self._last_crash = ""
         self.connector_state = "not yet observed"
@@ -106,7 +108,10 @@ class Relay:
             self.events_seen = set(waiting) | self.events_seen
             return from_row(self.s.slot_name, row, fallback)
         except psycopg.Error as exc:
-            log.warning("cannot read slot health: %s", str(exc).strip())
+            self.slot_error = first_line(str(exc))
+            if isinstance(exc, psycopg.errors.UndefinedTable):
+                self.slot_error += "; is the database migrated? run `outbox db migrate`"
+            log.warning("cannot read slot health: %s", self.slot_error)
             if self._pg is not None:
                 await self._pg.close()
             self._pg = None

@@ -114,6 +114,9 @@ class Router:
             sub.cancel()
 
     async def _subscribe(self) -> None:
+        # Hand-written rather than a retry library: on every success it also
+        # catches the sessions up and resets, and it must never give up; a
+        # doubling sleep capped at 5 s says that in three lines.
         backoff = 0.2
         first = True
         while True:

@@ -140,3 +140,13 @@ def test_json_status_commands_answer_json_on_errors_too(args: list[str]) -> None
         assert doc["exit_code"] == out.returncode and doc["error"]
     else:  # relay status reports the unreachable dependencies as its status
         assert doc["health"] == "unhealthy"
+
+
+def test_one_shot_status_says_what_is_missing(stack: StackState) -> None:
+    out = run(["relay", "status", "--one-shot"], OUTBOX_CONNECT_URL=stack.connect_url,
+              OUTBOX_PG_DSN=stack.pg_dsn, OUTBOX_CONNECTOR_NAME=f"absent-{free_port()}")  # fmt: skip
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "does not exist; `outbox connector apply` creates it" in out.stdout
+    assert "creating it" not in out.stdout  # the one-shot command creates nothing
+    assert "run `outbox db migrate`" in out.stdout  # the stack's own database is not migrated
+    assert "Traceback" not in out.stderr and out.stderr.strip() == ""
