@@ -439,9 +439,13 @@ async def run_demo(opts: DemoOptions) -> int:
                 _print("ERROR: a rolled-back notification was delivered")
             if tally.wrong_teacher:
                 _print(f"ERROR: {tally.wrong_teacher} frames reached the wrong teacher")
-            _print(f"\ninbox page: http://127.0.0.1:{router_port}/?token={tokens[TEACHERS[0]]}")
-            _print(f"            (other teachers: {', '.join(TEACHERS[1:])}; mint with OUTBOX_JWT_SECRET={secret} "
-                   "outbox token --teacher NAME)")  # fmt: skip
+            if not opts.serve:
+                _print('\nto open the inbox page, keep the pipeline running: '
+                       'make demo DEMO_ARGS="--serve"')  # fmt: skip
+            else:
+                _print(f"\ninbox page: http://127.0.0.1:{router_port}/?token={tokens[TEACHERS[0]]}")
+                _print(f"            (other teachers: {', '.join(TEACHERS[1:])}; mint with "
+                       f"OUTBOX_JWT_SECRET={secret} outbox token --teacher NAME)")  # fmt: skip
             if opts.serve and not stop.is_set():
                 _print("serving until Ctrl-C ...")
                 await stop.wait()
