@@ -98,7 +98,8 @@ def start_server(
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                r = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+                if r.status_code == 200 and "kafka_assigned ok" in r.text:
                     return proc
             except httpx.HTTPError:
                 pass

@@ -166,6 +166,7 @@ class WebSocketServer:
         verifier: Verifier,
         metrics: RouterMetrics,
         ready: Callable[[], dict[str, bool]],
+        detail: Callable[[], dict[str, str]] = dict,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.s = settings
@@ -174,6 +175,7 @@ class WebSocketServer:
         self.verifier = verifier
         self.metrics = metrics
         self.ready = ready
+        self.detail = detail
         self.clock = clock
         self.server: Server | None = None
         self.admin: Server | None = None
@@ -205,12 +207,14 @@ class WebSocketServer:
     async def admin_request(self, _conn: ServerConnection, request: Request) -> Response:
         """/healthz, /readyz and /metrics (on the admin port when there is one)."""
         path = urlsplit(request.path).path
+        info = "".join(f"{k} {v}\n" for k, v in self.detail().items())
         if path == "/healthz":
-            return _response(http.HTTPStatus.OK, b"ok\n", "text/plain")
+            return _response(http.HTTPStatus.OK, ("ok\n" + info).encode(), "text/plain")
         if path == "/readyz":
             checks = self.ready()
             checks["redis"] = await self.store.ping()
-            body = "".join(f"{k} {'ok' if v else 'FAIL'}\n" for k, v in checks.items()).encode()
+            body = ("".join(f"{k} {'ok' if v else 'FAIL'}\n" for k, v in checks.items())
+                    + info).encode()  # fmt: skip
             ok = all(checks.values())
             status = http.HTTPStatus.OK if ok else http.HTTPStatus.SERVICE_UNAVAILABLE
             return _response(status, body, "text/plain")

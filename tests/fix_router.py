@@ -131,13 +131,14 @@ async def running_router(settings: RouterSettings) -> AsyncIterator[Router]:
 
 
 async def wait_ready(port: int, timeout: float = 30) -> None:
-    """Until /readyz says ok (partitions assigned)."""
+    """Until /readyz says ok and the replica owns partitions (a test that
+    produces right away then measures delivery, not the group's join)."""
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient() as client:
         while time.monotonic() < deadline:
             try:
                 r = await client.get(f"http://127.0.0.1:{port}/readyz")
-                if r.status_code == 200:
+                if r.status_code == 200 and "kafka_assigned ok" in r.text:
                     return
             except httpx.HTTPError:
                 pass

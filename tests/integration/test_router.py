@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from contracts import CATALOG
-from tests.fix_kafka import consume, make_consumer
+from tests.fix_kafka import consume, create_topic, make_consumer
 from tests.fix_router import Client, Env, notification, running_router, wait_ready
 
 
@@ -345,4 +345,35 @@ async def test_metrics_on_the_admin_port_with_every_series(env: Env) -> None:
         assert 'outbox_router_redis_call_seconds_count{call="ingest"}' in text
         assert 'outbox_router_redis_call_seconds_count{call="ingest"} 0.0' not in text
         assert 'outbox_router_kafka_consumer_lag{partition="' in text
+        await c.close()
+
+
+async def test_a_replica_beyond_the_partitions_is_ready_and_delivers(env: Env) -> None:
+    """/readyz means "send me connections": Redis and the fan-out, not partitions."""
+    topic = f"{env.topic}.one"
+    create_topic(env.stack.kafka_bootstrap, topic, 1)
+    s = env.settings.model_copy(update={"topic": topic})
+    async with running_router(s) as a, running_router(s) as b:
+        async with httpx.AsyncClient() as http:
+            deadline = time.monotonic() + 30
+            while True:
+                texts = {
+                    r.port: (await http.get(f"http://127.0.0.1:{r.port}/readyz")) for r in (a, b)
+                }
+                owners = [
+                    p for p, r in texts.items() if "kafka_assigned ok (1 partitions)" in r.text
+                ]
+                if len(owners) == 1 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.3)
+        assert len(owners) == 1, {p: r.text for p, r in texts.items()}
+        idle = next(p for p in texts if p not in owners)
+        assert texts[idle].status_code == 200, texts[idle].text
+        assert "kafka_assigned none (serving only)" in texts[idle].text
+        c = await Client.open(idle, env.token("beyond"))
+        env.producer.produce(topic, value=notification("class_created", "beyond").to_json().encode(),
+                             key=b"beyond", headers=[("id", str(uuid.uuid4()).encode())])  # fmt: skip
+        env.flush()
+        (frame,) = await c.collect(1)
+        assert frame["notification"]["teacher_id"] == "beyond"
         await c.close()
