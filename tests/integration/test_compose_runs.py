@@ -35,7 +35,7 @@ from stack.state import StackState
 from tests.fix_stack import Database
 
 ROOT = Path(__file__).resolve().parents[2]
-ORDER = ("migrate", "relay", "router-1")  # compose's depends_on order for these
+ORDER = ("migrate", "relay", "router")  # compose's depends_on order for these
 
 
 def _rendered(tmp: Path) -> dict[str, Any]:
@@ -45,6 +45,7 @@ def _rendered(tmp: Path) -> dict[str, Any]:
     for name in ("compose.yaml", "Dockerfile"):
         shutil.copy(ROOT / name, tmp / name)
     shutil.copytree(ROOT / "connect-config", tmp / "connect-config")
+    shutil.copytree(ROOT / "deploy", tmp / "deploy")
     shutil.copy(ROOT / ".env.example", tmp / ".env")
     out = subprocess.run([exe, "-f", "compose.yaml", "config"], cwd=tmp, check=True,
                          capture_output=True, text=True, timeout=60)  # fmt: skip

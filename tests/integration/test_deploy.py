@@ -27,6 +27,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     for name in ("compose.yaml", "Dockerfile"):
         shutil.copy(ROOT / name, d / name)
     shutil.copytree(ROOT / "connect-config", d / "connect-config")
+    shutil.copytree(ROOT / "deploy", d / "deploy")
     shutil.copy(ROOT / ".env.example", d / ".env")
     subprocess.run(
         [exe, "-f", "compose.yaml", "config", "-q"],
@@ -48,8 +49,8 @@ def test_services_present(rendered: dict[str, Any]) -> None:
         "connect",
         "redis",
         "relay",
-        "router-1",
-        "router-2",
+        "router",
+        "lb",
     }
 
 
@@ -153,7 +154,7 @@ def test_each_service_gets_only_its_secrets(rendered: dict[str, Any]) -> None:
     services = rendered["services"]
     assert set(rendered["secrets"]) == {"postgres_password", "cdc_password",
                                         "relay_db_password", "jwt_secret"}  # fmt: skip
-    for name in ("router-1", "router-2"):
+    for name in ("router",):
         env = _env(services[name])
         assert _secret_names(services[name]) == {"jwt_secret"}
         assert not [k for k in env if k.startswith(("OUTBOX_PG", "OUTBOX_CDC", "OUTBOX_RELAY_DB"))]
@@ -181,3 +182,17 @@ def test_the_build_context_leaves_out_local_state() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
     for entry in (".venv", ".env", "node_modules/", "secrets/", ".git"):
         assert entry in ignored, entry
+
+
+def test_routers_scale_behind_a_health_checked_load_balancer(rendered: dict[str, Any]) -> None:
+    services = rendered["services"]
+    router, lb = services["router"], services["lb"]
+    assert not router.get("ports"), "fixed host ports would stop --scale router=N"
+    assert not router.get("container_name")
+    assert lb["image"].startswith("haproxy:") and lb["ports"]
+    cfg = (ROOT / "deploy" / "haproxy.cfg").read_text()
+    assert "option httpchk GET /readyz" in cfg and "http-check expect status 200" in cfg
+    assert "server-template router" in cfg and "resolvers docker" in cfg  # found by DNS
+    assert "timeout tunnel" in cfg  # upgraded WebSockets live on
+    mounted = [str(v.get("source", v) if isinstance(v, dict) else v) for v in lb["volumes"]]
+    assert any("deploy/haproxy.cfg:" in m for m in mounted), mounted
