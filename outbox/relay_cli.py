@@ -60,7 +60,14 @@ def _client(s: RelaySettings) -> Any:
 
 @connector_app.command()
 def render(
-    as_json: JsonFlag = True, show_secrets: Annotated[bool, typer.Option("--show-secrets")] = False
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json/--properties",
+            help="JSON for the REST API, or key=value lines for a properties file.",
+        ),
+    ] = True,
+    show_secrets: Annotated[bool, typer.Option("--show-secrets")] = False,
 ) -> None:
     """Print the connector config rendered from connect-config/connector.json and OUTBOX_*."""
     from relay.connector_config import render as do_render
@@ -70,7 +77,12 @@ def render(
         cfg = do_render(_settings())
     except RelayError as exc:
         raise fail(exc) from exc
-    typer.echo(json.dumps(cfg if show_secrets else masked(cfg), indent=2))
+    shown = cfg if show_secrets else masked(cfg)
+    if as_json:
+        typer.echo(json.dumps(shown, indent=2))
+    else:
+        for key, value in shown.items():
+            typer.echo(f"{key}={value}")
 
 
 @connector_app.command()

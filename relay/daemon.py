@@ -38,6 +38,8 @@ from relay.slot_health import (
     EVENTS_BACKLOG_SQL,
     NO_SLOT_SQL,
     SLOT_SQL,
+    Level,
+    SlotAssessment,
     SlotStats,
     assess,
     from_row,
@@ -121,6 +123,10 @@ class Relay:
         self.slot = await self.slot_stats()
         assessment = (assess(self.slot, warn_bytes=self.s.slot_warn_bytes, critical_bytes=self.s.slot_critical_bytes,
                              heartbeat_warn_s=self.s.heartbeat_warn_s) if self.slot else None)  # fmt: skip
+        if self.slot is None:
+            # Not knowing the slot is not "healthy": WAL may be piling up unseen.
+            assessment = SlotAssessment(Level.CRITICAL, [f"cannot read slot health from Postgres: "
+                                                         f"{self.slot_error or 'unknown error'}"])  # fmt: skip
         name = self.s.connector_name
         try:
             live = await self.connect.get_config(name)

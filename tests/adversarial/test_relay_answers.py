@@ -76,3 +76,26 @@ async def test_relay_survives_every_answer(name: str) -> None:
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+async def test_a_running_connector_with_postgres_down_is_not_healthy() -> None:
+    """Connect says RUNNING, but the slot cannot be read: WAL may pile up unseen."""
+    from relay.connector_config import render
+
+    s = _settings()
+    desired = render(s)
+
+    def answer(r: httpx.Request) -> httpx.Response:
+        if r.url.path.endswith("/config"):
+            return httpx.Response(200, json=desired)
+        return httpx.Response(200, json={"name": s.connector_name, "connector": {"state": "RUNNING"},
+                                         "tasks": [{"id": 0, "state": "RUNNING"}]})  # fmt: skip
+
+    client = ConnectClient(s.connect_url, transport=httpx.MockTransport(answer))
+    relay = Relay(s, connect=client)
+    try:
+        report = await relay.tick()
+    finally:
+        await relay.aclose()
+    assert report.health is Health.DEGRADED, report
+    assert any("cannot read slot health from Postgres" in d for d in report.details), report

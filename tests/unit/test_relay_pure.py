@@ -161,3 +161,28 @@ def test_liveness_is_not_readiness() -> None:
     assert relay.http_answer("/healthz", 100.0 + 10_000)[0] == 503  # the loop is stuck
     assert relay.http_answer("/nope", 0)[0] == 404
     assert relay.http_answer("/metrics", 0)[1].startswith("text/plain")
+
+
+def test_the_cli_names_each_failure_and_its_exit_code() -> None:
+    import errno
+
+    import psycopg
+    from confluent_kafka import KafkaError, KafkaException
+
+    from outbox.errors import classify
+
+    cases: list[tuple[BaseException, int, str]] = [
+        (psycopg.OperationalError('connection failed: FATAL:  password authentication failed '
+                                  'for user "x"'), 3, "refused the login"),
+        (psycopg.OperationalError("connection to server failed: Connection refused"), 3,
+         "Postgres is unreachable"),
+        (psycopg.ProgrammingError('invalid dsn: missing "=" after "x"'), 2, "not a Postgres DSN"),
+        (KafkaException(KafkaError(KafkaError._TRANSPORT, "Broker transport failure")), 3,
+         "Kafka is unreachable"),
+        (OSError(errno.EADDRINUSE, "address already in use"), 1, "already in use"),
+        (ExceptionGroup("tg", [OSError(errno.EADDRINUSE, "in use")]), 1, "already in use"),
+        (ZeroDivisionError("x"), 1, "internal error (ZeroDivisionError"),
+    ]  # fmt: skip
+    for exc, code, text in cases:
+        line, got = classify(exc)
+        assert (got, text in line) == (code, True), (exc, line, got)
