@@ -4,6 +4,7 @@ a steady rate; RSS per idle connection at 10,000 connections.
 
     python -m bench.router [--messages 100000] [--teachers 1000] [--runs 3]
                            [--latency-rate 2000] [--latency-seconds 20] [--idle 10000]
+                           [--workers N]   # also `router run --workers N`, side by side
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ from confluent_kafka import Producer
 
 from bench.common import (
     bench_stack,
-    cpu_seconds,
+    descendants,
     pct,
     python_proc,
     rss_kib,
     summary,
+    tree_cpu_seconds,
     wait_for_count,
     write_result,
 )
@@ -85,14 +87,16 @@ def produce(bootstrap: str, topic: str, n: int, teachers: int, prefix: str) -> f
 def start_server(
     kind: str, stack: StackState, topic: str, port: int, workdir: Path, group: str
 ) -> subprocess.Popen[str]:
-    log = open(workdir / f"{kind}-{port}.log", "w")  # noqa: SIM115 - closed with the process
-    if kind == "router":
+    log = open(workdir / f"{kind}-{port}.log".replace(" ", ""), "w")  # noqa: SIM115 - closed with the process
+    if kind.startswith("router"):
+        # "router" is one process; "router xN" runs N workers on the port.
+        workers = kind.split("x", 1)[1] if " x" in kind else "1"
         env = {**os.environ, **stack.env(), "OUTBOX_TOPIC": topic, "OUTBOX_JWT_SECRET": SECRET,
                "OUTBOX_MAX_UNAUTHENTICATED_PER_IP": "100000",  # every load client is on 127.0.0.1
                "OUTBOX_ROUTER_PORT": str(port), "OUTBOX_GROUP_ID": group, "OUTBOX_REDIS_PREFIX": f"b{group}",
                "OUTBOX_KAFKA_SESSION_TIMEOUT_MS": "6000", "OUTBOX_KAFKA_MAX_POLL_INTERVAL_MS": "10000",
                "OUTBOX_SEND_QUEUE_MAX": "1000000", "OUTBOX_MAX_CONNECTIONS_PER_TEACHER": "1000",
-               "OUTBOX_PING_INTERVAL_S": "600"}  # fmt: skip
+               "OUTBOX_PING_INTERVAL_S": "600", "OUTBOX_WORKERS": workers}  # fmt: skip
         proc = python_proc(["-m", "outbox.cli", "router", "run", "--log-level", "WARNING"], env=env, stdout=log,
                            stderr=subprocess.STDOUT)  # fmt: skip
         deadline = time.monotonic() + 60
@@ -115,7 +119,8 @@ def start_server(
 
 def stop_server(proc: subprocess.Popen[str], kind: str) -> None:
     if proc.poll() is None:
-        stop_pid(proc.pid, expect="router" if kind == "router" else "bare_broadcast", timeout=20)
+        stop_pid(proc.pid, expect="router" if kind.startswith("router") else "bare_broadcast",
+                 timeout=20)  # fmt: skip
 
 
 @dataclass
@@ -164,11 +169,11 @@ def throughput_run(
 ) -> dict[str, Any]:
     with rig(stack, kind, args.teachers, workdir, "router") as r:
         assert r.clients.stdout is not None
-        cpu0, redis0 = cpu_seconds(r.server.pid), redis_cpu(stack)
+        cpu0, redis0 = tree_cpu_seconds(r.server.pid), redis_cpu(stack)
         produce_s = produce(stack.kafka_bootstrap, r.topic, args.messages, args.teachers, r.prefix)
         wait_for_count(r.clients.stdout, args.messages)
-        cpu1, redis1 = cpu_seconds(r.server.pid), redis_cpu(stack)
-        peak_rss = rss_kib(r.server.pid)
+        cpu1, redis1 = tree_cpu_seconds(r.server.pid), redis_cpu(stack)
+        peak_rss = sum(rss_kib(p) for p in descendants(r.server.pid))
         r.stop_clients()
     recv = r.recv
     times = []
@@ -330,14 +335,22 @@ def main() -> None:
     ap.add_argument("--latency-rate", type=int, default=2000, help="0 skips the latency run")
     ap.add_argument("--latency-seconds", type=float, default=20)
     ap.add_argument("--idle", type=int, default=10_000)
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="also measure `router run --workers N` side by side (N > 1)",
+    )
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="outbox-bench-router-"))
-    runs: dict[str, list[dict[str, Any]]] = {"router": [], "bare": []}
+    multi = f"router x{args.workers}" if args.workers > 1 else None
+    kinds = ["router", "bare", *([multi] if multi else [])]
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
     idle: list[dict[str, Any]] = []
     latency: list[dict[str, Any]] = []
     with bench_stack() as stack:
         for r in range(args.runs):
-            for kind in ("router", "bare") if r % 2 == 0 else ("bare", "router"):
+            for kind in kinds if r % 2 == 0 else kinds[::-1]:
                 res = throughput_run(stack, kind, args, workdir)
                 runs[kind].append(res)
                 print(f"run {r + 1} {kind:<7} {res['frames']}/{res['expected']} frames in {res['seconds']:.2f} s = "
@@ -368,10 +381,21 @@ def main() -> None:
            "router_frames_per_s": summary([x["frames_per_s"] for x in runs["router"]]),
            "bare_frames_per_s": summary([x["frames_per_s"] for x in runs["bare"]]),
            "throughput_ratio_router_over_bare": summary(ratio)}  # fmt: skip
+    if multi:
+        out[f"{multi}_frames_per_s"] = summary([x["frames_per_s"] for x in runs[multi]])
+        out[f"{multi}_over_router"] = summary([a["frames_per_s"] / b["frames_per_s"] for a, b in
+                                               zip(runs[multi], runs["router"], strict=True)])  # fmt: skip
+        out[f"{multi}_cpu_us_per_frame"] = summary(
+            [x["server_cpu_us_per_frame"] for x in runs[multi]]
+        )
     path = write_result("router", out)
     print(
         f"router/bare throughput ratio: median {out['throughput_ratio_router_over_bare']['median']:.2f}"
     )
+    if multi:
+        print(
+            f"{multi}/router throughput ratio: median {out[f'{multi}_over_router']['median']:.2f}"
+        )
     print(f"wrote {path}")
     import shutil
 

@@ -51,12 +51,26 @@ def install_stop_signals(stop: asyncio.Event) -> None:
 
 
 @router_app.command("run")
-def run(log_format: LogFormatOpt = LogFormat.human, log_level: LogLevelOpt = "INFO") -> None:
+def run(
+    log_format: LogFormatOpt = LogFormat.human,
+    log_level: LogLevelOpt = "INFO",
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=64,
+            help="Router processes sharing the port, one per core (default: OUTBOX_WORKERS, 1).",
+        ),
+    ] = None,
+) -> None:
     """Run the router until SIGTERM/SIGINT (settings from OUTBOX_* variables).
 
     Needs OUTBOX_KAFKA_BOOTSTRAP, OUTBOX_REDIS_URL and OUTBOX_JWT_SECRET (or
     OUTBOX_JWT_PUBLIC_KEY with OUTBOX_JWT_ALGORITHMS=RS256). Serves ws://HOST:PORT/ws,
-    the inbox page at /, and /healthz, /readyz, /metrics.
+    the inbox page at /, and /healthz, /readyz, /metrics. With --workers N, N
+    processes share the port (each a whole replica; /metrics per worker on
+    OUTBOX_ADMIN_PORT + its index).
     """
     from router.app import Router
 
@@ -64,6 +78,15 @@ def run(log_format: LogFormatOpt = LogFormat.human, log_level: LogLevelOpt = "IN
     # websockets logs every plain HTTP answer (/healthz, /metrics) as "rejected".
     logging.getLogger("websockets.server").setLevel(logging.WARNING)
     settings = _settings()
+    n = workers if workers is not None else settings.workers
+    if n > 1:
+        from router.workers import run_workers
+
+        if settings.router_port == 0:
+            raise fail("--workers needs a fixed OUTBOX_ROUTER_PORT to share (not 0)", 2)
+        args = ["-m", "outbox.cli", "router", "run", "--log-format", log_format.value,
+                "--log-level", log_level, "--workers", "1"]  # fmt: skip
+        raise typer.Exit(run_workers(n, args, admin_port=settings.admin_port))
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import http
 import logging
+import os
 import re
 import time
 import uuid
@@ -208,6 +209,8 @@ class WebSocketServer:
         """/healthz, /readyz and /metrics (on the admin port when there is one)."""
         path = urlsplit(request.path).path
         info = "".join(f"{k} {v}\n" for k, v in self.detail().items())
+        if self.s.workers > 1 or self.s.reuse_port:
+            info += f"worker {self.s.worker_index} pid {os.getpid()}\n"
         if path == "/healthz":
             return _response(http.HTTPStatus.OK, ("ok\n" + info).encode(), "text/plain")
         if path == "/readyz":
@@ -245,6 +248,7 @@ class WebSocketServer:
             max_queue=16,
             create_connection=_Connection,
             logger=_ws_log,
+            reuse_port=self.s.reuse_port or None,
         )
         if self.s.admin_port is not None:
             self.admin = await serve(_no_websocket, self.s.admin_host, self.s.admin_port,

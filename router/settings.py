@@ -32,6 +32,12 @@ class RouterSettings(BaseSettings):
     # on both), so the public WebSocket port exposes no internals.
     admin_host: str = "127.0.0.1"
     admin_port: int | None = Field(default=None, ge=0, le=65535)
+    # Router processes on this machine sharing router_port (SO_REUSEPORT); each
+    # is a full replica (`outbox router run --workers N`, docs/architecture.md).
+    workers: int = Field(default=1, ge=1, le=64)
+    # Set for each worker by the parent: bind with SO_REUSEPORT, and which one it is.
+    reuse_port: bool = False
+    worker_index: int = Field(default=0, ge=0)
     # HS256 secret, or a PEM public key for RS256/ES256.
     jwt_secret: SecretStr | None = None
     jwt_secret_file: Path | None = None  # the secret from a file (container secrets)

@@ -97,3 +97,40 @@ async def test_tail_and_dlq_cli(env: Env, tmp_path: Path) -> None:
         assert rows[0]["value"] == "garbage"
     finally:
         r.stop()
+
+
+async def test_workers_share_the_port_and_deliver_once(env: Env, tmp_path: Path) -> None:
+    """`router run --workers 2`: two whole replicas on one port (SO_REUSEPORT);
+    connections land on both, every notification reaches its teacher once, and
+    SIGTERM stops the parent and every worker."""
+    import time
+
+    import httpx
+
+    from stack.procs import alive
+
+    r = start_router_process(env.settings.model_copy(update={"workers": 2}), tmp_path)
+    pids: set[int] = set()
+    try:
+        await wait_ready(r.port, 60)
+        deadline = time.monotonic() + 30
+        while len(pids) < 2 and time.monotonic() < deadline:
+            # a fresh connection each time: the kernel spreads them by address
+            async with httpx.AsyncClient() as once:
+                body = (await once.get(f"http://127.0.0.1:{r.port}/healthz")).text
+            pids |= {int(line.split()[3]) for line in body.splitlines()
+                     if line.startswith("worker ")}  # fmt: skip
+        assert len(pids) == 2, f"only {pids} answered"
+        teachers = [f"w-{i}" for i in range(12)]
+        clients = [await Client.open(r.port, env.token(t)) for t in teachers]
+        sent = {t: env.produce(notification("class_created", t)) for t in teachers}
+        env.flush()
+        for t, c in zip(teachers, clients, strict=True):
+            frames = await c.collect(1, timeout=30)
+            await c.quiet(0.3)
+            assert [f["id"] for f in c.notifications()] == [sent[t]], frames
+            await c.close()
+    finally:
+        r.stop()
+    # the parent waits for its workers before it exits
+    assert not [p for p in pids if alive(p)], "a worker outlived the parent"

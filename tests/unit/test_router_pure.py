@@ -192,3 +192,16 @@ def test_loop_metrics_export_like_prometheus_client() -> None:
     assert "outbox_router_kafka_to_frame_seconds_sum 3.0255" in text
     assert "outbox_router_delivered_total 3.0" in text
     assert 'outbox_router_latency_seconds_bucket{le="+Inf"} 0.0' in text
+
+
+def test_each_worker_gets_its_index_and_admin_port() -> None:
+    from router.workers import worker_env
+
+    env = worker_env({"OUTBOX_WORKERS": "4", "PATH": "/bin"}, 2, 9200)
+    assert env["OUTBOX_WORKERS"] == "1" and env["OUTBOX_REUSE_PORT"] == "true"
+    assert (env["OUTBOX_WORKER_INDEX"], env["OUTBOX_ADMIN_PORT"], env["PATH"]) == (
+        "2",
+        "9202",
+        "/bin",
+    )
+    assert "OUTBOX_ADMIN_PORT" not in worker_env({}, 1, None)
