@@ -156,7 +156,13 @@ def test_compose_services_run_and_deliver(stack: StackState, tmp_path: Path) -> 
                     if f["type"] == "notification":
                         return f
 
-        frame = asyncio.run(deliver())
+        # A loop of its own: asyncio.run() would unset the event loop the async
+        # tests after this one run on.
+        loop = asyncio.new_event_loop()
+        try:
+            frame = loop.run_until_complete(deliver())
+        finally:
+            loop.close()
         assert frame["notification"]["teacher_id"] == "compose-teacher"
         assert frame["notification"]["payload"] == {"class_name": "7B"}
     finally:
