@@ -12,6 +12,7 @@ from datetime import timedelta
 from enum import StrEnum
 
 from contracts.errors import UnknownNotificationTypeError
+from contracts.limits import sql_literal
 from contracts.taxonomy import NotificationPriority as P
 from contracts.taxonomy import WebSocketEventCategory as C
 
@@ -118,33 +119,27 @@ def requires_class_id(notification_type: str) -> bool:
     return notification_type.startswith("class_")
 
 
-def _sql_literal(value: str | None) -> str:
-    if value is None:
-        return "NULL"
-    return "'" + value.replace("'", "''") + "'"
-
-
 def catalog_sql() -> str:
     """The SQL that makes ``outbox.notification_catalog`` equal to :data:`CATALOG`."""
     rows = []
     for e in CATALOG.values():
         interval = (
-            _sql_literal(f"{int(e.default_deadline.total_seconds())} seconds")
+            sql_literal(f"{int(e.default_deadline.total_seconds())} seconds")
             if e.default_deadline
             else "NULL"
         )
         rows.append(
-            f"    ({_sql_literal(e.type)}, {_sql_literal(e.service)}, "
-            f"{_sql_literal(e.priority.value)}, {e.priority.rank}, "
-            f"{_sql_literal(e.category.value)}, {'true' if e.action_required else 'false'}, "
-            f"{_sql_literal(e.deadline.value)}, {interval}::interval, "
-            f"{_sql_literal(e.description)})"
+            f"    ({sql_literal(e.type)}, {sql_literal(e.service)}, "
+            f"{sql_literal(e.priority.value)}, {e.priority.rank}, "
+            f"{sql_literal(e.category.value)}, {'true' if e.action_required else 'false'}, "
+            f"{sql_literal(e.deadline.value)}, {interval}::interval, "
+            f"{sql_literal(e.description)})"
         )
     return (
         "-- Generated from contracts/catalog.py by `outbox db catalog-sql`; do not edit.\n"
         "-- A repeatable migration: re-applied whenever its content changes.\n"
         "DELETE FROM outbox.notification_catalog\n"
-        "WHERE type NOT IN (" + ", ".join(_sql_literal(t) for t in CATALOG) + ");\n"
+        "WHERE type NOT IN (" + ", ".join(sql_literal(t) for t in CATALOG) + ");\n"
         "INSERT INTO outbox.notification_catalog\n"
         "    (type, service, priority, priority_rank, category, action_required,\n"
         "     deadline_rule, default_deadline, description)\nVALUES\n"

@@ -35,7 +35,7 @@ from contracts.errors import (
     InvalidEventError,
     Violation,
 )
-from contracts.limits import MAX_TOPIC_CHARS, TOPIC_PATTERN
+from contracts.limits import MAX_TOPIC_CHARS, TOPIC_PATTERN, sql_literal
 from contracts.notification import NOTIFICATION_TOPIC
 from contracts.outbox import AsyncCursor, SyncCursor
 from contracts.rules import id_violations, payload_violations
@@ -188,22 +188,18 @@ def registry_problems() -> list[str]:
     return out
 
 
-def _sql_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def topics_sql() -> str:
     """The SQL that makes ``outbox.event_topics`` equal to :data:`EVENT_TOPICS`."""
     rows = ",\n".join(
-        f"    ({_sql_literal(t.topic)}, {_sql_literal(t.service)}, {t.partitions}, "
-        f"{_sql_literal(t.description)})"
+        f"    ({sql_literal(t.topic)}, {sql_literal(t.service)}, {t.partitions}, "
+        f"{sql_literal(t.description)})"
         for t in EVENT_TOPICS.values()
     )
     return (
         "-- Generated from contracts/events.py by `outbox db generate`; do not edit.\n"
         "-- A repeatable migration: re-applied whenever its content changes.\n"
         "DELETE FROM outbox.event_topics\n"
-        "WHERE topic NOT IN (" + ", ".join(_sql_literal(t) for t in EVENT_TOPICS) + ");\n"
+        "WHERE topic NOT IN (" + ", ".join(sql_literal(t) for t in EVENT_TOPICS) + ");\n"
         "INSERT INTO outbox.event_topics (topic, service, partitions, description)\nVALUES\n"
         + rows
         + "\nON CONFLICT (topic) DO UPDATE SET\n"

@@ -131,7 +131,10 @@ def _sql_regex_class(ranges: tuple[tuple[int, int], ...]) -> str:
     return "[" + "".join(parts) + "]"
 
 
-def _sql_text(value: str) -> str:
+def sql_literal(value: str | None) -> str:
+    """A SQL string literal (NULL for None) for the generated migrations."""
+    if value is None:
+        return "NULL"
     return "'" + value.replace("'", "''") + "'"
 
 
@@ -141,18 +144,18 @@ def limits_sql() -> str:
     fns = [
         ("limit_id_max_chars(field text)", "int",
          "SELECT CASE field "
-         + " ".join(f"WHEN {_sql_text(k)} THEN {v}" for k, v in ALL_ID_MAX_CHARS.items())
+         + " ".join(f"WHEN {sql_literal(k)} THEN {v}" for k, v in ALL_ID_MAX_CHARS.items())
          + " END"),
-        ("limit_id_forbidden_re()", "text", f"SELECT {_sql_text(_sql_regex_class(ID_FORBIDDEN_RANGES))}"),
-        ("limit_blank_re()", "text", f"SELECT {_sql_text('^' + ws + '*$')}"),
+        ("limit_id_forbidden_re()", "text", f"SELECT {sql_literal(_sql_regex_class(ID_FORBIDDEN_RANGES))}"),
+        ("limit_blank_re()", "text", f"SELECT {sql_literal('^' + ws + '*$')}"),
         ("limit_document_keys()", "text[]",
-         "SELECT ARRAY[" + ", ".join(_sql_text(k) for k in DOCUMENT_KEYS) + "]"),
+         "SELECT ARRAY[" + ", ".join(sql_literal(k) for k in DOCUMENT_KEYS) + "]"),
         ("limit_payload_bytes()", "int", f"SELECT {MAX_PAYLOAD_BYTES}"),
         ("limit_payload_depth()", "int", f"SELECT {MAX_PAYLOAD_DEPTH}"),
         ("limit_number_digits()", "int", f"SELECT {MAX_NUMBER_DIGITS}"),
-        ("limit_topic_re()", "text", f"SELECT {_sql_text(TOPIC_PATTERN)}"),
+        ("limit_topic_re()", "text", f"SELECT {sql_literal(TOPIC_PATTERN)}"),
         ("limit_topic_max_chars()", "int", f"SELECT {MAX_TOPIC_CHARS}"),
-        ("limit_deadline_re()", "text", f"SELECT {_sql_text(DEADLINE_PATTERN)}"),
+        ("limit_deadline_re()", "text", f"SELECT {sql_literal(DEADLINE_PATTERN)}"),
         ("limit_deadline_years()", "int4range",
          f"SELECT int4range({DEADLINE_YEAR_MIN}, {DEADLINE_YEAR_MAX}, '[]')"),
     ]  # fmt: skip

@@ -14,14 +14,11 @@ import contextlib
 import errno
 from typing import Any
 
+from relay.supervisor import first_line
+
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
-
-
-def _first_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[0] if lines else ""
 
 
 def _leaf(exc: BaseException) -> BaseException:
@@ -73,7 +70,7 @@ def classify(exc: BaseException) -> tuple[str, int]:
         return f"{exc.strerror or exc}" + (
             f": {exc.filename}" if exc.filename else ""
         ), EXIT_FAILURE
-    return (f"internal error ({type(exc).__name__}: {_first_line(str(exc))[:200]}); rerun with "
+    return (f"internal error ({type(exc).__name__}: {first_line(str(exc))[:200]}); rerun with "
             "--debug for the traceback and report it", EXIT_FAILURE)  # fmt: skip
 
 
@@ -84,7 +81,7 @@ def _postgres(exc: BaseException) -> tuple[str, int] | None:
         return None
     if not isinstance(exc, psycopg.Error):
         return None
-    line = _first_line(str(exc))
+    line = first_line(str(exc))
     if isinstance(exc, psycopg.ProgrammingError) and ("invalid dsn" in line or "missing" in line):
         return (f"OUTBOX_PG_DSN is not a Postgres DSN ({line}); use postgresql://USER@HOST:PORT/DB "
                 "or key=value pairs", EXIT_USAGE)  # fmt: skip
@@ -128,7 +125,7 @@ def _network(exc: BaseException) -> tuple[str, int] | None:
         with contextlib.suppress(RuntimeError):  # no request attached
             url = f" {exc.request.url}"
         return (
-            f"cannot reach{url} ({_first_line(str(exc)) or type(exc).__name__})",
+            f"cannot reach{url} ({first_line(str(exc)) or type(exc).__name__})",
             EXIT_UNREACHABLE,
         )
     try:
@@ -138,7 +135,7 @@ def _network(exc: BaseException) -> tuple[str, int] | None:
         return None
     if isinstance(exc, RedisConnectionError | RedisTimeoutError):
         return (
-            f"Redis is unreachable ({_first_line(str(exc))}); check OUTBOX_REDIS_URL",
+            f"Redis is unreachable ({first_line(str(exc))}); check OUTBOX_REDIS_URL",
             EXIT_UNREACHABLE,
         )
     return None

@@ -221,8 +221,7 @@ def _cdc_login(s: RelaySettings) -> Check:
         with psycopg.connect(conninfo) as conn:
             conn.execute("SELECT 1 FROM outbox.teacher_notifications LIMIT 0")
     except psycopg.Error as exc:
-        line = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-        return Check(name, False, line[:200],
+        return Check(name, False, first_line(str(exc), 200) or type(exc).__name__,
                      f"set its password (ALTER ROLE {s.cdc_user} PASSWORD '...', or "
                      "OUTBOX_CDC_PASSWORD with `outbox db migrate`) to OUTBOX_CDC_PASSWORD, and "
                      "let pg_hba.conf admit it")  # fmt: skip

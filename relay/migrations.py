@@ -172,11 +172,13 @@ def set_role_password(dsn: str, role: str, password: str) -> None:
     """
     from psycopg import sql
 
+    from relay.supervisor import first_line
+
     try:
         with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
             conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
                 sql.Identifier(role), sql.Literal(scram_verifier(password))))  # fmt: skip
     except psycopg.OperationalError as exc:
-        raise DatabaseUnavailableError(str(exc).strip().splitlines()[0]) from exc
+        raise DatabaseUnavailableError(first_line(str(exc))) from exc
     except psycopg.Error as exc:
-        raise MigrationError(f"role {role}", str(exc).strip().splitlines()[0]) from exc
+        raise MigrationError(f"role {role}", first_line(str(exc))) from exc

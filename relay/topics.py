@@ -32,20 +32,39 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int) -> bool:
     Raises:
         TopicError: the broker is unreachable or refused.
     """
+    return bool(_create_missing(bootstrap, [(topic, partitions)]))
+
+
+def _create_missing(bootstrap: str, wanted: list[tuple[str, int]]) -> list[str]:
+    """Create those of ``wanted`` (name, partitions) that do not exist, with one
+    metadata read and one create request; the names created."""
     conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000,
                             "logger": KAFKA_LOG}  # fmt: skip
     admin = AdminClient(conf)
+    current = wanted[0][0] if wanted else ""
     try:
         md = admin.list_topics(timeout=10)
-        if topic in md.topics and md.topics[topic].error is None:
-            return False
-        admin.create_topics([NewTopic(topic, num_partitions=partitions)])[topic].result(timeout=15)
+        missing = [
+            (t, n) for t, n in wanted if t not in md.topics or md.topics[t].error is not None
+        ]
+        if not missing:
+            return []
+        futures = admin.create_topics([NewTopic(t, num_partitions=n) for t, n in missing])
+        created = []
+        for t, _ in missing:
+            current = t
+            try:
+                futures[t].result(timeout=15)
+                created.append(t)
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if not (
+                    isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS
+                ):
+                    raise
+        return created
     except KafkaException as exc:
-        err = exc.args[0] if exc.args else None
-        if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
-            return False
-        raise TopicError(topic, str(exc)) from exc
-    return True
+        raise TopicError(current, str(exc)) from exc
 
 
 def ensure_topics(bootstrap: str, notification_topic: str, partitions: int, *,
@@ -64,4 +83,4 @@ def ensure_topics(bootstrap: str, notification_topic: str, partitions: int, *,
     wanted = [(notification_topic, partitions), (notification_topic + ".dlq", 1),
               (f"__debezium-heartbeat.{topic_prefix}", 1)]  # fmt: skip
     wanted += [(t.topic, t.partitions) for t in EVENT_TOPICS.values()]
-    return [name for name, n in wanted if ensure_topic(bootstrap, name, n)]
+    return _create_missing(bootstrap, wanted)

@@ -208,6 +208,9 @@ class WebSocketServer:
     async def admin_request(self, _conn: ServerConnection, request: Request) -> Response:
         """/healthz, /readyz and /metrics (on the admin port when there is one)."""
         path = urlsplit(request.path).path
+        if path == "/metrics":
+            return _response(http.HTTPStatus.OK, generate_latest(self.metrics.registry),
+                             CONTENT_TYPE_LATEST)  # fmt: skip
         info = "".join(f"{k} {v}\n" for k, v in self.detail().items())
         if self.s.workers > 1 or self.s.reuse_port:
             info += f"worker {self.s.worker_index} pid {os.getpid()}\n"
@@ -221,9 +224,6 @@ class WebSocketServer:
             ok = all(checks.values())
             status = http.HTTPStatus.OK if ok else http.HTTPStatus.SERVICE_UNAVAILABLE
             return _response(status, body, "text/plain")
-        if path == "/metrics":
-            return _response(http.HTTPStatus.OK, generate_latest(self.metrics.registry),
-                             CONTENT_TYPE_LATEST)  # fmt: skip
         return _response(http.HTTPStatus.NOT_FOUND, b"not found; try /healthz, /readyz or "
                          b"/metrics\n", "text/plain")  # fmt: skip
 
