@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from confluent_kafka import Consumer, TopicPartition
 
+from bench import stages
 from bench.common import bench_stack, pct, python_proc, summary, wait_for_count, write_result
 from relay.connector_config import render
 from relay.migrations import migrate
@@ -32,10 +34,28 @@ from stack.manager import create_database, drop_database
 from stack.procs import free_port, stop_pid
 from stack.state import StackState
 
+# The router's histograms of the stages it sees (bench/stages.py has the table).
+ROUTER_STAGES = {
+    "ship": "outbox_router_kafka_read_seconds",
+    "route": "outbox_router_kafka_to_frame_seconds",
+}
+STAGE_ORDER = ("capture", "ship", "route", "deliver", "total")
 SECRET = "bench-secret-0123456789abcdef0123456789"
 # What a user gets without our tuning: Debezium's default poll interval and
 # producer batching.
 DEFAULTS = {"poll.interval.ms": None, "producer.override.linger.ms": None}
+
+
+def overrides(label: str) -> dict[str, str | None]:
+    """Connector overrides of a config label: ``tuned`` (ours), ``default``
+    (Debezium's), ``lingerN`` (ours with the producer's ``linger.ms=N``)."""
+    if label == "tuned":
+        return {}
+    if label == "default":
+        return dict(DEFAULTS)
+    if label.startswith("linger") and label[6:].isdigit():
+        return {"producer.override.linger.ms": label[6:]}
+    raise SystemExit(f"unknown config {label!r}: tuned, default or lingerN")
 
 
 def _admin(stack: StackState) -> str:
@@ -112,6 +132,8 @@ class Pipeline:
         line = clients.stdout.readline()
         if "ready" not in line:
             raise RuntimeError(f"clients failed: {line}")
+        metrics_before = self._metrics()
+        offsets_before = self._high_watermarks()
         writer = python_proc(["-m", "bench.load_writer", self.dsn, str(rate), str(a.duration), str(a.teachers),
                               str(sent), "--prefix", run_prefix], stdout=subprocess.PIPE)  # fmt: skip
         wout, _ = writer.communicate(timeout=a.duration * 4 + 60)
@@ -119,7 +141,61 @@ class Pipeline:
         wait_for_count(clients.stdout, info["sent"] * a.conns, idle_s=3)
         clients.send_signal(signal.SIGTERM)
         clients.communicate(timeout=120)
-        return analyse(sent, recv, a.conns, a.warmup, info)
+        metrics_after = self._metrics()
+        captured = self._record_timestamps(offsets_before)
+        router = {stage: stages.diff(stages.histogram(metrics_after, name),
+                                     stages.histogram(metrics_before, name))
+                  for stage, name in ROUTER_STAGES.items()}  # fmt: skip
+        return analyse(sent, recv, a.conns, a.warmup, info, captured=captured, router=router,
+                       window=a.window)  # fmt: skip
+
+    def _metrics(self) -> str:
+        return httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=10).text
+
+    def _partitions(self) -> list[int]:
+        c = Consumer(
+            {"bootstrap.servers": self.stack.kafka_bootstrap, "group.id": "bench-e2e-probe"}
+        )
+        try:
+            meta = c.list_topics(self.relay.topic, timeout=10).topics[self.relay.topic]
+            return sorted(meta.partitions)
+        finally:
+            c.close()
+
+    def _high_watermarks(self) -> dict[int, int]:
+        c = Consumer(
+            {"bootstrap.servers": self.stack.kafka_bootstrap, "group.id": "bench-e2e-probe"}
+        )
+        try:
+            return {p: c.get_watermark_offsets(TopicPartition(self.relay.topic, p), timeout=10)[1]
+                    for p in self._partitions()}  # fmt: skip
+        finally:
+            c.close()
+
+    def _record_timestamps(self, start: dict[int, int]) -> dict[str, float]:
+        """Event id -> the Kafka record's timestamp (epoch seconds) of every record
+        written since ``start``: read after the window, so the reading costs the
+        measurement nothing."""
+        end = self._high_watermarks()
+        out: dict[str, float] = {}
+        c = Consumer({"bootstrap.servers": self.stack.kafka_bootstrap, "group.id": "bench-e2e-probe",
+                      "enable.auto.commit": False})  # fmt: skip
+        todo = {p for p in end if end[p] > start.get(p, 0)}
+        c.assign([TopicPartition(self.relay.topic, p, start.get(p, 0)) for p in todo])
+        deadline = time.monotonic() + 120
+        try:
+            while todo and time.monotonic() < deadline:
+                for m in c.consume(1000, 1.0):
+                    if m.error() is not None:
+                        continue
+                    eid = dict(m.headers() or []).get("id")
+                    if eid is not None:
+                        out[eid.decode()] = m.timestamp()[1] / 1000
+                    if (m.offset() or 0) + 1 >= end[m.partition() or 0]:
+                        todo.discard(m.partition() or 0)
+        finally:
+            c.close()
+        return out
 
     def stop(self) -> None:
         if self.router and self.router.poll() is None:
@@ -128,9 +204,10 @@ class Pipeline:
         drop_database(_admin(self.stack), self.dsn.rsplit("/", 1)[1])
 
 
-def analyse(
-    sent_path: Path, recv_path: Path, conns: int, warmup: float, info: dict[str, Any]
-) -> dict[str, Any]:
+def analyse(sent_path: Path, recv_path: Path, conns: int, warmup: float, info: dict[str, Any], *,
+            captured: dict[str, float] | None = None,
+            router: dict[str, list[tuple[float, float]]] | None = None,
+            window: float = 10.0) -> dict[str, Any]:  # fmt: skip
     sent: dict[str, tuple[str, float]] = {}
     with open(sent_path) as f:
         for line in f:
@@ -139,19 +216,44 @@ def analyse(
     t0 = min((t for _, t in sent.values()), default=0.0) + warmup
     seen: dict[tuple[int, str], int] = {}
     lat: list[float] = []
+    by_window: dict[int, list[float]] = {}
+    start = t0 - warmup
     with open(recv_path) as f:
         for line in f:
             teacher, cid, eid, t = json.loads(line)
             key = (cid, eid)
             seen[key] = seen.get(key, 0) + 1
             if eid in sent and seen[key] == 1 and sent[eid][1] >= t0:
-                lat.append((t - sent[eid][1]) * 1000)
+                ms = (t - sent[eid][1]) * 1000
+                lat.append(ms)
+                by_window.setdefault(int((sent[eid][1] - start) // window), []).append(ms)
     expected = len(sent) * conns
     got = sum(1 for (c, e) in seen if e in sent)
     dups = sum(n - 1 for n in seen.values() if n > 1)
-    return {"offered_rate": info.get("achieved_rate"), "sent": len(sent), "frames_expected": expected,
-            "frames_received": got, "lost": expected - got, "duplicates": dups,
-            "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95), "p99_ms": pct(lat, 99), "max_ms": max(lat, default=float("nan"))}  # fmt: skip
+    out = {"offered_rate": info.get("achieved_rate"), "sent": len(sent), "frames_expected": expected,
+           "frames_received": got, "lost": expected - got, "duplicates": dups,
+           "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95), "p99_ms": pct(lat, 99), "max_ms": max(lat, default=float("nan")),
+           "windows": [{"from_s": w * window, "p50_ms": pct(xs, 50), "p99_ms": pct(xs, 99), "frames": len(xs)}
+                       for w, xs in sorted(by_window.items())]}  # fmt: skip
+    if captured is not None and router is not None:
+        out["stages"] = budget(sent, captured, router, lat, t0)
+    return out
+
+
+def budget(sent: dict[str, tuple[str, float]], captured: dict[str, float],
+           router: dict[str, list[tuple[float, float]]], total_ms: list[float],
+           t0: float) -> dict[str, dict[str, float]]:  # fmt: skip
+    """p50/p99 of each stage (bench/stages.py); ``deliver`` is what the total leaves."""
+    capture = [(captured[e] - t) * 1000 for e, (_, t) in sent.items() if e in captured and t >= t0]
+    out = {"capture": {"p50_ms": pct(capture, 50), "p99_ms": pct(capture, 99), "n": len(capture)}}
+    for stage, buckets in router.items():
+        out[stage] = {"p50_ms": stages.quantile(buckets, 0.5) * 1000,
+                      "p99_ms": stages.quantile(buckets, 0.99) * 1000,
+                      "n": buckets[-1][1] if buckets else 0}  # fmt: skip
+    out["total"] = {"p50_ms": pct(total_ms, 50), "p99_ms": pct(total_ms, 99), "n": len(total_ms)}
+    out["deliver"] = {k: max(0.0, out["total"][k] - sum(out[s][k] for s in ("capture", *router)))
+                      for k in ("p50_ms", "p99_ms")} | {"n": 0}  # fmt: skip
+    return out
 
 
 def main() -> None:
@@ -162,6 +264,9 @@ def main() -> None:
     ap.add_argument("--teachers", type=int, default=50)
     ap.add_argument("--conns", type=int, default=4)
     ap.add_argument("--warmup", type=float, default=5)
+    ap.add_argument(
+        "--window", type=float, default=10, help="seconds per window of latency over time"
+    )
     ap.add_argument("--configs", default="tuned,default")
     ap.add_argument(
         "--fresh",
@@ -177,7 +282,7 @@ def main() -> None:
         pipes = {}
         try:
             for label in args.configs.split(","):
-                p = Pipeline(stack, label, {} if label == "tuned" else DEFAULTS, args, workdir)
+                p = Pipeline(stack, label, overrides(label), args, workdir)
                 pipes[label] = p
                 p.start()
             for run in range(args.runs):
@@ -185,9 +290,7 @@ def main() -> None:
                     for label in list(pipes):  # side by side, same process of measurement
                         if args.fresh and (run or rate != rates[0]):
                             pipes[label].stop()
-                            pipes[label] = Pipeline(
-                                stack, label, {} if label == "tuned" else DEFAULTS, args, workdir
-                            )
+                            pipes[label] = Pipeline(stack, label, overrides(label), args, workdir)
                             pipes[label].start()
                         p = pipes[label]
                         r = p.run_rate(rate)
@@ -195,6 +298,13 @@ def main() -> None:
                         print(f"run {run + 1} {label:<8} {rate:>6.0f}/s  p50 {r['p50_ms']:7.1f}  p99 {r['p99_ms']:7.1f}"
                               f"  max {r['max_ms']:7.1f} ms  lost {r['lost']} dup {r['duplicates']}"
                               f"  (achieved {r['offered_rate']:.0f}/s)", flush=True)  # fmt: skip
+                        st = r.get("stages", {})
+                        print("        p50/p99 ms  " + "  ".join(
+                            f"{k} {st[k]['p50_ms']:.1f}/{st[k]['p99_ms']:.1f}" for k in STAGE_ORDER if k in st),
+                            flush=True)  # fmt: skip
+                        if len(r["windows"]) > 2:
+                            print("        p99 ms per window  " + " ".join(
+                                f"{w['p99_ms']:.0f}" for w in r["windows"]), flush=True)  # fmt: skip
         finally:
             for p in pipes.values():
                 p.stop()
@@ -204,6 +314,11 @@ def main() -> None:
                              "offered_rate")} | {"lost": sum(r["lost"] for r in runs),
                                                  "duplicates": sum(r["duplicates"] for r in runs)}
                       for rate, runs in by_rate.items()}  # fmt: skip
+        for rate, runs in by_rate.items():
+            if all("stages" in r for r in runs):
+                agg[label][rate]["stages"] = {
+                    st: {k: summary([r["stages"][st][k] for r in runs]) for k in ("p50_ms", "p99_ms")}
+                    for st in STAGE_ORDER}  # fmt: skip
     ratios = {}
     if "tuned" in agg and "default" in agg:
         for rate in agg["tuned"]:

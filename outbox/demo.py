@@ -138,6 +138,7 @@ class Tally:
     rolled_back: set[str] = field(default_factory=set)
     received: dict[str, int] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
+    timeline: list[tuple[float, float]] = field(default_factory=list)  # (commit time, ms)
     wrong_teacher: int = 0
     events: set[str] = field(default_factory=set)  # domain event ids committed
     events_rolled_back: set[str] = field(default_factory=set)
@@ -152,6 +153,20 @@ class Tally:
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
         return (f"sent {len(self.sent)}, received {len(got)}, lost {lost}, duplicated {dup}, "
                 f"p50 {p50:.0f} ms, p99 {p99:.0f} ms")  # fmt: skip
+
+    def by_minute(self, since: float) -> list[str]:
+        """p50/p99 of what was committed in each minute from ``since``: whether the
+        pipeline holds its latency over a long run."""
+        minutes: dict[int, list[float]] = {}
+        for t, ms in self.timeline:
+            if t >= since:
+                minutes.setdefault(int((t - since) // 60), []).append(ms)
+        lines = []
+        for m, xs in sorted(minutes.items()):
+            xs.sort()
+            lines.append(f"  minute {m + 1}: {len(xs)} frames, p50 {statistics.median(xs):.0f} ms, "
+                         f"p99 {xs[min(len(xs) - 1, int(len(xs) * 0.99))]:.0f} ms")  # fmt: skip
+        return lines
 
     @property
     def clean(self) -> bool:
@@ -247,8 +262,9 @@ async def _client(port: int, token: str, teacher: str, tally: Tally, ready: asyn
             tally.received[eid] = tally.received.get(eid, 0) + 1
             committed = tally.sent.get(eid)
             lat = (now - committed) * 1000 if committed else None
-            if lat is not None and tally.received[eid] == 1:
+            if lat is not None and committed is not None and tally.received[eid] == 1:
                 tally.latencies_ms.append(lat)
+                tally.timeline.append((committed, lat))
             if not quiet:
                 _print(f"{time.strftime('%H:%M:%S')}  {teacher:<10} {n['priority'].upper():<9} "
                        f"{n['notification_type']:<40} {'' if lat is None else f'{lat:6.1f} ms':>9}  "
@@ -392,6 +408,7 @@ async def run_demo(opts: DemoOptions) -> int:
         )
         tokens = {t: mint(secret, t, 8 * 3600, now=time.time()) for t in TEACHERS}
         tally = Tally()
+        load_since = 0.0
         readies = {t: asyncio.Event() for t in TEACHERS}
         async with asyncio.TaskGroup() as tg:
             clients = [tg.create_task(_client(router_port, tokens[t], t, tally, readies[t], opts.quiet))
@@ -416,6 +433,7 @@ async def run_demo(opts: DemoOptions) -> int:
                 if opts.rate > 0 and opts.duration > 0 and not stop.is_set():
                     _print(f"\nload: {opts.rate:.0f} notifications/s for {opts.duration:.0f} s ...")
                     start = time.monotonic()
+                    load_since = time.time()
                     for i, step in enumerate(_load_steps(opts.rate, opts.duration)):
                         if stop.is_set():
                             break
@@ -429,6 +447,10 @@ async def run_demo(opts: DemoOptions) -> int:
                 await asyncio.wait_for(_all_received(tally), 20)
             await asyncio.sleep(1.0)  # a rolled-back or duplicate frame would show up now
             _print("\n" + tally.summary())
+            if load_since and opts.duration >= 120:
+                _print("the load, minute by minute (commit -> frame):")
+                for line in tally.by_minute(load_since):
+                    _print(line)
             shipped = await asyncio.to_thread(_domain_events_on_topics, stack.kafka_bootstrap,
                                               tally.events | tally.events_rolled_back, len(tally.events))  # fmt: skip
             tally.events_shipped = shipped

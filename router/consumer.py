@@ -29,7 +29,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from router.decode import Routable, decode
 from router.errors import PoisonMessageError, StoreUnavailableError
@@ -208,8 +216,10 @@ class Ingestor:
 
     def validate(self, msgs: Sequence[Message]) -> Batch:
         """Sort records into good and poison (pure CPU; no I/O)."""
-        batch = Batch(received_at=time.time())
+        now = time.time()
+        batch = Batch(received_at=now)
         consumed = 0
+        observe = self.metrics.kafka_read.observe
         for m in msgs:
             err = m.error()
             if err is not None:
@@ -217,6 +227,9 @@ class Ingestor:
                     log.warning("consumer error: %s", err)
                 continue
             consumed += 1
+            kind, ts_ms = m.timestamp()
+            if kind != TIMESTAMP_NOT_AVAILABLE:
+                observe(max(0.0, now - ts_ms / 1000))
             try:
                 batch.good.append(decode(m.value(), m.headers()))
                 batch.sources.append(m)

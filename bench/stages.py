@@ -1,0 +1,66 @@
+"""The per-stage latency budget of one measurement window (pure helpers).
+
+The path of a notification has these stages, each measured where its clock is:
+
+============  ========================================  =====================================
+stage         from -> to                                measured by
+============  ========================================  =====================================
+capture       commit -> Kafka record timestamp          per event: the writer's commit time
+                                                        and the record's timestamp (Connect
+                                                        sets it to Debezium's capture time)
+ship          record timestamp -> router read           the router's histogram
+                                                        ``outbox_router_kafka_read_seconds``
+route         router read -> frame written              ``outbox_router_kafka_to_frame_seconds``
+deliver       frame written -> client received          the rest: total minus the three above,
+                                                        at the same percentile (an estimate)
+total         commit -> client received                 per frame, at the clients
+============  ========================================  =====================================
+
+The router's histograms are read as the difference of two scrapes (before and
+after the window) and their percentiles interpolated inside a bucket.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+_BUCKET = re.compile(r'^(?P<name>[a-z_]+)_bucket\{(?:[^}]*,)?le="(?P<le>[^"]+)"[^}]*\} (?P<v>\S+)$')
+
+
+def histogram(text: str, name: str) -> list[tuple[float, float]]:
+    """The cumulative buckets ``(upper bound, count)`` of ``name`` in a scrape,
+    summed over label sets (one router process has one set)."""
+    acc: dict[float, float] = {}
+    for line in text.splitlines():
+        m = _BUCKET.match(line)
+        if m and m.group("name") == name:
+            le = math.inf if m.group("le") == "+Inf" else float(m.group("le"))
+            acc[le] = acc.get(le, 0.0) + float(m.group("v"))
+    return sorted(acc.items())
+
+
+def diff(after: Sequence[tuple[float, float]],
+         before: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:  # fmt: skip
+    """What was observed between two scrapes."""
+    prev = dict(before)
+    return [(le, n - prev.get(le, 0.0)) for le, n in after]
+
+
+def quantile(buckets: Sequence[tuple[float, float]], q: float) -> float:
+    """The ``q`` quantile (0-1) in seconds, linear inside its bucket; NaN if
+    nothing was observed; the last finite bound if it falls in +Inf."""
+    if not buckets or buckets[-1][1] <= 0:
+        return math.nan
+    target = q * buckets[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for le, count in buckets:
+        if count >= target:
+            if math.isinf(le):
+                return lower_bound
+            if count == lower_count:
+                return le
+            return lower_bound + (le - lower_bound) * (target - lower_count) / (count - lower_count)
+        lower_bound, lower_count = le, count
+    return lower_bound

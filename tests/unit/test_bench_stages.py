@@ -1,0 +1,56 @@
+"""The per-stage budget's reading of the router's histograms (bench/stages.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bench import stages
+
+SCRAPE = """# HELP outbox_router_kafka_read_seconds x
+# TYPE outbox_router_kafka_read_seconds histogram
+outbox_router_kafka_read_seconds_bucket{le="0.001"} 10.0
+outbox_router_kafka_read_seconds_bucket{le="0.002"} 30.0
+outbox_router_kafka_read_seconds_bucket{le="0.005"} 90.0
+outbox_router_kafka_read_seconds_bucket{le="+Inf"} 100.0
+outbox_router_kafka_read_seconds_count 100.0
+outbox_router_other_seconds_bucket{le="0.001"} 7.0
+outbox_router_redis_call_seconds_bucket{call="ingest",le="0.001"} 3.0
+outbox_router_redis_call_seconds_bucket{call="ack",le="0.001"} 4.0
+"""
+
+
+def test_reads_one_histogram_and_sums_label_sets() -> None:
+    h = stages.histogram(SCRAPE, "outbox_router_kafka_read_seconds")
+    assert h == [(0.001, 10.0), (0.002, 30.0), (0.005, 90.0), (math.inf, 100.0)]
+    assert stages.histogram(SCRAPE, "outbox_router_redis_call_seconds") == [(0.001, 7.0)]
+    assert stages.histogram(SCRAPE, "absent") == []
+
+
+def test_quantiles_interpolate_inside_the_bucket() -> None:
+    h = stages.histogram(SCRAPE, "outbox_router_kafka_read_seconds")
+    assert stages.quantile(h, 0.1) == pytest.approx(0.001)
+    assert stages.quantile(h, 0.2) == pytest.approx(0.0015)  # halfway through (1, 2] ms
+    assert stages.quantile(h, 0.6) == pytest.approx(0.0035)
+    assert stages.quantile(h, 0.99) == pytest.approx(0.005)  # in +Inf: the last finite bound
+    assert math.isnan(stages.quantile([], 0.5))
+    assert math.isnan(stages.quantile([(0.001, 0.0), (math.inf, 0.0)], 0.5))
+
+
+def test_a_window_is_the_difference_of_two_scrapes() -> None:
+    before = [(0.001, 5.0), (0.002, 6.0), (math.inf, 10.0)]
+    after = [(0.001, 5.0), (0.002, 9.0), (math.inf, 20.0)]
+    assert stages.diff(after, before) == [(0.001, 0.0), (0.002, 3.0), (math.inf, 10.0)]
+
+
+def test_the_demo_reports_each_minute_of_a_long_load() -> None:
+    from outbox.demo import Tally
+
+    t = Tally()
+    t.timeline = [(100.0 + i * 0.6, 10.0) for i in range(100)]  # minute 1: 10 ms
+    t.timeline += [(160.0 + i * 0.6, 50.0 + (i == 99) * 950) for i in range(100)]  # minute 2
+    t.timeline.append((90.0, 5000.0))  # before the load: not counted
+    lines = t.by_minute(100.0)
+    assert lines == ["  minute 1: 100 frames, p50 10 ms, p99 10 ms",
+                     "  minute 2: 100 frames, p50 50 ms, p99 1000 ms"]  # fmt: skip
