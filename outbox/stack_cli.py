@@ -65,16 +65,25 @@ def install() -> None:
 
 
 @app.command()
-def up(state_dir: StateDir = None) -> None:
+def up(
+    state_dir: StateDir = None,
+    redis: Annotated[
+        str, typer.Option("--redis", help="single: one Redis; cluster: a Redis Cluster of 3 "
+                          "primaries and 3 replicas (sets OUTBOX_REDIS_CLUSTER in `stack env`).")
+    ] = "single",
+) -> None:  # fmt: skip
     """Start the four components on free loopback ports and wait until each is ready."""
+    if redis not in ("single", "cluster"):
+        raise typer.BadParameter(f"must be single or cluster, not {redis!r}", param_hint="--redis")
     s = _settings(state_dir)
+    s.redis = "cluster" if redis == "cluster" else "single"
     typer.echo("starting broker, Kafka Connect, Postgres and Redis (Connect takes ~30 s)...")
     try:
         state = StackManager(s, progress=lambda line: typer.echo(f"  {line}")).up()
     except StackError as exc:
         raise _fail(exc) from exc
     for c in state.components:
-        typer.echo(f"  {c.name:<9} pid {c.pid:<7} {c.url}")
+        typer.echo(f"  {c.name:<15} pid {c.pid:<7} {c.url}")
     typer.echo(f"state: {state.state_dir}")
     typer.echo('next: eval "$(outbox stack env)"; outbox db migrate')
 

@@ -13,9 +13,11 @@ import errno
 import logging
 import time
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 from router.auth import Verifier
 from router.consumer import Ingestor
@@ -29,16 +31,32 @@ from router.store import Store
 log = logging.getLogger(__name__)
 
 
+def connect_redis(settings: RouterSettings) -> aioredis.Redis | RedisCluster:
+    """The client for ``OUTBOX_REDIS_URL``: one Redis, or a cluster's client."""
+    if settings.redis_cluster:
+        cluster: RedisCluster = RedisCluster.from_url(settings.redis_url, health_check_interval=10)
+        return cluster
+    single: aioredis.Redis = aioredis.Redis.from_url(settings.redis_url, health_check_interval=10)
+    return single
+
+
+def node_url(url: str, host: str, port: int) -> str:
+    """``url`` (credentials, options) pointed at another node."""
+    parts = urlsplit(url)
+    auth = parts.netloc.rpartition("@")[0]
+    netloc = f"{auth}@{host}:{port}" if auth else f"{host}:{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
 class Router:
     def __init__(
-        self, settings: RouterSettings, *, redis_client: aioredis.Redis | None = None
+        self, settings: RouterSettings, *, redis_client: aioredis.Redis | RedisCluster | None = None
     ) -> None:
         self.s = settings
         self.verifier = Verifier.from_settings(settings)
         self.metrics = RouterMetrics()
-        self.redis = redis_client or aioredis.Redis.from_url(
-            settings.redis_url, health_check_interval=10
-        )
+        self.redis = redis_client or connect_redis(settings)
+        self._sub_turn = 0  # which cluster node the fan-out subscription tries next
         self.store = Store(self.redis, prefix=settings.redis_prefix, dedupe_ttl_s=settings.dedupe_ttl_s,
                            history_maxlen=settings.history_maxlen,
                            history_ttl_s=settings.history_ttl_s,
@@ -128,8 +146,10 @@ class Router:
         backoff = 0.2
         first = True
         while True:
+            client: aioredis.Redis | None = None
             try:
-                async with self.redis.pubsub() as ps:
+                client = await self._subscriber_client()
+                async with client.pubsub() as ps:
                     await ps.subscribe(self.store.channel)
                     if not first:
                         log.info("fan-out subscription restored; re-syncing %d connections",
@@ -152,8 +172,25 @@ class Router:
                             except Exception:
                                 log.exception("delivering %s to teacher %r failed; the "
                                               "connections can resume", m.event_id, m.teacher_id)  # fmt: skip
-            except (RedisError, OSError) as exc:
+            except (RedisError, RedisClusterException, OSError) as exc:
                 self.subscribed.clear()
                 log.warning("fan-out subscription lost (%s); retrying in %.1f s", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+            finally:
+                if client is not None and client is not self.redis:
+                    await client.aclose()
+
+    async def _subscriber_client(self) -> aioredis.Redis:
+        """Where the fan-out subscription listens. On a cluster every node hears
+        every PUBLISH, so it is one node, the next one after each loss."""
+        if not isinstance(self.redis, RedisCluster):
+            return self.redis
+        await self.redis.initialize()
+        nodes = sorted(self.redis.get_nodes(), key=lambda n: (n.host, n.port))
+        node = nodes[self._sub_turn % len(nodes)]
+        self._sub_turn += 1
+        client: aioredis.Redis = aioredis.Redis.from_url(
+            node_url(self.s.redis_url, node.host, int(node.port)), health_check_interval=10
+        )
+        return client

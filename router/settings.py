@@ -23,8 +23,12 @@ class RouterSettings(BaseSettings):
     kafka_session_timeout_ms: int = 45000
     kafka_max_poll_interval_ms: int = 300000
     batch_max: int = Field(default=500, ge=1, le=10000)
-    # Redis key prefix: lets tests and tenants share one Redis.
-    redis_prefix: str = "outbox"
+    # Redis key prefix: lets tests and tenants share one Redis. No braces: the
+    # keys carry a Redis Cluster hash tag of their own (router/store.py).
+    redis_prefix: str = Field(default="outbox", min_length=1, pattern=r"^[^{}\s]+$")
+    # A Redis Cluster (OUTBOX_REDIS_URL is any one of its nodes): batches are
+    # split by slot, pub/sub goes through one node at a time.
+    redis_cluster: bool = False
 
     router_host: str = "127.0.0.1"
     router_port: int = Field(default=8765, ge=0, le=65535)

@@ -1,15 +1,18 @@
 """Redis: deduplication, per-teacher history, pending action items and fan-out.
 
-Keys (``{p}`` is the configured prefix)::
+Keys (``{p}`` is the configured prefix; ``{t:<teacher>}`` is a Redis Cluster
+hash tag, so every key of one teacher is in one slot)::
 
-    {p}:seen:{event_id}       string, the event's position; TTL = dedupe TTL
-    {p}:hist:{teacher}        stream of the teacher's notifications (capped, TTL)
-    {p}:pending:{teacher}     hash event_id -> JSON of action-required items not yet acked
-    {p}:fanout                pub/sub channel every replica subscribes to
+    {p}:{t:<teacher>}:seen:<event_id>   string, the event's position; TTL = dedupe TTL
+    {p}:{t:<teacher>}:hist              stream of the teacher's notifications (capped, TTL)
+    {p}:{t:<teacher>}:pending           hash event_id -> JSON of action-required items not yet acked
+    {p}:fanout                          pub/sub channel every replica subscribes to
 
-One Lua script deduplicates, appends and publishes a whole batch atomically, so
-a notification is either recorded and announced, or not at all. The keys are
-built inside the script, so this needs one Redis primary (not Cluster).
+One Lua script deduplicates, appends and publishes a batch atomically, so a
+notification is either recorded and announced, or not at all. On one Redis a
+batch is one script call; on a Redis Cluster it is split by slot, one call per
+slot (every key a call touches is in that slot), pipelined per node. An event
+belongs to one teacher, so deduplicating per teacher is deduplicating per event.
 """
 
 from __future__ import annotations
@@ -23,6 +26,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
+from redis.exceptions import (
+    ClusterDownError,
+    MasterDownError,
+    NoScriptError,
+    RedisClusterException,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -61,9 +75,10 @@ end
 for i = 1, #batch do
   local r = batch[i]
   local eid, teacher, n, created = r[1], r[2], r[3], r[4]
-  local seen = p .. ':seen:' .. eid
-  local hist = p .. ':hist:' .. teacher
-  local pend = p .. ':pending:' .. teacher
+  local tag = p .. ':{t:' .. teacher .. '}'
+  local seen = tag .. ':seen:' .. eid
+  local hist = tag .. ':hist'
+  local pend = tag .. ':pending'
   if redis.call('EXISTS', seen) == 1 then
     out[i] = ''
   elseif not key_ok(hist, 'stream') or (r[5] == 1 and not key_ok(pend, 'hash')) then
@@ -109,15 +124,17 @@ return out
 _ACK = """
 local removed = redis.call('HDEL', KEYS[1], ARGV[1])
 if removed == 1 then
-  redis.call('PUBLISH', KEYS[2], cjson.encode({{'a', ARGV[2], ARGV[1]}}))
+  redis.call('PUBLISH', ARGV[3], cjson.encode({{'a', ARGV[2], ARGV[1]}}))
 end
 return removed
 """
 
 
-# Only these mean "Redis is not there"; any other Redis error (a script bug, a
-# wrong key type) is a defect and is raised as it is.
-_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+# Only these mean "Redis is not there" (or a cluster between two primaries);
+# any other Redis error (a script bug, a wrong key type) is a defect and is
+# raised as it is.
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError, ClusterDownError, TryAgainError,
+                MasterDownError, SlotNotCoveredError, RedisClusterException)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -154,7 +171,7 @@ def _s(v: bytes | str | None) -> str | None:
 class Store:
     """Thin async adapter over one Redis; every call raises StoreUnavailableError."""
 
-    def __init__(self, client: aioredis.Redis, *, prefix: str, dedupe_ttl_s: int,
+    def __init__(self, client: aioredis.Redis | RedisCluster, *, prefix: str, dedupe_ttl_s: int,
                  history_maxlen: int, history_ttl_s: int, pending_max: int = 500,
                  observe: Callable[[str, float], None] | None = None) -> None:  # fmt: skip
         self.redis = client
@@ -165,18 +182,35 @@ class Store:
         self.history_maxlen = history_maxlen
         self.history_ttl_s = history_ttl_s
         self.pending_max = pending_max
-        self._ingest = client.register_script(_INGEST)
-        self._ack = client.register_script(_ACK)
+        self.cluster = isinstance(client, RedisCluster)
+        # A cluster client runs them as well (EVALSHA routed by the first key).
+        self._ingest = AsyncScript(client, _INGEST)  # type: ignore[arg-type]
+        self._ack = AsyncScript(client, _ACK)  # type: ignore[arg-type]
 
     @property
     def channel(self) -> str:
         return f"{self.prefix}:fanout"
 
+    def tag(self, teacher_id: str) -> str:
+        """The prefix of every key of one teacher: ``{p}:{t:<teacher>}``. The hash
+        tag is what is between the first ``{`` and the next ``}``, so it is never
+        empty, and a teacher id holding ``}`` still gives all its keys one slot."""
+        return f"{self.prefix}:{{t:{teacher_id}}}"
+
     def hist_key(self, teacher_id: str) -> str:
-        return f"{self.prefix}:hist:{teacher_id}"
+        return f"{self.tag(teacher_id)}:hist"
 
     def pending_key(self, teacher_id: str) -> str:
-        return f"{self.prefix}:pending:{teacher_id}"
+        return f"{self.tag(teacher_id)}:pending"
+
+    async def _unavailable(self, exc: BaseException) -> StoreUnavailableError:
+        """The error for a call Redis did not answer. On a cluster the slot map is
+        read again first (from any node that answers), so the next call goes to
+        the replica promoted in place of a dead primary."""
+        if isinstance(self.redis, RedisCluster):
+            with contextlib.suppress(*_UNAVAILABLE):
+                await self.redis.nodes_manager.initialize()
+        return StoreUnavailableError(str(exc))
 
     @contextlib.contextmanager
     def _timed(self, call: str) -> Iterator[None]:
@@ -208,22 +242,60 @@ class Store:
         """
         if not batch:
             return []
-        # UTF-8 as it is (ensure_ascii off): Lua's cjson passes it through untouched.
-        rows = json.dumps([[r.event_id, r.teacher_id, r.notification_json, r.created_at or "",
-                            1 if r.action_required else 0, r.priority_rank, r.deadline or ""]
-                           for r in batch], ensure_ascii=False)  # fmt: skip
-        args: list[str | int] = [self.prefix, self.dedupe_ttl_s, self.history_maxlen,
-                                 self.history_ttl_s, rows, f"{received_at:.6f}",
-                                 self.pending_max]  # fmt: skip
         try:
             with self._timed("ingest"):
-                result = await self._ingest(args=args)
+                if self.cluster:
+                    result = await self._ingest_by_slot(batch, received_at)
+                else:
+                    result = await self._ingest(keys=[self.hist_key(batch[0].teacher_id)],
+                                                args=self._ingest_args(batch, received_at))  # fmt: skip
         except _UNAVAILABLE as exc:
-            raise StoreUnavailableError(str(exc)) from exc
+            raise await self._unavailable(exc) from exc
         out: list[str | PoisonMessageError | None] = []
         for x in result:
             v = _s(x) or None
             out.append(PoisonMessageError("store_rejected", v[1:]) if v and v[0] == "!" else v)
+        return out
+
+    def _ingest_args(self, batch: Sequence[Routable], received_at: float) -> list[str | int]:
+        # UTF-8 as it is (ensure_ascii off): Lua's cjson passes it through untouched.
+        rows = json.dumps([[r.event_id, r.teacher_id, r.notification_json, r.created_at or "",
+                            1 if r.action_required else 0, r.priority_rank, r.deadline or ""]
+                           for r in batch], ensure_ascii=False)  # fmt: skip
+        return [self.prefix, self.dedupe_ttl_s, self.history_maxlen, self.history_ttl_s, rows,
+                f"{received_at:.6f}", self.pending_max]  # fmt: skip
+
+    async def _ingest_by_slot(self, batch: Sequence[Routable], received_at: float) -> list[Any]:
+        """One script call per slot, all pipelined (the client sends each node its
+        calls together); answers put back in the batch's order. A teacher's items
+        stay in one call, in order, so per-teacher order holds."""
+        assert isinstance(self.redis, RedisCluster)
+        groups: dict[int, list[int]] = {}
+        for i, r in enumerate(batch):
+            groups.setdefault(self.redis.keyslot(self.hist_key(r.teacher_id)), []).append(i)
+        calls = [(idx, self.hist_key(batch[idx[0]].teacher_id),
+                  self._ingest_args([batch[i] for i in idx], received_at)) for idx in groups.values()]  # fmt: skip
+        for attempt in range(2):
+            pipe = self.redis.pipeline()
+            for _, key, args in calls:
+                pipe.execute_command("EVALSHA", self._ingest.sha, 1, key, *args)
+            answers = await pipe.execute(raise_on_error=False)
+            if attempt == 0 and any(isinstance(a, NoScriptError) for a in answers):
+                # A node that never saw the script (new, or a promoted replica):
+                # load it everywhere and send the batch again; the calls that did
+                # run are deduplicated by the second round.
+                await self.redis.execute_command("SCRIPT LOAD", _INGEST,
+                                                 target_nodes=RedisCluster.ALL_NODES)  # fmt: skip
+                continue
+            break
+        out: list[Any] = [None] * len(batch)
+        for (idx, _, _), answer in zip(calls, answers, strict=True):
+            if isinstance(answer, _UNAVAILABLE):
+                raise answer
+            if isinstance(answer, ResponseError):
+                raise answer
+            for i, v in zip(idx, answer, strict=True):
+                out[i] = v
         return out
 
     async def replay_count(self, teacher_id: str, after: str | None) -> int:
@@ -235,7 +307,7 @@ class Store:
                 rows = await self.redis.xrange(self.hist_key(teacher_id), min=f"({after}",
                                                max="+", count=self.history_maxlen)  # fmt: skip
         except _UNAVAILABLE as exc:
-            raise StoreUnavailableError(str(exc)) from exc
+            raise await self._unavailable(exc) from exc
         return len(rows)
 
     async def replay(self, teacher_id: str, after: str | None) -> Replay:
@@ -266,7 +338,7 @@ class Store:
                     recovered = False
             rows = await self.redis.xrange(key, min=f"({after}", max="+")
         except _UNAVAILABLE as exc:
-            raise StoreUnavailableError(str(exc)) from exc
+            raise await self._unavailable(exc) from exc
         entries = []
         for pos, fields in rows:
             f = {_s(k): _s(v) for k, v in fields.items()}
@@ -285,7 +357,7 @@ class Store:
         try:
             raw: dict[bytes, bytes] = await self.redis.hgetall(key)  # type: ignore[misc]
         except _UNAVAILABLE as exc:
-            raise StoreUnavailableError(str(exc)) from exc
+            raise await self._unavailable(exc) from exc
         items: list[PendingItem] = []
         expired: list[str] = []
         for field, value in raw.items():
@@ -302,7 +374,7 @@ class Store:
             try:
                 await self.redis.hdel(key, *expired)  # type: ignore[misc]
             except _UNAVAILABLE as exc:
-                raise StoreUnavailableError(str(exc)) from exc
+                raise await self._unavailable(exc) from exc
         items.sort(key=lambda it: (-it.rank, position_key(it.position)))
         return items[:limit]
 
@@ -313,8 +385,8 @@ class Store:
     async def _do_ack(self, teacher_id: str, event_id: str) -> bool:
         """Clear a pending item for every connection of the teacher; False if not pending."""
         try:
-            n = await self._ack(keys=[self.pending_key(teacher_id), self.channel],
-                                args=[event_id, teacher_id])  # fmt: skip
+            n = await self._ack(keys=[self.pending_key(teacher_id)],
+                                args=[event_id, teacher_id, self.channel])  # fmt: skip
         except _UNAVAILABLE as exc:
-            raise StoreUnavailableError(str(exc)) from exc
+            raise await self._unavailable(exc) from exc
         return bool(n)

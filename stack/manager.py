@@ -150,8 +150,14 @@ class StackManager:
         say("connect   starting (about 30 s; Postgres and Redis meanwhile)")
         postgres = self._start_postgres()
         say(f"postgres  ready at {postgres.url}")
-        redis = self._start_redis()
-        say(f"redis     ready at {redis.url}")
+        if self.settings.redis == "cluster":
+            cluster = self._start_redis_cluster()
+            redis = cluster[0]
+            say(f"redis     a cluster of {len(cluster)} nodes, ready at {redis.url} and others")
+        else:
+            cluster = [self._start_redis()]
+            redis = cluster[0]
+            say(f"redis     ready at {redis.url}")
         ensure_topics(broker.url, NOTIFICATION_TOPIC, self.settings.topic_partitions)
         say("topics    the notification topic and the registered domain-event topics exist")
         connect_log = Path(connect.log)
@@ -169,7 +175,8 @@ class StackManager:
             kafka_bootstrap=broker.url,
             connect_url=connect.url,
             topic=NOTIFICATION_TOPIC,
-            components=[postgres, redis, broker, connect],
+            components=[postgres, *cluster, broker, connect],
+            redis_cluster=self.settings.redis == "cluster",
         )
         state.save()
         return state
@@ -359,6 +366,53 @@ class StackManager:
         _wait("redis", lambda: _redis_ready(url), proc, log_path, timeout=30)
         return comp
 
+    def _start_redis_cluster(self, primaries: int = 3, replicas: int = 1) -> list[Component]:
+        """A Redis Cluster on loopback: ``primaries`` primaries with ``replicas``
+        replicas each, AOF on, a 1 s node timeout (a failover in about 2 s). A
+        replica always stands for election (validity factor 0): on an idle dev
+        cluster its last word from the primary can be older than the default
+        allows, and it would never take over."""
+        ports: list[int] = []
+        while len(ports) < primaries * (1 + replicas):
+            if (port := procs.free_port_pair()) not in ports:
+                ports.append(port)
+        comps: list[Component] = []
+        for i, port in enumerate(ports):
+            rdir = self.state_dir / "redis-cluster" / str(port)
+            rdir.mkdir(parents=True, exist_ok=True)
+            log_path = self.state_dir / f"redis-cluster-{i}.log"
+            argv = [self.settings.redis_server, "--port", str(port), "--bind", "127.0.0.1",
+                    "--cluster-enabled", "yes", "--cluster-config-file", str(rdir / "nodes.conf"),
+                    "--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0",
+                    "--repl-ping-replica-period", "1", "--save", "", "--appendonly", "yes",
+                    "--appendfsync", "everysec", "--dir", str(rdir), "--daemonize", "no"]  # fmt: skip
+            proc = procs.spawn(argv, log_path)
+            url = f"redis://127.0.0.1:{port}/0"
+            comps.append(self._register(Component(name=f"redis-cluster-{i}", pid=proc.pid, port=port,
+                                                  url=url, log=str(log_path), expect="redis-server")))  # fmt: skip
+            _wait(f"redis-cluster-{i}", _ready_check(url), proc, log_path, timeout=30)
+        cli = shutil.which("redis-cli") or "redis-cli"
+        create = subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
+                                 "--cluster-replicas", str(replicas), "--cluster-yes"],
+                                capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+        if create.returncode != 0:
+            raise ComponentStartError("redis-cluster", "redis-cli --cluster create failed",
+                                      (create.stdout + create.stderr)[-2000:])  # fmt: skip
+        _wait("redis-cluster", lambda: all(_cluster_ok(c.url, len(ports)) for c in comps), None,
+              Path(comps[0].log), timeout=60)  # fmt: skip
+        return comps
+
+    def start_redis_cluster(self, primaries: int = 3, replicas: int = 1) -> list[Component]:
+        """Start only a Redis Cluster (for the router's tests against a cluster)."""
+        out: list[Component] = []
+
+        def start() -> Component:
+            out.extend(self._start_redis_cluster(primaries, replicas))
+            return out[0]
+
+        self._start_alone(start)
+        return out
+
     def restart_connect(self, state: StackState) -> StackState:
         """Start the Connect worker again on its port (after a crash or kill -9)
         and wait until it is ready; the state file gets the new pid."""
@@ -491,6 +545,24 @@ def drop_database(admin_dsn: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _ready_check(url: str) -> Callable[[], bool]:
+    return lambda: _redis_ready(url)
+
+
+def _cluster_ok(url: str, nodes: int) -> bool:
+    """The node sees the whole cluster healthy: every slot served, every node known."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=2)
+    try:
+        info: dict[str, Any] = client.cluster("info")  # type: ignore[assignment]
+        known: dict[str, Any] = client.cluster("nodes")  # type: ignore[assignment]
+    finally:
+        client.close()
+    return (info.get("cluster_state") == "ok" and int(info.get("cluster_slots_ok", 0)) == 16384
+            and len(known) == nodes)  # fmt: skip
+
+
 def _redis_ready(url: str) -> bool:
     import redis
 
@@ -524,7 +596,8 @@ def health(state: StackState) -> dict[str, bool]:
         ok = procs.alive(comp.pid)
         if ok:
             try:
-                ok = probes[comp.name]()
+                name = "redis" if comp.name.startswith("redis-cluster-") else comp.name
+                ok = probes[name]() if name != "redis" else _redis_ready(comp.url)
             except Exception:
                 ok = False
         out[comp.name] = ok

@@ -19,6 +19,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_pair(offset: int = 10000, low: int = 20000) -> int:
+    """A port P with P and P + ``offset`` both free (a Redis Cluster node listens
+    on its port and its bus port, 10000 above)."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(low, 65535 - offset)
+        if all(_bindable(p) for p in (port, port + offset)):
+            return port
+    raise OSError("no free pair of ports found")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,6 +34,8 @@ class StackSettings(BaseSettings):
     java: str = "java"
     jetty_dir: Path = Path("/usr/share/java")
     pg_user: str = "outbox-stack"
+    # `single`: one Redis; `cluster`: a Redis Cluster of 3 primaries + 3 replicas.
+    redis: Literal["single", "cluster"] = "single"
     # Partitions of the notification topic created by `stack up`.
     topic_partitions: int = 6
     connect_heap: str = "512m"

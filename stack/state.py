@@ -30,6 +30,7 @@ class StackState(BaseModel):
     connect_url: str
     topic: str
     components: list[Component]
+    redis_cluster: bool = False
 
     def env(self) -> dict[str, str]:
         """The environment every other command reads its settings from."""
@@ -38,7 +39,7 @@ class StackState(BaseModel):
             "OUTBOX_REDIS_URL": self.redis_url,
             "OUTBOX_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "OUTBOX_CONNECT_URL": self.connect_url,
-        }
+        } | ({"OUTBOX_REDIS_CLUSTER": "true"} if self.redis_cluster else {})
 
     def component(self, name: str) -> Component:
         for c in self.components:

@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +24,7 @@ import httpx
 import pytest
 import redis
 from confluent_kafka import Producer
+from redis.cluster import RedisCluster
 from websockets.asyncio.client import ClientConnection, connect
 
 from contracts import CATALOG, DeadlineRule, build_notification
@@ -30,8 +33,10 @@ from contracts.notification import TeacherNotificationRequestedV1
 from router.app import Router
 from router.auth import mint
 from router.settings import RouterSettings
+from stack.manager import StackManager
 from stack.procs import free_port, stop_pid
-from stack.state import StackState
+from stack.settings import StackSettings
+from stack.state import Component, StackState
 from tests.fix_kafka import create_topic
 
 SECRET = "test-secret-please-change-0123456789"
@@ -103,18 +108,55 @@ def router_settings(stack: StackState, unique: str, **kw: Any) -> RouterSettings
     return RouterSettings(**base)
 
 
-@pytest.fixture
-def env(stack: StackState, unique: str) -> Iterator[Env]:
-    s = router_settings(stack, unique)
+@contextmanager
+def make_env(stack: StackState, unique: str, cluster_url: str | None = None) -> Iterator[Env]:
+    """An Env on the stack's Redis, or on the Redis Cluster at ``cluster_url``."""
+    extra: dict[str, Any] = {"redis_url": cluster_url, "redis_cluster": True} if cluster_url else {}
+    s = router_settings(stack, unique, **extra)
     create_topic(stack.kafka_bootstrap, s.topic, 3)
     create_topic(stack.kafka_bootstrap, s.dlq_topic, 1)
     e = Env(stack, unique, s.topic, s)
     yield e
-    r = redis.Redis.from_url(stack.redis_url)
-    keys = list(r.scan_iter(f"t{unique}:*", count=1000))
-    if keys:
-        r.delete(*keys)
+    r: Any = (RedisCluster.from_url(cluster_url) if cluster_url
+              else redis.Redis.from_url(stack.redis_url))  # fmt: skip
+    for key in list(r.scan_iter(f"t{unique}:*", count=1000)):
+        r.delete(key)  # one by one: a cluster refuses keys of several slots at once
     r.close()
+
+
+@pytest.fixture
+def env(stack: StackState, unique: str) -> Iterator[Env]:
+    with make_env(stack, unique) as e:
+        yield e
+
+
+@dataclass
+class Cluster:
+    """A running Redis Cluster: a URL to reach it and its nodes (with pids)."""
+
+    url: str
+    nodes: list[Component]
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Cluster]:
+    """A real Redis Cluster on loopback (3 primaries, 3 replicas), for the session."""
+    tmp = Path(tempfile.mkdtemp(prefix="outbox-test-cluster-"))
+    manager = StackManager(StackSettings(), state_dir=tmp / "state")
+    try:
+        nodes = manager.start_redis_cluster()
+        yield Cluster(nodes[0].url, nodes)
+    finally:
+        manager.stop_started()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(params=["single", "cluster"])
+def any_env(request: pytest.FixtureRequest, stack: StackState, unique: str) -> Iterator[Env]:
+    """The same test on one Redis and on a Redis Cluster."""
+    url = request.getfixturevalue("redis_cluster").url if request.param == "cluster" else None
+    with make_env(stack, unique, url) as e:
+        yield e
 
 
 @asynccontextmanager

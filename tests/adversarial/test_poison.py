@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -94,7 +95,7 @@ async def test_an_item_redis_refuses_is_dead_lettered_and_the_rest_recorded(env:
     item (its history key holds a string). The batch is narrowed down to that
     item; the others are recorded and delivered."""
     r = redis.Redis.from_url(env.stack.redis_url)
-    r.set(f"{env.settings.redis_prefix}:hist:broken", "not a stream")
+    r.set(f"{env.settings.redis_prefix}:{{t:broken}}:hist", "not a stream")
     r.close()
     dlq = make_consumer(env.stack.kafka_bootstrap, env.settings.dlq_topic)
     try:
@@ -142,6 +143,9 @@ def test_an_unforeseen_decode_error_is_poison_not_a_crash(env: Env) -> None:
             def headers(self) -> list[tuple[str, bytes]]:
                 return [("id", uuid.uuid4().hex.encode()),
                         ("created_at", datetime.now(UTC).isoformat().encode())]  # fmt: skip
+
+            def timestamp(self) -> tuple[int, int]:
+                return (1, int(time.time() * 1000))  # TIMESTAMP_CREATE_TIME
 
             def topic(self) -> str:
                 return "t"

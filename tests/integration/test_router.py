@@ -20,7 +20,8 @@ from tests.fix_kafka import consume, create_topic, make_consumer
 from tests.fix_router import Client, Env, notification, running_router, wait_ready
 
 
-async def test_delivers_only_to_own_teacher_and_deduplicates(env: Env) -> None:
+async def test_delivers_only_to_own_teacher_and_deduplicates(any_env: Env) -> None:
+    env = any_env
     async with running_router(env.settings) as router:
         await wait_ready(router.port)
         a = await Client.open(router.port, env.token("alice"))
@@ -88,7 +89,8 @@ async def test_poison_messages_are_dead_lettered_and_next_good_arrives(env: Env)
     assert int(first["dlq.source.offset"]) >= 0
 
 
-async def test_resume_replays_missed_in_order_without_duplicates(env: Env) -> None:
+async def test_resume_replays_missed_in_order_without_duplicates(any_env: Env) -> None:
+    env = any_env
     async with running_router(env.settings) as router:
         await wait_ready(router.port)
         c = await Client.open(router.port, env.token("dave"))
@@ -116,7 +118,8 @@ async def test_resume_replays_missed_in_order_without_duplicates(env: Env) -> No
         await r.close()
 
 
-async def test_resume_older_than_history_says_not_recovered(env: Env, stack: object) -> None:
+async def test_resume_older_than_history_says_not_recovered(any_env: Env) -> None:
+    env = any_env
     s = env.settings.model_copy(update={"history_maxlen": 10})
     async with running_router(s) as router:
         await wait_ready(router.port)
@@ -136,7 +139,8 @@ async def test_resume_older_than_history_says_not_recovered(env: Env, stack: obj
         await r.close()
 
 
-async def test_two_replicas_fan_out_and_ack_clears_pending_everywhere(env: Env) -> None:
+async def test_two_replicas_fan_out_and_ack_clears_pending_everywhere(any_env: Env) -> None:
+    env = any_env
     s2 = env.settings.model_copy(update={"router_port": 0})
     async with running_router(env.settings) as r1, running_router(s2) as r2:
         await wait_ready(r1.port)
@@ -161,7 +165,28 @@ async def test_two_replicas_fan_out_and_ack_clears_pending_everywhere(env: Env) 
             await c.close()
 
 
-async def test_pending_highest_priority_first(env: Env) -> None:
+async def test_a_batch_over_many_slots_arrives_in_order_per_teacher(any_env: Env) -> None:
+    """Teachers spread over every node of a cluster (and ids with braces, which
+    must not break the hash tag): each gets its own, in commit order, once."""
+    env = any_env
+    teachers = [f"t{i}" for i in range(24)] + ["a}b", "{x}", "}{", "{"]
+    async with running_router(env.settings) as router:
+        await wait_ready(router.port)
+        clients = {t: await Client.open(router.port, env.token(t)) for t in teachers}
+        for i in range(5):
+            for t in teachers:
+                env.produce(notification("batch_files_uploaded", t, i))
+        env.flush()
+        for t, c in clients.items():
+            await c.collect(5)
+            await c.quiet(0.1)
+            assert [f["notification"]["payload"]["i"] for f in c.notifications()] == list(range(5))
+            assert {f["notification"]["teacher_id"] for f in c.notifications()} == {t}
+            await c.close()
+
+
+async def test_pending_highest_priority_first(any_env: Env) -> None:
+    env = any_env
     async with running_router(env.settings) as router:
         await wait_ready(router.port)
         # Connected first, so it sees all four live (and knows they are recorded).
