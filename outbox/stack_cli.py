@@ -114,10 +114,10 @@ def status(
         rows = [c.model_dump() | {"healthy": h[c.name]} for c in state.components]
         typer.echo(json.dumps(rows, indent=2))
     else:
-        typer.echo(f"{'COMPONENT':<10} {'PID':<8} {'PORT':<6} {'HEALTH':<8} URL")
+        typer.echo(f"{'COMPONENT':<15} {'PID':<8} {'PORT':<6} {'HEALTH':<8} URL")
         for c in state.components:
             mark = "ok" if h[c.name] else "DOWN"
-            typer.echo(f"{c.name:<10} {c.pid:<8} {c.port:<6} {mark:<8} {c.url}")
+            typer.echo(f"{c.name:<15} {c.pid:<8} {c.port:<6} {mark:<8} {c.url}")
     if not all(h.values()):
         raise typer.Exit(1)
 
