@@ -371,6 +371,7 @@ class DemoOptions:
     state_dir: Path | None = None
     quiet: bool = False
     router_port: int | None = None
+    linger_ms: int = 0  # Connect's producer linger.ms for the demo's connector
 
 
 async def run_demo(opts: DemoOptions) -> int:
@@ -395,6 +396,12 @@ async def run_demo(opts: DemoOptions) -> int:
                "OUTBOX_RELAY_HTTP_PORT": str(relay_port), "OUTBOX_CONNECTOR_NAME": CONNECTOR,
                "OUTBOX_SUPERVISE_INTERVAL_S": "1", "OUTBOX_HEARTBEAT_INTERVAL_MS": "1000",
                "OUTBOX_KAFKA_SESSION_TIMEOUT_MS": "6000", "OUTBOX_KAFKA_MAX_POLL_INTERVAL_MS": "10000"}  # fmt: skip
+        if opts.linger_ms:
+            env["OUTBOX_CONNECTOR_OVERRIDES"] = json.dumps(
+                {"producer.override.linger.ms": str(opts.linger_ms)}
+            )
+            _print(f"the connector's producer batches for {opts.linger_ms} ms (--linger-ms): the embedded "
+                   "broker slows down as small record batches pile up (docs/operations.md)")  # fmt: skip
         _print(
             "starting the relay (applies and supervises the Debezium connector) and the router..."
         )

@@ -24,7 +24,13 @@ def demo(
     quiet: Annotated[
         bool, typer.Option("--quiet", help="Only the summary, not every frame.")
     ] = False,
-) -> None:
+    linger_ms: Annotated[
+        int | None,
+        typer.Option("--linger-ms", min=0, max=1000, help="Connect's producer linger.ms for the demo's "
+                     "connector. Default: 0, or 20 with --rate 500 or more (the embedded broker slows "
+                     "down as small record batches pile up: docs/operations.md)."),
+    ] = None,
+) -> None:  # fmt: skip
     """The whole pipeline, live: Postgres commit -> Debezium -> Kafka -> router -> WebSocket.
 
     Starts the embedded stack, the relay and the router, plays every catalog type
@@ -35,7 +41,8 @@ def demo(
     from outbox.demo import DemoOptions, run_demo
 
     setup_logging(LogFormat.human, "WARNING")
-    opts = DemoOptions(
-        serve=serve, rate=rate, duration=duration, quiet=quiet, router_port=router_port
-    )
+    if linger_ms is None:
+        linger_ms = 20 if rate >= 500 else 0
+    opts = DemoOptions(serve=serve, rate=rate, duration=duration, quiet=quiet,
+                       router_port=router_port, linger_ms=linger_ms)  # fmt: skip
     raise typer.Exit(asyncio.run(run_demo(opts)))

@@ -23,6 +23,7 @@ from router.auth import Verifier
 from router.consumer import Ingestor
 from router.errors import StoreUnavailableError
 from router.fanout import Hub, parse_fanout
+from router.interest import Interest
 from router.metrics import RouterMetrics
 from router.server import WebSocketServer
 from router.settings import RouterSettings
@@ -61,13 +62,17 @@ class Router:
                            history_maxlen=settings.history_maxlen,
                            history_ttl_s=settings.history_ttl_s,
                            pending_max=settings.pending_max,
-                           observe=lambda call, s: self.metrics.redis_call.labels(call).observe(s))  # fmt: skip
+                           observe=lambda call, s: self.metrics.redis_call.labels(call).observe(s),
+                           per_teacher=settings.fanout == "interest")  # fmt: skip
+        self.interest = (
+            Interest(self.store.teacher_channel) if settings.fanout == "interest" else None
+        )
         self.hub: Hub[Any] = Hub()
         self.ingestor = Ingestor(settings, store=self.store, metrics=self.metrics)
         self.subscribed = asyncio.Event()
         self.server = WebSocketServer(settings, store=self.store, hub=self.hub, verifier=self.verifier,
                                       metrics=self.metrics, ready=self._ready,
-                                      detail=self._ingest_detail)  # fmt: skip
+                                      detail=self._ingest_detail, interest=self.interest)  # fmt: skip
         self.started = asyncio.Event()
 
     def _ready(self) -> dict[str, bool]:
@@ -151,6 +156,15 @@ class Router:
                 client = await self._subscriber_client()
                 async with client.pubsub() as ps:
                     await ps.subscribe(self.store.channel)
+                    if self.interest is not None:
+                        # Everything wanted is subscribed again; connections catch
+                        # up once it is confirmed (in _listen_by_interest).
+                        self.interest.lost()
+                        self.subscribed.set()
+                        backoff = 0.2
+                        restoring, first = not first, False
+                        await self._listen_by_interest(ps, restoring=restoring)
+                        continue
                     if not first:
                         log.info("fan-out subscription restored; re-syncing %d connections",
                                  len(self.hub.registry))  # fmt: skip
@@ -159,19 +173,8 @@ class Router:
                     self.subscribed.set()
                     backoff = 0.2
                     async for msg in ps.listen():
-                        if msg.get("type") != "message":
-                            continue
-                        try:
-                            messages = parse_fanout(msg["data"])
-                        except Exception as exc:  # not ours, or a defect: never the loop's end
-                            log.warning("ignoring a malformed fan-out message: %s", exc)
-                            continue
-                        for m in messages:
-                            try:
-                                self.hub.dispatch(m)
-                            except Exception:
-                                log.exception("delivering %s to teacher %r failed; the "
-                                              "connections can resume", m.event_id, m.teacher_id)  # fmt: skip
+                        if msg.get("type") == "message":
+                            self._dispatch(msg["data"])
             except (RedisError, RedisClusterException, OSError) as exc:
                 self.subscribed.clear()
                 log.warning("fan-out subscription lost (%s); retrying in %.1f s", exc, backoff)
@@ -180,6 +183,55 @@ class Router:
             finally:
                 if client is not None and client is not self.redis:
                     await client.aclose()
+
+    async def _listen_by_interest(self, ps: Any, *, restoring: bool) -> None:
+        """The subscription loop of interest fan-out: sends what the teachers
+        connected here need (router/interest.py), dispatches what arrives, and
+        after a loss re-syncs the connections once every channel is back."""
+        interest = self.interest
+        assert interest is not None
+        if not interest.channels and restoring:
+            restoring = False  # nobody to re-sync
+        while True:
+            if interest.wake.is_set():
+                subscribe, unsubscribe = interest.pending_changes()
+                if subscribe:
+                    await ps.subscribe(*subscribe)
+                if unsubscribe:
+                    await ps.unsubscribe(*unsubscribe)
+                self.metrics.fanout_channels.set(interest.channels)
+            # A short wait while idle: a new teacher's channel is sent within it.
+            msg = await ps.get_message(timeout=0.02)
+            if msg is None:
+                continue
+            kind = msg.get("type")
+            if kind == "subscribe":
+                channel = msg["channel"]
+                interest.subscribe_confirmed(
+                    channel.decode() if isinstance(channel, bytes) else channel
+                )
+                if restoring and interest.all_confirmed():
+                    restoring = False
+                    log.info("fan-out subscription restored (%d teacher channels); re-syncing %d "
+                             "connections", interest.channels,
+                             len(self.hub.registry))  # fmt: skip
+                    self.hub.restored()
+            elif kind == "message":
+                self._dispatch(msg["data"])
+
+    def _dispatch(self, data: bytes) -> None:
+        try:
+            messages = parse_fanout(data)
+        except Exception as exc:  # not ours, or a defect: never the loop's end
+            log.warning("ignoring a malformed fan-out message: %s", exc)
+            return
+        self.metrics.fanout_received.inc(len(messages))
+        for m in messages:
+            try:
+                self.hub.dispatch(m)
+            except Exception:
+                log.exception("delivering %s to teacher %r failed; the "
+                              "connections can resume", m.event_id, m.teacher_id)  # fmt: skip
 
     async def _subscriber_client(self) -> aioredis.Redis:
         """Where the fan-out subscription listens. On a cluster every node hears

@@ -84,7 +84,7 @@ REDIS_CALLS = ("ingest", "pending", "replay", "replay_count", "ack", "ping")
 # The stages of the path (docs/operations.md, "Where the latency goes"): fine
 # enough below 50 ms for a per-stage budget read from the buckets.
 _STAGE_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
-                  0.15, 0.25, 0.5, 1, 2.5)  # fmt: skip
+                  0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)  # fmt: skip
 _CALL_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
@@ -120,6 +120,11 @@ class RouterMetrics:
             "Records between this replica's position and the end of each partition it owns",
             ["partition"], registry=r,
         )  # fmt: skip
+        self.fanout_channels = Gauge(
+            "outbox_router_fanout_channels",
+            "Teacher channels this replica is subscribed to (interest fan-out; 0 with broadcast)",
+            registry=r,
+        )
         self.redis_call = Histogram(
             "outbox_router_redis_call_seconds", "Duration of each call to Redis, by call",
             ["call"], buckets=_CALL_BUCKETS, registry=r,
@@ -144,6 +149,11 @@ class RouterMetrics:
             "From the record being read from Kafka (by any replica) to the frame being written",
             _STAGE_BUCKETS,
         )
+        self.fanout_received = LoopCounter(
+            "outbox_router_fanout_received",
+            "Records this replica received from the fan-out (every one with broadcast; only "
+            "those of its teachers with interest fan-out)",
+        )
         self.kafka_read = LoopHistogram(
             "outbox_router_kafka_read_seconds",
             "From the Kafka record's timestamp (set by Connect: when Debezium captured the row) "
@@ -151,4 +161,4 @@ class RouterMetrics:
             _STAGE_BUCKETS,
         )
         r.register(_LoopCollector([self.delivered, self.latency, self.router_latency,
-                                   self.kafka_read]))  # fmt: skip
+                                   self.kafka_read, self.fanout_received]))  # fmt: skip

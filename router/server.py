@@ -35,6 +35,7 @@ from contracts.words import catalog_json
 from router.auth import Verifier
 from router.errors import StoreUnavailableError
 from router.fanout import Hub
+from router.interest import Interest
 from router.limits import LogThrottle
 from router.metrics import RouterMetrics
 from router.session import (
@@ -169,10 +170,14 @@ class WebSocketServer:
         ready: Callable[[], dict[str, bool]],
         detail: Callable[[], dict[str, str]] = dict,
         clock: Callable[[], float] = time.time,
+        interest: Interest | None = None,
     ) -> None:
         self.s = settings
         self.store = store
         self.hub = hub
+        # Set with interest-based fan-out: a connection's sync waits for its
+        # teacher's channel to be subscribed (router/interest.py).
+        self.interest = interest
         self.verifier = verifier
         self.metrics = metrics
         self.ready = ready
@@ -381,6 +386,7 @@ class WebSocketServer:
             req = await link.store_requests.get()
             try:
                 if isinstance(req, LoadSync):
+                    await self._subscribed(link)
                     pending = await store.pending(req.teacher_id, now=datetime.now(UTC),
                                                   limit=req.limit)  # fmt: skip
                     replay = await store.replay(req.teacher_id, req.resume)
@@ -403,6 +409,23 @@ class WebSocketServer:
                 log.exception("conn %s: serving %r failed", session.id, req)
                 session.internal_error()
             link.flush()
+
+    async def _subscribed(self, link: _Link) -> None:
+        """With interest fan-out, until the teacher's channel is subscribed: what
+        is announced from then on arrives live, what came before is in the
+        history the sync reads, so there is no gap between the two.
+
+        Raises:
+            StoreUnavailableError: not confirmed within ``start_timeout_s``.
+        """
+        fut = link.subscription
+        if fut is None or fut.done():
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), self.s.start_timeout_s)
+        except TimeoutError:
+            raise StoreUnavailableError("the teacher's fan-out channel was not subscribed "
+                                        f"within {self.s.start_timeout_s:g} s") from None  # fmt: skip
 
     async def _writer(self, ws: ServerConnection, link: _Link) -> None:
         queue = link.queue
@@ -462,6 +485,7 @@ class _Link:
         "server",
         "session",
         "store_requests",
+        "subscription",
         "ws",
     )  # fmt: skip
 
@@ -473,6 +497,7 @@ class _Link:
         self.store_requests: asyncio.Queue[StoreRequest] = asyncio.Queue()
         self.ended = asyncio.Event()
         self.registered = False
+        self.subscription: asyncio.Future[None] | None = None  # interest fan-out only
         self._direct = server._direct_writer(ws)
 
     def flush(self) -> None:
@@ -505,6 +530,8 @@ class _Link:
             registry.add(req.teacher_id, self)
             self.registered = True
             self.server.metrics.connections.inc()
+            if self.server.interest is not None:
+                self.subscription = self.server.interest.acquire(req.teacher_id)
 
     def unregister(self) -> None:
         if self.registered:
@@ -512,6 +539,8 @@ class _Link:
             assert self.session.teacher_id is not None
             self.server.hub.registry.remove(self.session.teacher_id, self)
             self.server.metrics.connections.dec()
+            if self.server.interest is not None:
+                self.server.interest.release(self.session.teacher_id)
 
 
 async def _no_websocket(ws: ServerConnection) -> None:

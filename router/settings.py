@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -29,6 +29,10 @@ class RouterSettings(BaseSettings):
     # A Redis Cluster (OUTBOX_REDIS_URL is any one of its nodes): batches are
     # split by slot, pub/sub goes through one node at a time.
     redis_cluster: bool = False
+    # broadcast: every replica receives every notification on one channel;
+    # interest: a replica subscribes to the channels of the teachers connected
+    # to it and receives only theirs (docs/architecture.md, "Fan-out").
+    fanout: Literal["broadcast", "interest"] = "broadcast"
 
     router_host: str = "127.0.0.1"
     router_port: int = Field(default=8765, ge=0, le=65535)

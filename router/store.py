@@ -6,7 +6,8 @@ hash tag, so every key of one teacher is in one slot)::
     {p}:{t:<teacher>}:seen:<event_id>   string, the event's position; TTL = dedupe TTL
     {p}:{t:<teacher>}:hist              stream of the teacher's notifications (capped, TTL)
     {p}:{t:<teacher>}:pending           hash event_id -> JSON of action-required items not yet acked
-    {p}:fanout                          pub/sub channel every replica subscribes to
+    {p}:fanout                          pub/sub channel of every notification (broadcast fan-out)
+    {p}:{t:<teacher>}:ch                pub/sub channel of one teacher (interest fan-out)
 
 One Lua script deduplicates, appends and publishes a batch atomically, so a
 notification is either recorded and announced, or not at all. On one Redis a
@@ -55,9 +56,14 @@ local hist_ttl = tonumber(ARGV[4])
 local batch = cjson.decode(ARGV[5])
 local received = tonumber(ARGV[6])
 local pending_max = tonumber(ARGV[7])
+-- '1': one message per teacher on the teacher's own channel (interest-based
+-- fan-out); otherwise one message for the batch on the shared channel.
+local per_teacher = ARGV[8] == '1'
 local out = {}
 local heads = {}
 local bodies = {}
+local by_teacher = {}
+local teachers = {}
 local touched = {}
 -- Redis scripts do not roll back: a command failing half-way would leave items
 -- recorded but never announced. So each item's keys are type-checked (once per
@@ -102,8 +108,19 @@ for i = 1, #batch do
         redis.call('EXPIRE', pend, hist_ttl)
         kind[pend] = 'hash'
       end
-      heads[#heads + 1] = {'n', teacher, eid, pos, created, received}
-      bodies[#bodies + 1] = n
+      if per_teacher then
+        local mine = by_teacher[teacher]
+        if mine == nil then
+          mine = {tag, {}, {}}
+          by_teacher[teacher] = mine
+          teachers[#teachers + 1] = teacher
+        end
+        mine[2][#mine[2] + 1] = {'n', teacher, eid, pos, created, received}
+        mine[3][#mine[3] + 1] = n
+      else
+        heads[#heads + 1] = {'n', teacher, eid, pos, created, received}
+        bodies[#bodies + 1] = n
+      end
       out[i] = pos
     end
   end
@@ -117,6 +134,10 @@ end
 -- holds a raw newline). Receivers route without parsing the bodies.
 if #heads > 0 then
   redis.call('PUBLISH', p .. ':fanout', cjson.encode(heads) .. '\n' .. table.concat(bodies, '\n'))
+end
+for _, teacher in ipairs(teachers) do
+  local mine = by_teacher[teacher]
+  redis.call('PUBLISH', mine[1] .. ':ch', cjson.encode(mine[2]) .. '\n' .. table.concat(mine[3], '\n'))
 end
 return out
 """
@@ -173,7 +194,8 @@ class Store:
 
     def __init__(self, client: aioredis.Redis | RedisCluster, *, prefix: str, dedupe_ttl_s: int,
                  history_maxlen: int, history_ttl_s: int, pending_max: int = 500,
-                 observe: Callable[[str, float], None] | None = None) -> None:  # fmt: skip
+                 observe: Callable[[str, float], None] | None = None,
+                 per_teacher: bool = False) -> None:  # fmt: skip
         self.redis = client
         # Called with (call, seconds) after each call to Redis, failed or not.
         self._observe = observe
@@ -183,6 +205,8 @@ class Store:
         self.history_ttl_s = history_ttl_s
         self.pending_max = pending_max
         self.cluster = isinstance(client, RedisCluster)
+        # Announce on each teacher's channel instead of the shared one.
+        self.per_teacher = per_teacher
         # A cluster client runs them as well (EVALSHA routed by the first key).
         self._ingest = AsyncScript(client, _INGEST)  # type: ignore[arg-type]
         self._ack = AsyncScript(client, _ACK)  # type: ignore[arg-type]
@@ -190,6 +214,11 @@ class Store:
     @property
     def channel(self) -> str:
         return f"{self.prefix}:fanout"
+
+    def teacher_channel(self, teacher_id: str) -> str:
+        """The channel a teacher's notifications and acks are announced on when
+        fan-out is by interest (in the teacher's slot, like its keys)."""
+        return f"{self.tag(teacher_id)}:ch"
 
     def tag(self, teacher_id: str) -> str:
         """The prefix of every key of one teacher: ``{p}:{t:<teacher>}``. The hash
@@ -263,7 +292,7 @@ class Store:
                             1 if r.action_required else 0, r.priority_rank, r.deadline or ""]
                            for r in batch], ensure_ascii=False)  # fmt: skip
         return [self.prefix, self.dedupe_ttl_s, self.history_maxlen, self.history_ttl_s, rows,
-                f"{received_at:.6f}", self.pending_max]  # fmt: skip
+                f"{received_at:.6f}", self.pending_max, "1" if self.per_teacher else "0"]  # fmt: skip
 
     async def _ingest_by_slot(self, batch: Sequence[Routable], received_at: float) -> list[Any]:
         """One script call per slot, all pipelined (the client sends each node its
@@ -386,7 +415,9 @@ class Store:
         """Clear a pending item for every connection of the teacher; False if not pending."""
         try:
             n = await self._ack(keys=[self.pending_key(teacher_id)],
-                                args=[event_id, teacher_id, self.channel])  # fmt: skip
+                                args=[event_id, teacher_id,
+                                      self.teacher_channel(teacher_id) if self.per_teacher
+                                      else self.channel])  # fmt: skip
         except _UNAVAILABLE as exc:
             raise await self._unavailable(exc) from exc
         return bool(n)

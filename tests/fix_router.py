@@ -151,11 +151,14 @@ def redis_cluster() -> Iterator[Cluster]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-@pytest.fixture(params=["single", "cluster"])
+@pytest.fixture(params=["single", "cluster", "interest"])
 def any_env(request: pytest.FixtureRequest, stack: StackState, unique: str) -> Iterator[Env]:
-    """The same test on one Redis and on a Redis Cluster."""
+    """The same test on one Redis, on a Redis Cluster, and with interest fan-out
+    (one Redis)."""
     url = request.getfixturevalue("redis_cluster").url if request.param == "cluster" else None
     with make_env(stack, unique, url) as e:
+        if request.param == "interest":
+            e.settings = e.settings.model_copy(update={"fanout": "interest"})
         yield e
 
 

@@ -165,6 +165,49 @@ async def test_two_replicas_fan_out_and_ack_clears_pending_everywhere(any_env: E
             await c.close()
 
 
+async def test_with_interest_fan_out_a_replica_receives_only_its_teachers(env: Env) -> None:
+    """Two replicas, each with its own teachers: each receives the records of its
+    teachers only; a teacher who leaves is unsubscribed, one who connects while
+    notifications flow gets every one after its sync, none twice."""
+    s1 = env.settings.model_copy(update={"fanout": "interest"})
+    s2 = s1.model_copy(update={"router_port": 0})
+    async with running_router(s1) as r1, running_router(s2) as r2:
+        await wait_ready(r1.port)
+        ada = await Client.open(r1.port, env.token("ada"))
+        bo = await Client.open(r2.port, env.token("bo"))
+        for i in range(20):
+            env.produce(notification("batch_files_uploaded", "ada", i))
+            env.produce(notification("batch_files_uploaded", "bo", i))
+        env.flush()
+        await ada.collect(20)
+        await bo.collect(20)
+        assert r1.metrics.fanout_received.value == 20
+        assert r2.metrics.fanout_received.value == 20
+        assert r1.interest is not None and r1.interest.channels == 1
+        await bo.close()
+        for _ in range(50):  # the unsubscribe goes out within a poll
+            if r2.interest is not None and r2.interest.channels == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert r2.interest is not None and r2.interest.channels == 0
+        # a new teacher while ada's keep coming: no gap, no duplicate
+        sent = []
+        for i in range(20, 60):
+            env.produce(notification("batch_files_uploaded", "ada", i))
+            sent.append(env.produce(notification("class_created", "cy", i)))
+            if i == 30:
+                env.flush()
+                cy = await Client.open(r2.port, env.token("cy"), resume="0-0")
+        env.flush()
+        await cy.collect(len(sent))
+        await cy.quiet(0.5)
+        got = [f["id"] for f in cy.notifications()]
+        assert got == sent  # in order, once each
+        assert r1.metrics.fanout_received.value == 60  # ada's only
+        await ada.close()
+        await cy.close()
+
+
 async def test_a_batch_over_many_slots_arrives_in_order_per_teacher(any_env: Env) -> None:
     """Teachers spread over every node of a cluster (and ids with braces, which
     must not break the hash tag): each gets its own, in commit order, once."""

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from stack.manager import StackManager
 from stack.procs import stop_pid
@@ -21,12 +22,14 @@ async def _readyz(port: int) -> tuple[int, str]:
         return r.status_code, r.text
 
 
-async def test_redis_outage_delays_but_loses_and_doubles_nothing(env: Env, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fanout", ["broadcast", "interest"])
+async def test_redis_outage_delays_but_loses_and_doubles_nothing(env: Env, tmp_path: Path,
+                                                                 fanout: str) -> None:  # fmt: skip
     # A Redis of this test's own, so stopping it disturbs no other test.
     mgr = StackManager(StackSettings(), state_dir=tmp_path / "redis")
     redis = mgr.start_redis()
     try:
-        settings = env.settings.model_copy(update={"redis_url": redis.url})
+        settings = env.settings.model_copy(update={"redis_url": redis.url, "fanout": fanout})
         r = start_router_process(settings, tmp_path)
         try:
             await wait_ready(r.port)
