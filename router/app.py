@@ -9,6 +9,7 @@ consuming (the batch in flight is recorded and committed), close sockets with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import time
@@ -185,39 +186,48 @@ class Router:
                     await client.aclose()
 
     async def _listen_by_interest(self, ps: Any, *, restoring: bool) -> None:
-        """The subscription loop of interest fan-out: sends what the teachers
-        connected here need (router/interest.py), dispatches what arrives, and
-        after a loss re-syncs the connections once every channel is back."""
+        """The subscription loop of interest fan-out: a sender task subscribes
+        what the teachers connected here need (router/interest.py) while this
+        loop dispatches what arrives and, after a loss, re-syncs the connections
+        once every channel is back."""
         interest = self.interest
         assert interest is not None
         if not interest.channels and restoring:
             restoring = False  # nobody to re-sync
+        sender = asyncio.create_task(self._send_interest(ps, interest), name="interest-sender")
+        try:
+            async for msg in ps.listen():
+                if sender.done():
+                    sender.result()  # its failure is the subscription's
+                kind = msg.get("type")
+                if kind == "message":
+                    self._dispatch(msg["data"])
+                elif kind == "subscribe":
+                    channel = msg["channel"]
+                    interest.subscribe_confirmed(
+                        channel.decode() if isinstance(channel, bytes) else channel
+                    )
+                    if restoring and interest.all_confirmed():
+                        restoring = False
+                        log.info("fan-out subscription restored (%d teacher channels); re-syncing "
+                                 "%d connections", interest.channels, len(self.hub.registry))  # fmt: skip
+                        self.hub.restored()
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+
+    async def _send_interest(self, ps: Any, interest: Interest) -> None:
+        """Sends SUBSCRIBE/UNSUBSCRIBE as teachers come and go (the replies are
+        read by the listening loop on the same connection)."""
         while True:
-            if interest.wake.is_set():
-                subscribe, unsubscribe = interest.pending_changes()
-                if subscribe:
-                    await ps.subscribe(*subscribe)
-                if unsubscribe:
-                    await ps.unsubscribe(*unsubscribe)
-                self.metrics.fanout_channels.set(interest.channels)
-            # A short wait while idle: a new teacher's channel is sent within it.
-            msg = await ps.get_message(timeout=0.02)
-            if msg is None:
-                continue
-            kind = msg.get("type")
-            if kind == "subscribe":
-                channel = msg["channel"]
-                interest.subscribe_confirmed(
-                    channel.decode() if isinstance(channel, bytes) else channel
-                )
-                if restoring and interest.all_confirmed():
-                    restoring = False
-                    log.info("fan-out subscription restored (%d teacher channels); re-syncing %d "
-                             "connections", interest.channels,
-                             len(self.hub.registry))  # fmt: skip
-                    self.hub.restored()
-            elif kind == "message":
-                self._dispatch(msg["data"])
+            await interest.wake.wait()
+            subscribe, unsubscribe = interest.pending_changes()
+            if subscribe:
+                await ps.subscribe(*subscribe)
+            if unsubscribe:
+                await ps.unsubscribe(*unsubscribe)
+            self.metrics.fanout_channels.set(interest.channels)
 
     def _dispatch(self, data: bytes) -> None:
         try:

@@ -1,0 +1,165 @@
+"""Fan-out by broadcast vs by interest: router replicas that each hold a share of
+the teachers, the same notifications through both, side by side.
+
+    python -m bench.fanout [--messages 100000] [--teachers 1000] [--replicas 3] [--runs 2]
+
+Each run starts ``--replicas`` routers in one consumer group on a fresh topic
+(6 partitions), connects teacher ``k`` to replica ``k mod replicas`` (one
+connection each), produces ``--messages`` notifications spread over all
+teachers and waits until every client has its share. Reported per replica: CPU
+seconds for the run and frames written. Then the same with one replica holding
+every teacher, for the single-replica case. Modes alternate run by run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Producer
+
+from bench.common import (
+    bench_stack,
+    python_proc,
+    summary,
+    tree_cpu_seconds,
+    wait_for_count,
+    write_result,
+)
+from bench.router import SECRET, body, drop_keys, redis_cpu, start_server, stop_server
+from relay.topics import ensure_topic
+from stack.procs import free_port
+from stack.state import StackState
+
+MODES = ("broadcast", "interest")
+
+
+def teacher_name(prefix: str, replica: int, n: int) -> str:
+    return f"{prefix}{replica}-{n}"
+
+
+def produce(bootstrap: str, topic: str, messages: int, per_replica: list[int], prefix: str) -> None:
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "batch.num.messages": 10000,
+                  "queue.buffering.max.messages": 2_000_000})  # fmt: skip
+    replicas = len(per_replica)
+    for i in range(messages):
+        k = i % replicas
+        teacher = teacher_name(prefix, k, (i // replicas) % per_replica[k])
+        hdrs = [
+            ("id", uuid.uuid4().hex.encode()),
+            ("created_at", datetime.now(UTC).isoformat().encode()),
+        ]
+        while True:
+            try:
+                p.produce(topic, key=teacher.encode(), value=body(teacher), headers=hdrs)  # type: ignore[arg-type]
+                break
+            except BufferError:
+                p.poll(0.05)
+        if i % 10000 == 0:
+            p.poll(0)
+    p.flush(120)
+
+
+def run(
+    stack: StackState, mode: str, replicas: int, args: argparse.Namespace, workdir: Path
+) -> dict[str, Any]:
+    u = uuid.uuid4().hex[:8]
+    topic, group, prefix = f"bench.fanout.{u}", f"f{u}", f"ft{u}r"
+    ensure_topic(stack.kafka_bootstrap, topic, 6)
+    per = [len(range(k, args.teachers, replicas)) for k in range(replicas)]
+    env = {"OUTBOX_FANOUT": mode, "BENCH_ANY_ASSIGNMENT": "1"}
+    servers, clients = [], []
+    try:
+        for _ in range(replicas):
+            port = free_port()
+            servers.append((port, start_server("router", stack, topic, port, workdir, group, env)))
+        time.sleep(8)  # the group settles: every replica owns its share of the partitions
+        for k, (port, _) in enumerate(servers):
+            c = python_proc(["-m", "bench.clients", f"ws://127.0.0.1:{port}/ws", SECRET, str(per[k]), "1",
+                             str(workdir / f"recv-{u}-{k}.jsonl"), "--prefix", f"{prefix}{k}"],
+                            stdout=subprocess.PIPE)  # fmt: skip
+            assert c.stdout is not None and "ready" in c.stdout.readline()
+            clients.append(c)
+        cpu0 = [tree_cpu_seconds(p.pid) for _, p in servers]
+        redis0 = redis_cpu(stack)
+        t0 = time.monotonic()
+        produce(stack.kafka_bootstrap, topic, args.messages, per, prefix)
+        frames = []
+        for k, c in enumerate(clients):
+            want = len(range(k, args.messages, replicas))
+            frames.append(wait_for_count(c.stdout, want, idle_s=5, limit_s=600))
+        seconds = time.monotonic() - t0
+        cpu = [tree_cpu_seconds(p.pid) - c0 for (_, p), c0 in zip(servers, cpu0, strict=True)]
+        redis_s = redis_cpu(stack) - redis0
+    finally:
+        for c in clients:
+            c.kill()
+            c.communicate(timeout=60)
+        for _, p in servers:
+            stop_server(p, "router")
+        drop_keys(stack, f"b{group}")
+    return {"mode": mode, "replicas": replicas, "teachers": per, "frames": frames, "seconds": seconds,
+            "cpu_s": cpu, "redis_cpu_s": redis_s, "expected": args.messages}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--messages", type=int, default=100_000)
+    ap.add_argument("--teachers", type=int, default=1000)
+    ap.add_argument("--replicas", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--single", action=argparse.BooleanOptionalAction, default=True,
+                    help="also one replica with every teacher")  # fmt: skip
+    args = ap.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="outbox-bench-fanout-"))
+    results: dict[str, list[dict[str, Any]]] = {}
+    shapes = [args.replicas, *([1] if args.single else [])]
+    with bench_stack() as stack:
+        for r in range(args.runs):
+            for replicas in shapes:
+                for mode in MODES if r % 2 == 0 else MODES[::-1]:
+                    res = run(stack, mode, replicas, args, workdir)
+                    results.setdefault(f"{mode} x{replicas}", []).append(res)
+                    print(f"run {r + 1} {mode:<9} x{replicas}: frames {sum(res['frames'])}/{args.messages} in "
+                          f"{res['seconds']:.1f} s; CPU s per replica "
+                          f"{' '.join(f'{c:.1f}' for c in res['cpu_s'])}; Redis {res['redis_cpu_s']:.1f} s",
+                          flush=True)  # fmt: skip
+    agg: dict[str, Any] = {}
+    for key, runs in results.items():
+        agg[key] = {"cpu_s_per_replica": summary([sum(x["cpu_s"]) / len(x["cpu_s"]) for x in runs]),
+                    "redis_cpu_s": summary([x["redis_cpu_s"] for x in runs]),
+                    "seconds": summary([x["seconds"] for x in runs]),
+                    "lost": sum(x["expected"] - sum(x["frames"]) for x in runs)}  # fmt: skip
+    ratios = {}
+    for replicas in shapes:
+        b, i = results.get(f"broadcast x{replicas}"), results.get(f"interest x{replicas}")
+        if b and i:
+            ratios[f"x{replicas}"] = summary(
+                [sum(y["cpu_s"]) / sum(x["cpu_s"]) for x, y in zip(b, i, strict=True)]
+            )
+    out = {
+        "settings": vars(args),
+        "results": agg,
+        "raw": results,
+        "cpu_ratio_interest_over_broadcast": ratios,
+    }
+    path = write_result("fanout", out)
+    print(
+        json.dumps(
+            {"cpu_ratio_interest_over_broadcast": {k: v["median"] for k, v in ratios.items()}}
+        )
+    )
+    print(f"wrote {path}")
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
