@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import redis
 from confluent_kafka import Producer
 
 from bench.common import (
@@ -68,6 +69,19 @@ def produce(bootstrap: str, topic: str, messages: int, per_replica: list[int], p
     p.flush(120)
 
 
+def redis_stats(stack: StackState) -> dict[str, float]:
+    """Commands processed, bytes sent to clients (pub/sub included) and memory used."""
+    r = redis.Redis.from_url(stack.redis_url)
+    try:
+        stats: dict[str, Any] = r.info("stats")  # type: ignore[assignment]
+        memory: dict[str, Any] = r.info("memory")  # type: ignore[assignment]
+        return {"commands": float(stats["total_commands_processed"]),
+                "bytes_out": float(stats.get("total_net_output_bytes", 0)),
+                "memory": float(memory["used_memory"])}  # fmt: skip
+    finally:
+        r.close()
+
+
 def run(
     stack: StackState, mode: str, replicas: int, args: argparse.Namespace, workdir: Path
 ) -> dict[str, Any]:
@@ -89,7 +103,7 @@ def run(
             assert c.stdout is not None and "ready" in c.stdout.readline()
             clients.append(c)
         cpu0 = [tree_cpu_seconds(p.pid) for _, p in servers]
-        redis0 = redis_cpu(stack)
+        redis0, stats0 = redis_cpu(stack), redis_stats(stack)
         t0 = time.monotonic()
         produce(stack.kafka_bootstrap, topic, args.messages, per, prefix)
         frames = []
@@ -99,6 +113,7 @@ def run(
         seconds = time.monotonic() - t0
         cpu = [tree_cpu_seconds(p.pid) - c0 for (_, p), c0 in zip(servers, cpu0, strict=True)]
         redis_s = redis_cpu(stack) - redis0
+        stats = {k: v - stats0[k] for k, v in redis_stats(stack).items()}
     finally:
         for c in clients:
             c.kill()
@@ -107,7 +122,10 @@ def run(
             stop_server(p, "router")
         drop_keys(stack, f"b{group}")
     return {"mode": mode, "replicas": replicas, "teachers": per, "frames": frames, "seconds": seconds,
-            "cpu_s": cpu, "redis_cpu_s": redis_s, "expected": args.messages}  # fmt: skip
+            "cpu_s": cpu, "redis_cpu_s": redis_s, "expected": args.messages,
+            "redis_commands_per_notification": stats["commands"] / args.messages,
+            "redis_bytes_out_per_notification": stats["bytes_out"] / args.messages,
+            "redis_memory_bytes_per_notification": stats["memory"] / args.messages}  # fmt: skip
 
 
 def main() -> None:

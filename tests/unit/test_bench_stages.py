@@ -54,3 +54,21 @@ def test_the_demo_reports_each_minute_of_a_long_load() -> None:
     lines = t.by_minute(100.0)
     assert lines == ["  minute 1: 100 frames, p50 10 ms, p99 10 ms",
                      "  minute 2: 100 frames, p50 50 ms, p99 1000 ms"]  # fmt: skip
+
+
+def test_the_capacity_model_scales_with_load_and_names_the_limit() -> None:
+    from bench.capacity import Units, plan
+
+    u = Units(own_s=100e-6, foreign_s=10e-6, interest_own_s=120e-6, redis_s=50e-6,
+              redis_commands=8, redis_bytes_out=900, redis_memory=600, conn_bytes=26 * 1024,
+              source="test")  # fmt: skip
+    small = plan(u, 10_000, 1_000)
+    assert (small.replicas, small.redis_primaries, small.connect_tasks) == (1, 1, 1)
+    # 50k/s: 50k x 10 us of foreign traffic is 0.5 core of every replica, so
+    # broadcast needs 25 replicas for the rest; interest needs 9 and wins.
+    big = plan(u, 10_000, 50_000)
+    assert big.fanout == "interest" and big.replicas == 9
+    assert big.redis_primaries == 4 and big.connect_tasks == 6
+    assert big.first_limit.startswith("router CPU")
+    many = plan(u, 1_000_000, 1_000)
+    assert many.replicas == 50 and many.first_limit.startswith("connections per replica")
