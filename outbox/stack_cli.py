@@ -71,12 +71,17 @@ def up(
         str, typer.Option("--redis", help="single: one Redis; cluster: a Redis Cluster of 3 "
                           "primaries and 3 replicas (sets OUTBOX_REDIS_CLUSTER in `stack env`).")
     ] = "single",
+    connect_workers: Annotated[
+        int, typer.Option("--connect-workers", min=1, max=4, help="Kafka Connect workers in one "
+                          "group: 2 or more make a Connect cluster (the task moves when one dies).")
+    ] = 1,
 ) -> None:  # fmt: skip
     """Start the four components on free loopback ports and wait until each is ready."""
     if redis not in ("single", "cluster"):
         raise typer.BadParameter(f"must be single or cluster, not {redis!r}", param_hint="--redis")
     s = _settings(state_dir)
     s.redis = "cluster" if redis == "cluster" else "single"
+    s.connect_workers = connect_workers
     typer.echo("starting broker, Kafka Connect, Postgres and Redis (Connect takes ~30 s)...")
     try:
         state = StackManager(s, progress=lambda line: typer.echo(f"  {line}")).up()

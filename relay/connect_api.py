@@ -47,11 +47,40 @@ class ConnectClient:
                  timeout: float = 30.0,
                  rebalance_retries: tuple[float, ...] = (0.5, 1.0, 2.0),
                  observe: Callable[[str, float], None] | None = None) -> None:  # fmt: skip
-        self.url = url.rstrip("/")
+        # Any worker of the cluster answers for all of it (a worker forwards what
+        # only the leader may do), so several URLs, comma-separated, are tried in
+        # turn: the one that answered last first.
+        self.urls = [u.strip().rstrip("/") for u in url.split(",") if u.strip()] or [url]
+        self._turn = 0
         # Called with (HTTP method, seconds) after each request, failed or not.
         self._observe = observe
         self.rebalance_retries = rebalance_retries
-        self._http = httpx.AsyncClient(base_url=self.url, transport=transport, timeout=timeout)
+        self._http = httpx.AsyncClient(transport=transport, timeout=timeout)
+
+    @property
+    def url(self) -> str:
+        """The worker asked first (the one that answered last)."""
+        return self.urls[self._turn]
+
+    async def _send(self, method: str, path: str, *, json: Any, params: dict[str, str] | None,
+                    ) -> httpx.Response:  # fmt: skip
+        """One request to the first worker that answers at all."""
+        errors: list[str] = []
+        for i in range(len(self.urls)):
+            turn = (self._turn + i) % len(self.urls)
+            start = time.perf_counter()
+            try:
+                r = await self._http.request(method, self.urls[turn] + path, json=json,
+                                             params=params)  # fmt: skip
+            except httpx.TransportError as exc:
+                errors.append(f"{self.urls[turn]}: {str(exc) or type(exc).__name__}")
+                continue
+            finally:
+                if self._observe is not None:
+                    self._observe(method, time.perf_counter() - start)
+            self._turn = turn
+            return r
+        raise ConnectUnreachableError(",".join(self.urls), "; ".join(errors))
 
     async def __aenter__(self) -> ConnectClient:
         return self
@@ -67,14 +96,7 @@ class ConnectClient:
         # A worker answers 409 (or 500 "a rebalance is expected") while the group
         # rebalances, without doing anything: asking again shortly is safe.
         for delay in (*self.rebalance_retries, None):
-            start = time.perf_counter()
-            try:
-                r = await self._http.request(method, path, json=json, params=params)
-            except httpx.TransportError as exc:
-                raise ConnectUnreachableError(self.url, str(exc) or type(exc).__name__) from exc
-            finally:
-                if self._observe is not None:
-                    self._observe(method, time.perf_counter() - start)
+            r = await self._send(method, path, json=json, params=params)
             rebalancing = r.status_code == 409 or (
                 r.status_code == 500 and b"rebalance" in r.content
             )

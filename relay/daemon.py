@@ -55,6 +55,7 @@ from relay.supervisor import (
     RestartFailed,
     decide,
     first_line,
+    task_moves,
 )
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class Relay:
         self.connector_state = "not yet observed"
         self.http_port: int | None = None
         self.last_tick: float | None = None  # monotonic time of the last supervision tick
+        self.task_workers: dict[int, str] = {}  # task id -> the worker it last ran on
 
     # -- observation ---------------------------------------------------------
 
@@ -164,6 +166,11 @@ class Relay:
             log.log(level, "%s: %s%s", report.health, report.message,
                     "".join(f"\n  {d}" for d in report.details))  # fmt: skip
         self.report = report
+        self.task_workers, moves = task_moves(self.task_workers, obs.status)
+        for task, src, dst in moves:
+            log.warning("connector %s task %d moved from worker %s to %s (a worker left or the "
+                        "Connect group rebalanced)", self.s.connector_name, task, src, dst)  # fmt: skip
+            self.metrics.task_moves.inc()
         self._update_metrics(obs)
         return report
 

@@ -33,6 +33,11 @@ class RelayMetrics:
         self.restarts = Counter(
             "outbox_relay_restarts", "Restarts of failed connector/tasks", registry=r
         )
+        self.task_moves = Counter(
+            "outbox_relay_task_moves",
+            "Connector tasks seen running on another worker than before",
+            registry=r,
+        )
         self.applies = Counter(
             "outbox_relay_config_applies", "Config creates/re-applies", registry=r
         )

@@ -89,7 +89,8 @@ class RelaySettings(BaseSettings):
     @field_validator("connect_url")
     @classmethod
     def _strip_slash(cls, v: str) -> str:
-        return v.rstrip("/")
+        # One worker's URL, or several of one cluster, comma-separated.
+        return ",".join(u.strip().rstrip("/") for u in v.split(",") if u.strip())
 
     def pg_parts(self) -> tuple[str, int, str]:
         """Host, port and database name of ``pg_dsn`` (a URL or key=value DSN).

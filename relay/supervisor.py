@@ -222,3 +222,15 @@ def decide(desired: dict[str, str], obs: Observation, mem: Memory, policy: Polic
             traces + slot_details,
         ),
     )
+
+
+def task_moves(before: dict[int, str], status: ConnectorStatus | None
+               ) -> tuple[dict[int, str], list[tuple[int, str, str]]]:  # fmt: skip
+    """Which tasks run on another worker than when last seen (a worker of the
+    Connect cluster left, or the group rebalanced): the new map of task id ->
+    worker, and ``(task, from, to)`` for each move."""
+    if status is None:
+        return before, []
+    now = {t.id: t.worker_id for t in status.tasks if t.worker_id and t.state == "RUNNING"}
+    moves = [(tid, before[tid], w) for tid, w in now.items() if tid in before and before[tid] != w]
+    return {**before, **now}, moves

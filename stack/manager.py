@@ -146,8 +146,12 @@ class StackManager:
         say = self._progress
         broker = self._start_broker()
         say(f"broker    ready at {broker.url}")
-        connect, connect_proc = self._spawn_connect(broker.url)
-        say("connect   starting (about 30 s; Postgres and Redis meanwhile)")
+        workers = [
+            self._spawn_connect(broker.url, index=i) for i in range(self.settings.connect_workers)
+        ]
+        connect = workers[0][0]
+        say(f"connect   starting {len(workers)} worker(s) of one group (about 30 s; Postgres and "
+            "Redis meanwhile)")  # fmt: skip
         postgres = self._start_postgres()
         say(f"postgres  ready at {postgres.url}")
         if self.settings.redis == "cluster":
@@ -160,22 +164,17 @@ class StackManager:
             say(f"redis     ready at {redis.url}")
         ensure_topics(broker.url, NOTIFICATION_TOPIC, self.settings.topic_partitions)
         say("topics    the notification topic and the registered domain-event topics exist")
-        connect_log = Path(connect.log)
-        _wait(
-            "connect",
-            lambda: self._connect_ready(connect.url),
-            connect_proc,
-            connect_log,
-            timeout=180,
-        )
+        for comp, proc in workers:
+            _wait(comp.name, _connect_check(comp.url), proc, Path(comp.log), timeout=180)
         state = StackState(
             state_dir=str(self.state_dir),
             pg_dsn=postgres.url,
             redis_url=redis.url,
             kafka_bootstrap=broker.url,
             connect_url=connect.url,
+            connect_urls=[c.url for c, _ in workers],
             topic=NOTIFICATION_TOPIC,
-            components=[postgres, *cluster, broker, connect],
+            components=[postgres, *cluster, broker, *(c for c, _ in workers)],
             redis_cluster=self.settings.redis == "cluster",
         )
         state.save()
@@ -214,17 +213,18 @@ class StackManager:
         _wait("broker", lambda: _broker_ready(url), proc, log_path, timeout=30)
         return comp
 
-    def _spawn_connect(
-        self, bootstrap: str, port: int | None = None
-    ) -> tuple[Component, subprocess.Popen[bytes]]:
+    def _spawn_connect(self, bootstrap: str, port: int | None = None, *, index: int = 0,
+                       group_id: str = "outbox-stack-connect") -> tuple[Component, subprocess.Popen[bytes]]:  # fmt: skip
+        """Start Connect worker ``index`` of the group (``connect``, ``connect-2``, ...)."""
         port = port or procs.free_port()
+        name = "connect" if index == 0 else f"connect-{index + 1}"
         cfg_dir = data_dir("connect-config")
         worker = Template((cfg_dir / "worker.properties").read_text()).substitute(
-            bootstrap=bootstrap, group_id="outbox-stack-connect", rest_port=port
+            bootstrap=bootstrap, group_id=group_id, rest_port=port
         )
-        props = self.state_dir / "connect-worker.properties"
+        props = self.state_dir / f"{name}-worker.properties"
         props.write_text(worker)
-        log_path = self.state_dir / "connect.log"
+        log_path = self.state_dir / f"{name}.log"
         argv = [
             self.settings.java,
             f"-Xmx{self.settings.connect_heap}",
@@ -239,7 +239,7 @@ class StackManager:
         proc = procs.spawn(argv, log_path, env=dict(os.environ))
         comp = self._register(
             Component(
-                name="connect",
+                name=name,
                 pid=proc.pid,
                 port=port,
                 url=f"http://127.0.0.1:{port}",
@@ -413,6 +413,23 @@ class StackManager:
         self._start_alone(start)
         return out
 
+    def start_connect_cluster(self, bootstrap: str, workers: int, group_id: str) -> list[Component]:
+        """Start only ``workers`` Connect workers of a group of their own (own
+        internal topics) and wait until each answers; for tests of a cluster."""
+        out: list[Component] = []
+
+        def start() -> Component:
+            spawned = [
+                self._spawn_connect(bootstrap, index=i, group_id=group_id) for i in range(workers)
+            ]
+            for comp, proc in spawned:
+                _wait(comp.name, _connect_check(comp.url), proc, Path(comp.log), timeout=240)
+                out.append(comp)
+            return out[0]
+
+        self._start_alone(start)
+        return out
+
     def restart_connect(self, state: StackState) -> StackState:
         """Start the Connect worker again on its port (after a crash or kill -9)
         and wait until it is ready; the state file gets the new pid."""
@@ -545,6 +562,10 @@ def drop_database(admin_dsn: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _connect_check(url: str) -> Callable[[], bool]:
+    return lambda: StackManager._connect_ready(url)
+
+
 def _ready_check(url: str) -> Callable[[], bool]:
     return lambda: _redis_ready(url)
 
@@ -591,13 +612,18 @@ def health(state: StackState) -> dict[str, bool]:
         "broker": lambda: _broker_ready(state.kafka_bootstrap),
         "connect": lambda: StackManager._connect_ready(state.connect_url),
     }
+    urls = {c.name: c.url for c in state.components}
     out: dict[str, bool] = {}
     for comp in state.components:
         ok = procs.alive(comp.pid)
         if ok:
             try:
-                name = "redis" if comp.name.startswith("redis-cluster-") else comp.name
-                ok = probes[name]() if name != "redis" else _redis_ready(comp.url)
+                if comp.name.startswith("redis"):
+                    ok = _redis_ready(comp.url)
+                elif comp.name.startswith("connect"):
+                    ok = StackManager._connect_ready(urls[comp.name])
+                else:
+                    ok = probes[comp.name]()
             except Exception:
                 ok = False
         out[comp.name] = ok

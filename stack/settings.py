@@ -36,6 +36,8 @@ class StackSettings(BaseSettings):
     pg_user: str = "outbox-stack"
     # `single`: one Redis; `cluster`: a Redis Cluster of 3 primaries + 3 replicas.
     redis: Literal["single", "cluster"] = "single"
+    # Kafka Connect workers in the stack's one group (a Connect cluster from 2).
+    connect_workers: int = Field(default=1, ge=1, le=4)
     # Partitions of the notification topic created by `stack up`.
     topic_partitions: int = 6
     connect_heap: str = "512m"

@@ -31,6 +31,7 @@ class StackState(BaseModel):
     topic: str
     components: list[Component]
     redis_cluster: bool = False
+    connect_urls: list[str] = []  # every worker of the Connect group (connect_url is the first)
 
     def env(self) -> dict[str, str]:
         """The environment every other command reads its settings from."""
@@ -38,7 +39,9 @@ class StackState(BaseModel):
             "OUTBOX_PG_DSN": self.pg_dsn,
             "OUTBOX_REDIS_URL": self.redis_url,
             "OUTBOX_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
-            "OUTBOX_CONNECT_URL": self.connect_url,
+            "OUTBOX_CONNECT_URL": ",".join(self.connect_urls)
+            if len(self.connect_urls) > 1
+            else self.connect_url,
         } | ({"OUTBOX_REDIS_CLUSTER": "true"} if self.redis_cluster else {})
 
     def component(self, name: str) -> Component:

@@ -186,3 +186,48 @@ def test_the_cli_names_each_failure_and_its_exit_code() -> None:
     for exc, code, text in cases:
         line, got = classify(exc)
         assert (got, text in line) == (code, True), (exc, line, got)
+
+
+async def test_the_connect_client_goes_on_to_the_next_worker() -> None:
+    import httpx
+
+    from relay.connect_api import ConnectClient
+    from relay.errors import ConnectUnreachableError
+
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.host + ":" + str(request.url.port))
+        if request.url.port == 1:
+            raise httpx.ConnectError("refused")
+        return httpx.Response(200, json=["c1"])
+
+    c = ConnectClient("http://w1:1, http://w2:2/", transport=httpx.MockTransport(handler))
+    assert await c.connectors() == ["c1"]
+    assert await c.connectors() == ["c1"]  # the one that answered is asked first now
+    assert seen == ["w1:1", "w2:2", "w2:2"] and c.url == "http://w2:2"
+    await c.aclose()
+
+    dead = ConnectClient("http://w1:1,http://w3:1", transport=httpx.MockTransport(handler))
+    try:
+        await dead.connectors()
+        raise AssertionError("expected unreachable")
+    except ConnectUnreachableError as exc:
+        assert "w1:1" in str(exc) and "w3:1" in str(exc)
+    await dead.aclose()
+
+
+def test_a_task_on_another_worker_is_a_move() -> None:
+    from relay.connect_api import ConnectorStatus, TaskStatus
+    from relay.supervisor import task_moves
+
+    def st(*tasks: TaskStatus) -> ConnectorStatus:
+        return ConnectorStatus("c", "RUNNING", "w1", list(tasks))
+
+    seen, moves = task_moves({}, st(TaskStatus(0, "RUNNING", "w1")))
+    assert seen == {0: "w1"} and moves == []
+    seen, moves = task_moves(seen, st(TaskStatus(0, "UNASSIGNED", None)))  # between workers
+    assert seen == {0: "w1"} and moves == []
+    seen, moves = task_moves(seen, st(TaskStatus(0, "RUNNING", "w2")))
+    assert seen == {0: "w2"} and moves == [(0, "w1", "w2")]
+    assert task_moves(seen, None) == (seen, [])
