@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -80,18 +81,31 @@ def _one_error_line(out: subprocess.CompletedProcess[str]) -> str:
     return errors[0]
 
 
+@pytest.fixture(scope="module")
+def outcomes() -> dict[str, subprocess.CompletedProcess[str]]:
+    """Every case of the two tables below, run four at a time (most of each is
+    the interpreter starting, or a dependency's timeout running out)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [(c[0], c[1], c[2]) for c in CASES] + [(u[0], u[1], {}) for u in USAGE]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {name: pool.submit(run, args, **env) for name, args, env in jobs}
+        return {name: f.result() for name, f in futures.items()}
+
+
 @pytest.mark.parametrize(("name", "args", "env", "code", "text"), CASES, ids=[c[0] for c in CASES])
-def test_expected_failures_are_one_line(name: str, args: list[str], env: dict[str, str],
-                                        code: int, text: str) -> None:  # fmt: skip
-    out = run(args, **env)
+def test_expected_failures_are_one_line(name: str, args: list[str], env: dict[str, str], code: int,
+                                        text: str, outcomes: dict[str, Any]) -> None:  # fmt: skip
+    out = outcomes[name]
     line = _one_error_line(out)
     assert out.returncode == code, (name, out.returncode, out.stderr)
     assert text in line, line
 
 
 @pytest.mark.parametrize(("name", "args"), USAGE, ids=[u[0] for u in USAGE])
-def test_usage_errors_exit_2_without_a_traceback(name: str, args: list[str]) -> None:
-    out = run(args)
+def test_usage_errors_exit_2_without_a_traceback(name: str, args: list[str],
+                                                 outcomes: dict[str, Any]) -> None:  # fmt: skip
+    out = outcomes[name]
     assert out.returncode == 2, out.stderr
     assert "Traceback" not in out.stdout + out.stderr
     assert "Try 'outbox" in out.stderr
