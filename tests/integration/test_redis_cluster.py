@@ -30,6 +30,18 @@ def _has_all(c: Client, before: list[str], want: set[str]) -> Callable[[dict[str
     return lambda _frame: want <= seen | {n["id"] for n in c.notifications()}
 
 
+async def _reopen(port: int, token: str, position: str | None, deadline: float) -> Client:
+    """Resume as a client does: while the failover is still going on the router
+    answers 1011 (its store call met the dead node); wait a moment, try again."""
+    while True:
+        try:
+            return await Client.open(port, token, resume=position)
+        except ConnectionClosed:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
 async def _collect_resuming(c: Client, port: int, token: str, want: set[str],
                             timeout: float = 90) -> tuple[list[str], int]:  # fmt: skip
     """Every notification id received, as a client does it: when the router closes
@@ -52,7 +64,7 @@ async def _collect_resuming(c: Client, port: int, token: str, want: set[str],
             if time.monotonic() > deadline:
                 return got, resumes
             resumes += 1
-            c = await Client.open(port, token, resume=position)
+            c = await _reopen(port, token, position, deadline)
 
 
 async def test_kill_the_primary_of_a_busy_teacher_mid_burst(stack: StackState, unique: str) -> None:
