@@ -29,6 +29,7 @@ import httpx
 import redis
 from confluent_kafka import Producer
 
+from bench import stages
 from bench.common import (
     bench_stack,
     descendants,
@@ -236,34 +237,6 @@ def produce_paced(bootstrap: str, topic: str, rate: int, seconds: float, teacher
     return sent
 
 
-def histogram(metrics: str, name: str) -> tuple[list[tuple[float, float]], float]:
-    """Cumulative (upper bound, count) buckets and the total of a Prometheus histogram."""
-    buckets: list[tuple[float, float]] = []
-    total = 0.0
-    for line in metrics.splitlines():
-        if line.startswith(f"{name}_bucket{{"):
-            le = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets.append(
-                (float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1]))
-            )
-        elif line.startswith(f"{name}_count "):
-            total = float(line.rsplit(" ", 1)[1])
-    return sorted(buckets), total
-
-
-def bucket_quantile(buckets: list[tuple[float, float]], total: float, q: float) -> float:
-    """The quantile, interpolated linearly inside its bucket (Prometheus' rule)."""
-    rank = q * total
-    lo, below = 0.0, 0.0
-    for hi, count in buckets:
-        if count >= rank:
-            if hi == float("inf"):
-                return lo
-            return lo + (hi - lo) * (rank - below) / max(count - below, 1e-9)
-        lo, below = hi, count
-    return float("nan")
-
-
 def latency_run(stack: StackState, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """A steady ``--latency-rate`` for ``--latency-seconds`` to ``--teachers`` connections;
     the router's own histogram of Kafka receipt -> frame written, and the clients'
@@ -277,17 +250,16 @@ def latency_run(stack: StackState, args: argparse.Namespace, workdir: Path) -> d
             stack.kafka_bootstrap, r.topic, args.latency_rate, 1.0, args.teachers, r.prefix
         )
         time.sleep(1)
-        before, before_n = histogram(httpx.get(url).text, metric)
+        before = stages.histogram(httpx.get(url).text, metric)
         sent = produce_paced(stack.kafka_bootstrap, r.topic, args.latency_rate, args.latency_seconds,
                              args.teachers, r.prefix)  # fmt: skip
         wait_for_count(r.clients.stdout, len(sent), idle_s=3)
         time.sleep(0.5)
-        after, after_n = histogram(httpx.get(url).text, metric)
+        after = stages.histogram(httpx.get(url).text, metric)
         r.stop_clients()
     recv = r.recv
-    counts = dict(before)
-    window = [(le, c - counts.get(le, 0.0)) for le, c in after]
-    n = after_n - before_n
+    window = stages.diff(after, before)
+    n = window[-1][1] if window else 0.0
     client_ms = []
     with open(recv) as f:
         for line in f:
@@ -298,8 +270,8 @@ def latency_run(stack: StackState, args: argparse.Namespace, workdir: Path) -> d
     return {
         "rate_per_s": args.latency_rate, "seconds": args.latency_seconds, "produced": len(sent),
         "frames_in_histogram": n, "frames_at_clients": len(client_ms),
-        "router_p50_ms": 1000 * bucket_quantile(window, n, 0.50),
-        "router_p99_ms": 1000 * bucket_quantile(window, n, 0.99),
+        "router_p50_ms": 1000 * stages.quantile(window, 0.50),
+        "router_p99_ms": 1000 * stages.quantile(window, 0.99),
         "router_share_within_20ms": within_20 / n if n else float("nan"),
         "client_p50_ms": pct(client_ms, 50), "client_p99_ms": pct(client_ms, 99),
     }  # fmt: skip
