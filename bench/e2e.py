@@ -152,23 +152,14 @@ class Pipeline:
     def _metrics(self) -> str:
         return httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=10).text
 
-    def _partitions(self) -> list[int]:
-        c = Consumer(
-            {"bootstrap.servers": self.stack.kafka_bootstrap, "group.id": "bench-e2e-probe"}
-        )
-        try:
-            meta = c.list_topics(self.relay.topic, timeout=10).topics[self.relay.topic]
-            return sorted(meta.partitions)
-        finally:
-            c.close()
-
     def _high_watermarks(self) -> dict[int, int]:
         c = Consumer(
             {"bootstrap.servers": self.stack.kafka_bootstrap, "group.id": "bench-e2e-probe"}
         )
         try:
+            meta = c.list_topics(self.relay.topic, timeout=10).topics[self.relay.topic]
             return {p: c.get_watermark_offsets(TopicPartition(self.relay.topic, p), timeout=10)[1]
-                    for p in self._partitions()}  # fmt: skip
+                    for p in sorted(meta.partitions)}  # fmt: skip
         finally:
             c.close()
 

@@ -20,12 +20,10 @@ import subprocess
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import redis
-from confluent_kafka import Producer
 
 from bench.common import (
     bench_stack,
@@ -35,7 +33,15 @@ from bench.common import (
     wait_for_count,
     write_result,
 )
-from bench.router import SECRET, body, drop_keys, redis_cpu, start_server, stop_server
+from bench.router import (
+    SECRET,
+    drop_keys,
+    produce_all,
+    record_for,
+    redis_cpu,
+    start_server,
+    stop_server,
+)
 from relay.topics import ensure_topic
 from stack.procs import free_port
 from stack.state import StackState
@@ -48,25 +54,11 @@ def teacher_name(prefix: str, replica: int, n: int) -> str:
 
 
 def produce(bootstrap: str, topic: str, messages: int, per_replica: list[int], prefix: str) -> None:
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "batch.num.messages": 10000,
-                  "queue.buffering.max.messages": 2_000_000})  # fmt: skip
+    """``messages`` notifications round-robin over the replicas' teachers."""
     replicas = len(per_replica)
-    for i in range(messages):
-        k = i % replicas
-        teacher = teacher_name(prefix, k, (i // replicas) % per_replica[k])
-        hdrs = [
-            ("id", uuid.uuid4().hex.encode()),
-            ("created_at", datetime.now(UTC).isoformat().encode()),
-        ]
-        while True:
-            try:
-                p.produce(topic, key=teacher.encode(), value=body(teacher), headers=hdrs)  # type: ignore[arg-type]
-                break
-            except BufferError:
-                p.poll(0.05)
-        if i % 10000 == 0:
-            p.poll(0)
-    p.flush(120)
+    produce_all(bootstrap, topic, (record_for(teacher_name(prefix, i % replicas,
+                                                          (i // replicas) % per_replica[i % replicas]))
+                                   for i in range(messages)), flush_s=120)  # fmt: skip
 
 
 def redis_stats(stack: StackState) -> dict[str, float]:

@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -60,19 +60,23 @@ def body(teacher: str) -> bytes:
 
 def record(prefix: str, i: int, teachers: int) -> tuple[bytes, bytes, list[tuple[str, bytes]], str]:
     """Key, value, headers and event id of the ``i``-th bench record."""
-    teacher = f"{prefix}-{i % teachers}"
+    return record_for(f"{prefix}-{i % teachers}")
+
+
+def record_for(teacher: str) -> tuple[bytes, bytes, list[tuple[str, bytes]], str]:
+    """Key, value, headers and event id of a new bench record for ``teacher``."""
     eid = uuid.uuid4().hex
     hdrs = [("id", eid.encode()), ("created_at", datetime.now(UTC).isoformat().encode())]
     return teacher.encode(), body(teacher), hdrs, eid
 
 
-def produce(bootstrap: str, topic: str, n: int, teachers: int, prefix: str) -> float:
-    """Produce ``n`` notifications as fast as the broker takes them; returns seconds."""
+def produce_all(bootstrap: str, topic: str,
+                records: Iterable[tuple[bytes, bytes, list[tuple[str, bytes]], str]],
+                flush_s: float = 60) -> None:  # fmt: skip
+    """Produce ``records`` as fast as the broker takes them."""
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "batch.num.messages": 10000,
                   "queue.buffering.max.messages": 2_000_000})  # fmt: skip
-    t0 = time.monotonic()
-    for i in range(n):
-        key, value, hdrs, _ = record(prefix, i, teachers)
+    for i, (key, value, hdrs, _) in enumerate(records):
         while True:
             try:
                 p.produce(topic, key=key, value=value, headers=hdrs)  # type: ignore[arg-type]
@@ -81,7 +85,13 @@ def produce(bootstrap: str, topic: str, n: int, teachers: int, prefix: str) -> f
                 p.poll(0.05)
         if i % 10000 == 0:
             p.poll(0)
-    p.flush(60)
+    p.flush(flush_s)
+
+
+def produce(bootstrap: str, topic: str, n: int, teachers: int, prefix: str) -> float:
+    """Produce ``n`` notifications as fast as the broker takes them; returns seconds."""
+    t0 = time.monotonic()
+    produce_all(bootstrap, topic, (record(prefix, i, teachers) for i in range(n)))
     return time.monotonic() - t0
 
 

@@ -34,7 +34,6 @@ from redis.exceptions import (
     MasterDownError,
     NoScriptError,
     RedisClusterException,
-    ResponseError,
     SlotNotCoveredError,
     TryAgainError,
 )
@@ -319,9 +318,7 @@ class Store:
             break
         out: list[Any] = [None] * len(batch)
         for (idx, _, _), answer in zip(calls, answers, strict=True):
-            if isinstance(answer, _UNAVAILABLE):
-                raise answer
-            if isinstance(answer, ResponseError):
+            if isinstance(answer, Exception):  # unavailable (retried), or refused (narrowed)
                 raise answer
             for i, v in zip(idx, answer, strict=True):
                 out[i] = v

@@ -606,24 +606,20 @@ def _broker_ready(bootstrap: str) -> bool:
 
 def health(state: StackState) -> dict[str, bool]:
     """Probe each component; ``True`` where it answers."""
-    probes: dict[str, Callable[[], bool]] = {
-        "postgres": lambda: _pg_ready(state.pg_dsn),
-        "redis": lambda: _redis_ready(state.redis_url),
-        "broker": lambda: _broker_ready(state.kafka_bootstrap),
-        "connect": lambda: StackManager._connect_ready(state.connect_url),
+    # By the name's start: redis-cluster-N are Redis nodes, connect-N Connect workers.
+    probes: dict[str, Callable[[str], bool]] = {
+        "postgres": lambda _url: _pg_ready(state.pg_dsn),
+        "redis": _redis_ready,
+        "broker": _broker_ready,
+        "connect": StackManager._connect_ready,
     }
-    urls = {c.name: c.url for c in state.components}
     out: dict[str, bool] = {}
     for comp in state.components:
         ok = procs.alive(comp.pid)
         if ok:
             try:
-                if comp.name.startswith("redis"):
-                    ok = _redis_ready(comp.url)
-                elif comp.name.startswith("connect"):
-                    ok = StackManager._connect_ready(urls[comp.name])
-                else:
-                    ok = probes[comp.name]()
+                kind = next(k for k in probes if comp.name.startswith(k))
+                ok = probes[kind](comp.url)
             except Exception:
                 ok = False
         out[comp.name] = ok
