@@ -13,6 +13,7 @@ import contextlib
 import errno
 import logging
 import time
+import uuid
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -59,15 +60,19 @@ class Router:
         self.metrics = RouterMetrics()
         self.redis = redis_client or connect_redis(settings)
         self._sub_turn = 0  # which cluster node the fan-out subscription tries next
+        by_interest = settings.fanout == "interest"
+        # Interest fan-out: this replica's name in Redis (its channel, its leases).
+        self.replica_id = uuid.uuid4().hex[:16] if by_interest else None
         self.store = Store(self.redis, prefix=settings.redis_prefix, dedupe_ttl_s=settings.dedupe_ttl_s,
                            history_maxlen=settings.history_maxlen,
                            history_ttl_s=settings.history_ttl_s,
                            pending_max=settings.pending_max,
                            observe=lambda call, s: self.metrics.redis_call.labels(call).observe(s),
-                           per_teacher=settings.fanout == "interest")  # fmt: skip
-        self.interest = (
-            Interest(self.store.teacher_channel) if settings.fanout == "interest" else None
-        )
+                           replica_id=self.replica_id)  # fmt: skip
+        self.interest = Interest() if by_interest else None
+        if self.interest is not None:
+            # A primary that failed over may have lost leases set on it.
+            self.store.on_failover = self.interest.lost
         self.hub: Hub[Any] = Hub()
         self.ingestor = Ingestor(settings, store=self.store, metrics=self.metrics)
         self.subscribed = asyncio.Event()
@@ -144,6 +149,18 @@ class Router:
             await ingest
             await self.server.stop()
             sub.cancel()
+            await self._withdraw_all()
+
+    async def _withdraw_all(self) -> None:
+        """At shutdown: this replica's leases go now rather than when they end."""
+        if self.interest is None:
+            return
+        _, withdraw = self.interest.pending_changes()
+        leases = sorted({*withdraw, *self.interest.renewals()})
+        try:
+            await self.store.interest(leases, lease_ms=0, register=False)
+        except StoreUnavailableError as exc:
+            log.info("leaving %d interest leases to end on their own (%s)", len(leases), exc)
 
     async def _subscribe(self) -> None:
         # Hand-written rather than a retry library: on every success it also
@@ -158,13 +175,8 @@ class Router:
                 async with client.pubsub() as ps:
                     await ps.subscribe(self.store.channel)
                     if self.interest is not None:
-                        # Everything wanted is subscribed again; connections catch
-                        # up once it is confirmed (in _listen_by_interest).
-                        self.interest.lost()
-                        self.subscribed.set()
                         backoff = 0.2
-                        restoring, first = not first, False
-                        await self._listen_by_interest(ps, restoring=restoring)
+                        await self._listen_by_interest(ps, self.interest)
                         continue
                     if not first:
                         log.info("fan-out subscription restored; re-syncing %d connections",
@@ -185,49 +197,76 @@ class Router:
                 if client is not None and client is not self.redis:
                     await client.aclose()
 
-    async def _listen_by_interest(self, ps: Any, *, restoring: bool) -> None:
-        """The subscription loop of interest fan-out: a sender task subscribes
-        what the teachers connected here need (router/interest.py) while this
-        loop dispatches what arrives and, after a loss, re-syncs the connections
-        once every channel is back."""
-        interest = self.interest
-        assert interest is not None
-        if not interest.channels and restoring:
-            restoring = False  # nobody to re-sync
-        sender = asyncio.create_task(self._send_interest(ps, interest), name="interest-sender")
+    async def _listen_by_interest(self, ps: Any, interest: Interest) -> None:
+        """The subscription loop of interest fan-out: once Redis confirms this
+        replica's own channel, a sender task registers the teachers connected
+        here (router/interest.py) while this loop dispatches what arrives.
+        Whatever was registered before may be gone (a Redis restart), and what
+        was published meanwhile was missed, so everything is registered again
+        and the connections catch up once all is back."""
+        sender: asyncio.Task[None] | None = None
         try:
             async for msg in ps.listen():
-                if sender.done():
+                if sender is not None and sender.done():
                     sender.result()  # its failure is the subscription's
                 kind = msg.get("type")
                 if kind == "message":
                     self._dispatch(msg["data"])
-                elif kind == "subscribe":
-                    channel = msg["channel"]
-                    interest.subscribe_confirmed(
-                        channel.decode() if isinstance(channel, bytes) else channel
-                    )
-                    if restoring and interest.all_confirmed():
-                        restoring = False
-                        log.info("fan-out subscription restored (%d teacher channels); re-syncing "
-                                 "%d connections", interest.channels, len(self.hub.registry))  # fmt: skip
-                        self.hub.restored()
+                elif kind == "subscribe" and sender is None:
+                    interest.lost()
+                    self.subscribed.set()
+                    sender = asyncio.create_task(self._send_interest(interest),
+                                                 name="interest-sender")  # fmt: skip
         finally:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await sender
+            if sender is not None:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await sender
 
-    async def _send_interest(self, ps: Any, interest: Interest) -> None:
-        """Sends SUBSCRIBE/UNSUBSCRIBE as teachers come and go (the replies are
-        read by the listening loop on the same connection)."""
+    async def _send_interest(self, interest: Interest) -> None:
+        """Registers and withdraws this replica's interest as teachers come and
+        go, one round at a time, and renews the leases before they end."""
+        loop = asyncio.get_running_loop()
+        lease_ms = int(self.s.interest_lease_s * 1000)
+        renew_every = self.s.interest_lease_s / 4
+        next_renewal = loop.time() + renew_every
+        renewed = loop.time()
+        backoff = 0.2
         while True:
-            await interest.wake.wait()
-            subscribe, unsubscribe = interest.pending_changes()
-            if subscribe:
-                await ps.subscribe(*subscribe)
-            if unsubscribe:
-                await ps.unsubscribe(*unsubscribe)
-            self.metrics.fanout_channels.set(interest.channels)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(interest.wake.wait(), max(0.0, next_renewal - loop.time()))
+            if loop.time() >= next_renewal:
+                try:
+                    await self.store.interest(interest.renewals(), lease_ms=lease_ms, register=True)
+                    renewed, next_renewal = loop.time(), loop.time() + renew_every
+                except StoreUnavailableError as exc:
+                    next_renewal = loop.time() + 1.0
+                    if loop.time() - renewed > self.s.interest_lease_s * 0.75:
+                        log.warning("interest leases not renewed for %.0f s (%s); registering "
+                                    "every teacher again", loop.time() - renewed, exc)  # fmt: skip
+                        interest.lost()
+            register, withdraw = interest.pending_changes()
+            try:
+                await self.store.interest(register, lease_ms=lease_ms, register=True)
+            except StoreUnavailableError as exc:
+                interest.failed(register)
+                log.warning("registering %d teachers for fan-out failed (%s); retrying in "
+                            "%.1f s", len(register), exc, backoff)  # fmt: skip
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.2
+            interest.registered(register)
+            if interest.take_resync():
+                log.info("fan-out subscription restored (%d teachers registered again); "
+                         "re-syncing %d connections",
+                         interest.teachers, len(self.hub.registry))  # fmt: skip
+                self.hub.restored()
+            try:
+                await self.store.interest(withdraw, lease_ms=lease_ms, register=False)
+            except StoreUnavailableError as exc:  # the leases end on their own
+                log.warning("withdrawing %d teachers failed (%s)", len(withdraw), exc)
+            self.metrics.fanout_teachers.set(interest.teachers)
 
     def _dispatch(self, data: bytes) -> None:
         try:

@@ -1,102 +1,117 @@
-"""Interest-based fan-out: which teacher channels this replica listens to.
+"""Interest-based fan-out: which teachers this replica has told Redis it serves.
 
-A replica subscribes to a teacher's channel when the teacher's first connection
-arrives and unsubscribes after the last one leaves, so it receives only what
-its own connections need. The rule that keeps a live connection without a gap:
-a connection reads its history (its sync) only after Redis has confirmed the
-subscription that will carry what comes next. ``acquire`` hands out a future
-that resolves at that confirmation.
+A replica registers its interest in a teacher (a lease in the teacher's slot,
+``router/store.py``) when the teacher's first connection arrives and withdraws
+it after the last one leaves. The ingest script reads those leases and publishes
+each replica only its teachers' part of a batch, one message per replica per
+batch, on the replica's own channel. The rule that keeps a live connection
+without a gap: a connection reads its history (its sync) only after Redis has
+confirmed the registration, so whatever is recorded from then on is published
+to this replica, and whatever came before is in the history. ``acquire`` hands
+out a future that resolves at that confirmation.
 
-This is bookkeeping only: the subscriber task (``router.app``) sends what
-``pending_changes`` says and reports confirmations and losses back. The desired
-state is reconciled, not replayed, so a teacher who leaves and comes back
-before the unsubscribe went out is simply never unsubscribed.
+This is bookkeeping only, with no I/O: the sender task (``router.app``) sends
+what ``pending_changes`` says, one round at a time, and reports back. The
+desired state is reconciled, not replayed, so a teacher who leaves and comes
+back before the withdrawal went out is simply never withdrawn.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 
 class Interest:
-    def __init__(self, channel_of: Callable[[str], str]) -> None:
-        self.channel_of = channel_of
-        self._refs: dict[str, int] = {}  # channel -> connections that need it
-        self._sent: set[str] = set()  # channels whose last command sent was SUBSCRIBE
-        self._unconfirmed: dict[str, int] = {}  # channel -> SUBSCRIBEs not yet confirmed
+    def __init__(self) -> None:
+        self._refs: dict[str, int] = {}  # teacher -> connections here
+        self._sent: set[str] = set()  # teachers whose last command sent was a registration
+        self._unconfirmed: set[str] = set()  # registrations sent, not yet answered
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._resync = False  # after a loss: re-sync every connection once all are back
         self.wake = asyncio.Event()  # set when there is something to send
 
     # -- connections ---------------------------------------------------------
 
     def acquire(self, teacher_id: str) -> asyncio.Future[None]:
-        """One more connection of the teacher; the future resolves once its
-        channel is subscribed (at once if it already is)."""
-        ch = self.channel_of(teacher_id)
-        self._refs[ch] = self._refs.get(ch, 0) + 1
+        """One more connection of the teacher; the future resolves once this
+        replica's interest in the teacher is registered (at once if it is)."""
+        self._refs[teacher_id] = self._refs.get(teacher_id, 0) + 1
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self.confirmed(ch):
+        if self.confirmed(teacher_id):
             fut.set_result(None)
         else:
-            self._waiters.setdefault(ch, []).append(fut)
+            self._waiters.setdefault(teacher_id, []).append(fut)
             self.wake.set()
         return fut
 
     def release(self, teacher_id: str) -> None:
         """One connection of the teacher fewer."""
-        ch = self.channel_of(teacher_id)
-        n = self._refs.get(ch, 0) - 1
+        n = self._refs.get(teacher_id, 0) - 1
         if n > 0:
-            self._refs[ch] = n
+            self._refs[teacher_id] = n
             return
-        self._refs.pop(ch, None)
-        for fut in self._waiters.pop(ch, []):
+        self._refs.pop(teacher_id, None)
+        for fut in self._waiters.pop(teacher_id, []):
             fut.cancel()
         self.wake.set()
 
-    def confirmed(self, ch: str) -> bool:
-        return ch in self._sent and not self._unconfirmed.get(ch)
+    def confirmed(self, teacher_id: str) -> bool:
+        return teacher_id in self._sent and teacher_id not in self._unconfirmed
 
     @property
-    def channels(self) -> int:
-        """Channels wanted now (one per teacher with a connection here)."""
+    def teachers(self) -> int:
+        """Teachers with a connection here (each one registered, or about to be)."""
         return len(self._refs)
 
-    # -- the subscriber task -------------------------------------------------
+    # -- the sender task -----------------------------------------------------
 
     def pending_changes(self) -> tuple[list[str], list[str]]:
-        """What to send now: (subscribe, unsubscribe). Marks them sent."""
+        """What to send now: (register, withdraw). Marks them sent. The sender
+        sends one round and answers it before asking again."""
         self.wake.clear()
-        subscribe = [ch for ch in self._refs if ch not in self._sent]
-        unsubscribe = [ch for ch in self._sent if ch not in self._refs]
-        for ch in subscribe:
-            self._sent.add(ch)
-            self._unconfirmed[ch] = self._unconfirmed.get(ch, 0) + 1
-        for ch in unsubscribe:
-            self._sent.discard(ch)
-        return subscribe, unsubscribe
+        register = [t for t in self._refs if t not in self._sent]
+        withdraw = [t for t in self._sent if t not in self._refs]
+        self._sent.update(register)
+        self._unconfirmed.update(register)
+        self._sent.difference_update(withdraw)
+        return register, withdraw
 
-    def subscribe_confirmed(self, ch: str) -> None:
-        """Redis confirmed one SUBSCRIBE of ``ch``; the waiters go once the last
-        one sent is confirmed (an UNSUBSCRIBE may sit between two of them)."""
-        left = self._unconfirmed.get(ch, 0) - 1
-        if left > 0:
-            self._unconfirmed[ch] = left
-            return
-        self._unconfirmed.pop(ch, None)
-        if ch in self._sent:
-            for fut in self._waiters.pop(ch, []):
-                if not fut.done():
-                    fut.set_result(None)
+    def registered(self, teachers: list[str]) -> None:
+        """Redis answered the registration of ``teachers``: their connections
+        may read their history now."""
+        for t in teachers:
+            self._unconfirmed.discard(t)
+            if t in self._sent:
+                for fut in self._waiters.pop(t, []):
+                    if not fut.done():
+                        fut.set_result(None)
+
+    def failed(self, teachers: list[str]) -> None:
+        """The registration of ``teachers`` got no answer: it is sent again (the
+        waiting connections keep waiting, up to their own timeout)."""
+        self._sent.difference_update(teachers)
+        self._unconfirmed.difference_update(teachers)
+        if any(t in self._refs for t in teachers):
+            self.wake.set()
+
+    def renewals(self) -> list[str]:
+        """Registrations to renew before their lease ends (the confirmed ones)."""
+        return [t for t in self._sent if t not in self._unconfirmed]
 
     def lost(self) -> None:
-        """The subscription connection is gone: nothing is subscribed any more;
-        everything wanted is sent again on the next connection."""
+        """What this replica hears or has registered may be gone (the channel's
+        connection was lost, Redis restarted, a primary failed over): everything
+        is registered again, and every connection catches up once all is back."""
         self._sent.clear()
         self._unconfirmed.clear()
+        self._resync = bool(self._refs)
         if self._refs:
             self.wake.set()
 
-    def all_confirmed(self) -> bool:
-        return all(self.confirmed(ch) for ch in self._refs)
+    def take_resync(self) -> bool:
+        """True once after a loss, when every teacher here is registered again:
+        the moment to catch the connections up."""
+        if self._resync and all(self.confirmed(t) for t in self._refs):
+            self._resync = False
+            return True
+        return False

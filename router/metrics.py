@@ -120,9 +120,9 @@ class RouterMetrics:
             "Records between this replica's position and the end of each partition it owns",
             ["partition"], registry=r,
         )  # fmt: skip
-        self.fanout_channels = Gauge(
-            "outbox_router_fanout_channels",
-            "Teacher channels this replica is subscribed to (interest fan-out; 0 with broadcast)",
+        self.fanout_teachers = Gauge(
+            "outbox_router_fanout_teachers",
+            "Teachers this replica has registered for interest fan-out (0 with broadcast)",
             registry=r,
         )
         self.redis_call = Histogram(

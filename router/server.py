@@ -176,7 +176,7 @@ class WebSocketServer:
         self.store = store
         self.hub = hub
         # Set with interest-based fan-out: a connection's sync waits for its
-        # teacher's channel to be subscribed (router/interest.py).
+        # teacher to be registered (router/interest.py).
         self.interest = interest
         self.verifier = verifier
         self.metrics = metrics
@@ -411,9 +411,9 @@ class WebSocketServer:
             link.flush()
 
     async def _subscribed(self, link: _Link) -> None:
-        """With interest fan-out, until the teacher's channel is subscribed: what
-        is announced from then on arrives live, what came before is in the
-        history the sync reads, so there is no gap between the two.
+        """With interest fan-out, until this replica's interest in the teacher is
+        registered: what is recorded from then on is published here, what came
+        before is in the history the sync reads, so there is no gap between the two.
 
         Raises:
             StoreUnavailableError: not confirmed within ``start_timeout_s``.
@@ -424,8 +424,8 @@ class WebSocketServer:
         try:
             await asyncio.wait_for(asyncio.shield(fut), self.s.start_timeout_s)
         except TimeoutError:
-            raise StoreUnavailableError("the teacher's fan-out channel was not subscribed "
-                                        f"within {self.s.start_timeout_s:g} s") from None  # fmt: skip
+            raise StoreUnavailableError("this replica's interest in the teacher was not "
+                                        f"registered within {self.s.start_timeout_s:g} s") from None  # fmt: skip
 
     async def _writer(self, ws: ServerConnection, link: _Link) -> None:
         queue = link.queue

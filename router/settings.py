@@ -30,9 +30,13 @@ class RouterSettings(BaseSettings):
     # split by slot, pub/sub goes through one node at a time.
     redis_cluster: bool = False
     # broadcast: every replica receives every notification on one channel;
-    # interest: a replica subscribes to the channels of the teachers connected
-    # to it and receives only theirs (docs/architecture.md, "Fan-out").
+    # interest: a replica registers the teachers connected to it and receives
+    # only theirs, on a channel of its own (docs/architecture.md, "Fan-out").
     fanout: Literal["broadcast", "interest"] = "broadcast"
+    # Interest fan-out: how long a replica's registration of a teacher lasts
+    # unless renewed (renewed every quarter of it). A replica that died without
+    # withdrawing is published to for at most this long.
+    interest_lease_s: float = Field(default=60.0, ge=2.0, le=3600.0)
 
     router_host: str = "127.0.0.1"
     router_port: int = Field(default=8765, ge=0, le=65535)

@@ -6,8 +6,9 @@ hash tag, so every key of one teacher is in one slot)::
     {p}:{t:<teacher>}:seen:<event_id>   string, the event's position; TTL = dedupe TTL
     {p}:{t:<teacher>}:hist              stream of the teacher's notifications (capped, TTL)
     {p}:{t:<teacher>}:pending           hash event_id -> JSON of action-required items not yet acked
+    {p}:{t:<teacher>}:replicas          sorted set replica id -> lease end (ms); interest fan-out
     {p}:fanout                          pub/sub channel of every notification (broadcast fan-out)
-    {p}:{t:<teacher>}:ch                pub/sub channel of one teacher (interest fan-out)
+    {p}:r:<replica id>                  pub/sub channel of one replica (interest fan-out)
 
 One Lua script deduplicates, appends and publishes a batch atomically, so a
 notification is either recorded and announced, or not at all. On one Redis a
@@ -21,10 +22,10 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
@@ -55,14 +56,21 @@ local hist_ttl = tonumber(ARGV[4])
 local batch = cjson.decode(ARGV[5])
 local received = tonumber(ARGV[6])
 local pending_max = tonumber(ARGV[7])
--- '1': one message per teacher on the teacher's own channel (interest-based
--- fan-out); otherwise one message for the batch on the shared channel.
-local per_teacher = ARGV[8] == '1'
+-- '1': interest-based fan-out. Each replica whose lease on a teacher is live
+-- gets that teacher's part of the batch; one message per replica per batch, on
+-- the replica's own channel. Otherwise one message on the shared channel.
+local per_replica = ARGV[8] == '1'
+local now = 0
+if per_replica then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 local out = {}
 local heads = {}
 local bodies = {}
-local by_teacher = {}
-local teachers = {}
+local replicas_of = {}
+local by_replica = {}
+local replicas = {}
 local touched = {}
 -- Redis scripts do not roll back: a command failing half-way would leave items
 -- recorded but never announced. So each item's keys are type-checked (once per
@@ -107,15 +115,22 @@ for i = 1, #batch do
         redis.call('EXPIRE', pend, hist_ttl)
         kind[pend] = 'hash'
       end
-      if per_teacher then
-        local mine = by_teacher[teacher]
-        if mine == nil then
-          mine = {tag, {}, {}}
-          by_teacher[teacher] = mine
-          teachers[#teachers + 1] = teacher
+      if per_replica then
+        local rs = replicas_of[teacher]
+        if rs == nil then
+          rs = redis.call('ZRANGE', tag .. ':replicas', string.format('%d', now), '+inf', 'BYSCORE')
+          replicas_of[teacher] = rs
         end
-        mine[2][#mine[2] + 1] = {'n', teacher, eid, pos, created, received}
-        mine[3][#mine[3] + 1] = n
+        for _, rid in ipairs(rs) do
+          local mine = by_replica[rid]
+          if mine == nil then
+            mine = {{}, {}}
+            by_replica[rid] = mine
+            replicas[#replicas + 1] = rid
+          end
+          mine[1][#mine[1] + 1] = {'n', teacher, eid, pos, created, received}
+          mine[2][#mine[2] + 1] = n
+        end
       else
         heads[#heads + 1] = {'n', teacher, eid, pos, created, received}
         bodies[#bodies + 1] = n
@@ -134,21 +149,56 @@ end
 if #heads > 0 then
   redis.call('PUBLISH', p .. ':fanout', cjson.encode(heads) .. '\n' .. table.concat(bodies, '\n'))
 end
-for _, teacher in ipairs(teachers) do
-  local mine = by_teacher[teacher]
-  redis.call('PUBLISH', mine[1] .. ':ch', cjson.encode(mine[2]) .. '\n' .. table.concat(mine[3], '\n'))
+for _, rid in ipairs(replicas) do
+  local mine = by_replica[rid]
+  redis.call('PUBLISH', p .. ':r:' .. rid, cjson.encode(mine[1]) .. '\n' .. table.concat(mine[2], '\n'))
 end
 return out
 """
 
+# KEYS: pending, replicas (of one teacher). ARGV: event id, teacher, channel
+# (broadcast) or the replica channels' prefix (interest), '1' for interest.
 _ACK = """
 local removed = redis.call('HDEL', KEYS[1], ARGV[1])
 if removed == 1 then
-  redis.call('PUBLISH', ARGV[3], cjson.encode({{'a', ARGV[2], ARGV[1]}}))
+  local msg = cjson.encode({{'a', ARGV[2], ARGV[1]}})
+  if ARGV[4] == '1' then
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    for _, rid in ipairs(redis.call('ZRANGE', KEYS[2], string.format('%d', now), '+inf', 'BYSCORE')) do
+      redis.call('PUBLISH', ARGV[3] .. rid, msg)
+    end
+  else
+    redis.call('PUBLISH', ARGV[3], msg)
+  end
 end
 return removed
 """
 
+# KEYS: the replicas sets of some teachers (one slot). ARGV: replica id, lease
+# in ms, '1' to register or renew, '0' to withdraw. Lease ends are Redis' own
+# clock, here and in the readers, so the replicas' clocks do not matter. A set
+# lives as long as its longest lease; ended leases are dropped on the way.
+_INTEREST = """
+local rid, lease = ARGV[1], tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for _, key in ipairs(KEYS) do
+  if ARGV[3] == '1' then
+    redis.call('ZADD', key, string.format('%d', now + lease), rid)
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%d', now))
+    local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+    redis.call('PEXPIREAT', key, last[2])
+  else
+    redis.call('ZREM', key, rid)
+  end
+end
+return #KEYS
+"""
+
+
+_I = TypeVar("_I")
+_INTEREST_CHUNK = 500  # leases per script call on one Redis
 
 # Only these mean "Redis is not there" (or a cluster between two primaries);
 # any other Redis error (a script bug, a wrong key type) is a defect and is
@@ -194,7 +244,7 @@ class Store:
     def __init__(self, client: aioredis.Redis | RedisCluster, *, prefix: str, dedupe_ttl_s: int,
                  history_maxlen: int, history_ttl_s: int, pending_max: int = 500,
                  observe: Callable[[str, float], None] | None = None,
-                 per_teacher: bool = False) -> None:  # fmt: skip
+                 replica_id: str | None = None) -> None:  # fmt: skip
         self.redis = client
         # Called with (call, seconds) after each call to Redis, failed or not.
         self._observe = observe
@@ -204,20 +254,32 @@ class Store:
         self.history_ttl_s = history_ttl_s
         self.pending_max = pending_max
         self.cluster = isinstance(client, RedisCluster)
-        # Announce on each teacher's channel instead of the shared one.
-        self.per_teacher = per_teacher
+        # Interest fan-out: this replica's id (its channel, its leases); None
+        # announces every batch on the shared channel.
+        self.replica_id = replica_id
+        # Called after a cluster call met a dead node and the slot map was read
+        # again: what was registered there may not have reached its replica.
+        self.on_failover: Callable[[], None] | None = None
         # A cluster client runs them as well (EVALSHA routed by the first key).
         self._ingest = AsyncScript(client, _INGEST)  # type: ignore[arg-type]
         self._ack = AsyncScript(client, _ACK)  # type: ignore[arg-type]
+        self._interest = AsyncScript(client, _INTEREST)  # type: ignore[arg-type]
 
     @property
     def channel(self) -> str:
-        return f"{self.prefix}:fanout"
+        """What this replica listens to: the shared channel (broadcast) or its own."""
+        if self.replica_id is None:
+            return f"{self.prefix}:fanout"
+        return self.replica_channel(self.replica_id)
 
-    def teacher_channel(self, teacher_id: str) -> str:
-        """The channel a teacher's notifications and acks are announced on when
-        fan-out is by interest (in the teacher's slot, like its keys)."""
-        return f"{self.tag(teacher_id)}:ch"
+    def replica_channel(self, replica_id: str) -> str:
+        """Where the teachers' notifications and acks reach one replica when
+        fan-out is by interest."""
+        return f"{self.prefix}:r:{replica_id}"
+
+    def replicas_key(self, teacher_id: str) -> str:
+        """The replicas serving a teacher (leases), in the teacher's slot."""
+        return f"{self.tag(teacher_id)}:replicas"
 
     def tag(self, teacher_id: str) -> str:
         """The prefix of every key of one teacher: ``{p}:{t:<teacher>}``. The hash
@@ -238,6 +300,8 @@ class Store:
         if isinstance(self.redis, RedisCluster):
             with contextlib.suppress(*_UNAVAILABLE):
                 await self.redis.nodes_manager.initialize()
+            if self.on_failover is not None:
+                self.on_failover()
         return StoreUnavailableError(str(exc))
 
     @contextlib.contextmanager
@@ -291,38 +355,76 @@ class Store:
                             1 if r.action_required else 0, r.priority_rank, r.deadline or ""]
                            for r in batch], ensure_ascii=False)  # fmt: skip
         return [self.prefix, self.dedupe_ttl_s, self.history_maxlen, self.history_ttl_s, rows,
-                f"{received_at:.6f}", self.pending_max, "1" if self.per_teacher else "0"]  # fmt: skip
+                f"{received_at:.6f}", self.pending_max, "0" if self.replica_id is None else "1"]  # fmt: skip
 
     async def _ingest_by_slot(self, batch: Sequence[Routable], received_at: float) -> list[Any]:
         """One script call per slot, all pipelined (the client sends each node its
         calls together); answers put back in the batch's order. A teacher's items
         stay in one call, in order, so per-teacher order holds."""
-        assert isinstance(self.redis, RedisCluster)
-        groups: dict[int, list[int]] = {}
-        for i, r in enumerate(batch):
-            groups.setdefault(self.redis.keyslot(self.hist_key(r.teacher_id)), []).append(i)
-        calls = [(idx, self.hist_key(batch[idx[0]].teacher_id),
-                  self._ingest_args([batch[i] for i in idx], received_at)) for idx in groups.values()]  # fmt: skip
-        for attempt in range(2):
-            pipe = self.redis.pipeline()
-            for _, key, args in calls:
-                pipe.execute_command("EVALSHA", self._ingest.sha, 1, key, *args)
-            answers = await pipe.execute(raise_on_error=False)
-            if attempt == 0 and any(isinstance(a, NoScriptError) for a in answers):
-                # A node that never saw the script (new, or a promoted replica):
-                # load it everywhere and send the batch again; the calls that did
-                # run are deduplicated by the second round.
-                await self.redis.execute_command("SCRIPT LOAD", _INGEST,
-                                                 target_nodes=RedisCluster.ALL_NODES)  # fmt: skip
-                continue
-            break
+        groups = self._by_slot(range(len(batch)), lambda i: self.hist_key(batch[i].teacher_id))
+        answers = await self._pipelined(_INGEST, self._ingest.sha, [
+            ([self.hist_key(batch[idx[0]].teacher_id)],
+             self._ingest_args([batch[i] for i in idx], received_at)) for idx in groups])  # fmt: skip
         out: list[Any] = [None] * len(batch)
-        for (idx, _, _), answer in zip(calls, answers, strict=True):
-            if isinstance(answer, Exception):  # unavailable (retried), or refused (narrowed)
-                raise answer
+        for idx, answer in zip(groups, answers, strict=True):
             for i, v in zip(idx, answer, strict=True):
                 out[i] = v
         return out
+
+    def _by_slot(self, items: Iterable[_I], key: Callable[[_I], str]) -> list[list[_I]]:
+        """``items`` grouped by the slot of their key, each group in order."""
+        assert isinstance(self.redis, RedisCluster)
+        groups: dict[int, list[_I]] = {}
+        for it in items:
+            groups.setdefault(self.redis.keyslot(key(it)), []).append(it)
+        return list(groups.values())
+
+    async def _pipelined(self, source: str, sha: str, calls: list[tuple[list[str], list[Any]]]
+                         ) -> list[Any]:  # fmt: skip
+        """Run a script once per ``(keys, args)``, every call of one slot, in one
+        cluster pipeline; the answers in order. Raises the first failed call."""
+        assert isinstance(self.redis, RedisCluster)
+        for attempt in range(2):
+            pipe = self.redis.pipeline()
+            for keys, args in calls:
+                pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+            answers = await pipe.execute(raise_on_error=False)
+            if attempt == 0 and any(isinstance(a, NoScriptError) for a in answers):
+                # A node that never saw the script (new, or a promoted replica):
+                # load it everywhere and send the calls again; every script here
+                # is safe to run twice (ingest deduplicates, leases are set again).
+                await self.redis.execute_command("SCRIPT LOAD", source,
+                                                 target_nodes=RedisCluster.ALL_NODES)  # fmt: skip
+                continue
+            break
+        for answer in answers:
+            if isinstance(answer, Exception):  # unavailable (retried), or refused (narrowed)
+                raise answer
+        return list(answers)
+
+    async def interest(self, teachers: Sequence[str], *, lease_ms: int, register: bool) -> None:
+        """Register (or renew) this replica's lease on ``teachers``, or withdraw it.
+
+        Raises:
+            StoreUnavailableError: Redis is not reachable; nothing is known of
+                what was set.
+        """
+        assert self.replica_id is not None, "interest is for interest fan-out"
+        if not teachers:
+            return
+        args: list[str | int] = [self.replica_id, lease_ms, "1" if register else "0"]
+        try:
+            with self._timed("interest"):
+                if self.cluster:
+                    groups = self._by_slot(teachers, self.replicas_key)
+                    await self._pipelined(_INTEREST, self._interest.sha,
+                                          [([self.replicas_key(t) for t in g], args) for g in groups])  # fmt: skip
+                else:
+                    for i in range(0, len(teachers), _INTEREST_CHUNK):  # Redis stays responsive
+                        keys = [self.replicas_key(t) for t in teachers[i : i + _INTEREST_CHUNK]]
+                        await self._interest(keys=keys, args=args)
+        except _UNAVAILABLE as exc:
+            raise await self._unavailable(exc) from exc
 
     async def replay_count(self, teacher_id: str, after: str | None) -> int:
         """How many entries a resume from ``after`` would replay (at most the history)."""
@@ -411,10 +513,11 @@ class Store:
     async def _do_ack(self, teacher_id: str, event_id: str) -> bool:
         """Clear a pending item for every connection of the teacher; False if not pending."""
         try:
-            n = await self._ack(keys=[self.pending_key(teacher_id)],
+            interest = self.replica_id is not None
+            n = await self._ack(keys=[self.pending_key(teacher_id), self.replicas_key(teacher_id)],
                                 args=[event_id, teacher_id,
-                                      self.teacher_channel(teacher_id) if self.per_teacher
-                                      else self.channel])  # fmt: skip
+                                      self.replica_channel("") if interest else self.channel,
+                                      "1" if interest else "0"])  # fmt: skip
         except _UNAVAILABLE as exc:
             raise await self._unavailable(exc) from exc
         return bool(n)

@@ -154,8 +154,9 @@ def redis_cluster() -> Iterator[Cluster]:
 @pytest.fixture(params=["single", "cluster", "interest"])
 def any_env(request: pytest.FixtureRequest, stack: StackState, unique: str) -> Iterator[Env]:
     """The same test on one Redis, on a Redis Cluster, and with interest fan-out
-    (one Redis)."""
-    url = request.getfixturevalue("redis_cluster").url if request.param == "cluster" else None
+    on the cluster (interest on one Redis has tests of its own)."""
+    on_cluster = request.param in ("cluster", "interest")
+    url = request.getfixturevalue("redis_cluster").url if on_cluster else None
     with make_env(stack, unique, url) as e:
         if request.param == "interest":
             e.settings = e.settings.model_copy(update={"fanout": "interest"})

@@ -167,8 +167,9 @@ async def test_two_replicas_fan_out_and_ack_clears_pending_everywhere(any_env: E
 
 async def test_with_interest_fan_out_a_replica_receives_only_its_teachers(env: Env) -> None:
     """Two replicas, each with its own teachers: each receives the records of its
-    teachers only; a teacher who leaves is unsubscribed, one who connects while
-    notifications flow gets every one after its sync, none twice."""
+    teachers only, one message per batch; a teacher who leaves is withdrawn, one
+    who connects while notifications flow gets every one after its sync, none
+    twice."""
     s1 = env.settings.model_copy(update={"fanout": "interest"})
     s2 = s1.model_copy(update={"router_port": 0})
     async with running_router(s1) as r1, running_router(s2) as r2:
@@ -183,13 +184,17 @@ async def test_with_interest_fan_out_a_replica_receives_only_its_teachers(env: E
         await bo.collect(20)
         assert r1.metrics.fanout_received.value == 20
         assert r2.metrics.fanout_received.value == 20
-        assert r1.interest is not None and r1.interest.channels == 1
+        assert r1.interest is not None and r1.interest.teachers == 1
+        redis = r2.redis
+        bo_key = r2.store.replicas_key("bo")
+        assert await redis.zrange(bo_key, 0, -1) == [r2.replica_id.encode()]
         await bo.close()
-        for _ in range(50):  # the unsubscribe goes out within a poll
-            if r2.interest is not None and r2.interest.channels == 0:
+        for _ in range(50):  # the withdrawal goes out in the next round
+            if not await redis.exists(bo_key):
                 break
             await asyncio.sleep(0.05)
-        assert r2.interest is not None and r2.interest.channels == 0
+        assert not await redis.exists(bo_key)
+        assert r2.interest is not None and r2.interest.teachers == 0
         # a new teacher while ada's keep coming: no gap, no duplicate
         sent = []
         for i in range(20, 60):
