@@ -156,9 +156,9 @@ class Router:
         if self.interest is None:
             return
         _, withdraw = self.interest.pending_changes()
-        leases = sorted({*withdraw, *self.interest.renewals()})
+        leases = withdraw + self.interest.renewals()  # the two are disjoint
         try:
-            await self.store.interest(leases, lease_ms=0, register=False)
+            await self.store.withdraw(leases)
         except StoreUnavailableError as exc:
             log.info("leaving %d interest leases to end on their own (%s)", len(leases), exc)
 
@@ -237,7 +237,7 @@ class Router:
                 await asyncio.wait_for(interest.wake.wait(), max(0.0, next_renewal - loop.time()))
             if loop.time() >= next_renewal:
                 try:
-                    await self.store.interest(interest.renewals(), lease_ms=lease_ms, register=True)
+                    await self.store.register(interest.renewals(), lease_ms=lease_ms)
                     renewed, next_renewal = loop.time(), loop.time() + renew_every
                 except StoreUnavailableError as exc:
                     next_renewal = loop.time() + 1.0
@@ -247,7 +247,7 @@ class Router:
                         interest.lost()
             register, withdraw = interest.pending_changes()
             try:
-                await self.store.interest(register, lease_ms=lease_ms, register=True)
+                await self.store.register(register, lease_ms=lease_ms)
             except StoreUnavailableError as exc:
                 interest.failed(register)
                 log.warning("registering %d teachers for fan-out failed (%s); retrying in "
@@ -263,7 +263,7 @@ class Router:
                          interest.teachers, len(self.hub.registry))  # fmt: skip
                 self.hub.restored()
             try:
-                await self.store.interest(withdraw, lease_ms=lease_ms, register=False)
+                await self.store.withdraw(withdraw)
             except StoreUnavailableError as exc:  # the leases end on their own
                 log.warning("withdrawing %d teachers failed (%s)", len(withdraw), exc)
             self.metrics.fanout_teachers.set(interest.teachers)

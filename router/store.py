@@ -45,7 +45,17 @@ from contracts.protocol import position_key
 from router.decode import Routable
 from router.errors import PoisonMessageError, StoreUnavailableError
 
-_INGEST = r"""
+# Lease ends (interest fan-out) are Redis' own clock, in ms, in every script.
+_NOW_MS = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+
+_INGEST = (
+    _NOW_MS
+    + r"""
 local p = ARGV[1]
 local seen_ttl = tonumber(ARGV[2])
 local maxlen = ARGV[3]
@@ -62,8 +72,7 @@ local pending_max = tonumber(ARGV[7])
 local per_replica = ARGV[8] == '1'
 local now = 0
 if per_replica then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  now = now_ms()
 end
 local out = {}
 local heads = {}
@@ -155,17 +164,18 @@ for _, rid in ipairs(replicas) do
 end
 return out
 """
+)
 
 # KEYS: pending, replicas (of one teacher). ARGV: event id, teacher, channel
 # (broadcast) or the replica channels' prefix (interest), '1' for interest.
-_ACK = """
+_ACK = (
+    _NOW_MS
+    + """
 local removed = redis.call('HDEL', KEYS[1], ARGV[1])
 if removed == 1 then
   local msg = cjson.encode({{'a', ARGV[2], ARGV[1]}})
   if ARGV[4] == '1' then
-    local t = redis.call('TIME')
-    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    for _, rid in ipairs(redis.call('ZRANGE', KEYS[2], string.format('%d', now), '+inf', 'BYSCORE')) do
+    for _, rid in ipairs(redis.call('ZRANGE', KEYS[2], string.format('%d', now_ms()), '+inf', 'BYSCORE')) do
       redis.call('PUBLISH', ARGV[3] .. rid, msg)
     end
   else
@@ -174,15 +184,17 @@ if removed == 1 then
 end
 return removed
 """
+)
 
 # KEYS: the replicas sets of some teachers (one slot). ARGV: replica id, lease
 # in ms, '1' to register or renew, '0' to withdraw. Lease ends are Redis' own
 # clock, here and in the readers, so the replicas' clocks do not matter. A set
 # lives as long as its longest lease; ended leases are dropped on the way.
-_INTEREST = """
+_INTEREST = (
+    _NOW_MS
+    + """
 local rid, lease = ARGV[1], tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 for _, key in ipairs(KEYS) do
   if ARGV[3] == '1' then
     redis.call('ZADD', key, string.format('%d', now + lease), rid)
@@ -195,6 +207,7 @@ for _, key in ipairs(KEYS) do
 end
 return #KEYS
 """
+)
 
 
 _I = TypeVar("_I")
@@ -362,7 +375,7 @@ class Store:
         calls together); answers put back in the batch's order. A teacher's items
         stay in one call, in order, so per-teacher order holds."""
         groups = self._by_slot(range(len(batch)), lambda i: self.hist_key(batch[i].teacher_id))
-        answers = await self._pipelined(_INGEST, self._ingest.sha, [
+        answers = await self._pipelined(self._ingest, [
             ([self.hist_key(batch[idx[0]].teacher_id)],
              self._ingest_args([batch[i] for i in idx], received_at)) for idx in groups])  # fmt: skip
         out: list[Any] = [None] * len(batch)
@@ -379,7 +392,7 @@ class Store:
             groups.setdefault(self.redis.keyslot(key(it)), []).append(it)
         return list(groups.values())
 
-    async def _pipelined(self, source: str, sha: str, calls: list[tuple[list[str], list[Any]]]
+    async def _pipelined(self, script: AsyncScript, calls: list[tuple[list[str], list[Any]]]
                          ) -> list[Any]:  # fmt: skip
         """Run a script once per ``(keys, args)``, every call of one slot, in one
         cluster pipeline; the answers in order. Raises the first failed call."""
@@ -387,13 +400,13 @@ class Store:
         for attempt in range(2):
             pipe = self.redis.pipeline()
             for keys, args in calls:
-                pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             answers = await pipe.execute(raise_on_error=False)
             if attempt == 0 and any(isinstance(a, NoScriptError) for a in answers):
                 # A node that never saw the script (new, or a promoted replica):
                 # load it everywhere and send the calls again; every script here
                 # is safe to run twice (ingest deduplicates, leases are set again).
-                await self.redis.execute_command("SCRIPT LOAD", source,
+                await self.redis.execute_command("SCRIPT LOAD", script.script,
                                                  target_nodes=RedisCluster.ALL_NODES)  # fmt: skip
                 continue
             break
@@ -402,22 +415,33 @@ class Store:
                 raise answer
         return list(answers)
 
-    async def interest(self, teachers: Sequence[str], *, lease_ms: int, register: bool) -> None:
-        """Register (or renew) this replica's lease on ``teachers``, or withdraw it.
+    async def register(self, teachers: Sequence[str], *, lease_ms: int) -> None:
+        """Register (or renew) this replica's lease on ``teachers``.
 
         Raises:
             StoreUnavailableError: Redis is not reachable; nothing is known of
                 what was set.
         """
-        assert self.replica_id is not None, "interest is for interest fan-out"
+        await self._leases(teachers, [lease_ms, "1"])
+
+    async def withdraw(self, teachers: Sequence[str]) -> None:
+        """End this replica's lease on ``teachers``.
+
+        Raises:
+            StoreUnavailableError: as :meth:`register`.
+        """
+        await self._leases(teachers, [0, "0"])
+
+    async def _leases(self, teachers: Sequence[str], args: list[str | int]) -> None:
+        assert self.replica_id is not None, "leases are for interest fan-out"
         if not teachers:
             return
-        args: list[str | int] = [self.replica_id, lease_ms, "1" if register else "0"]
+        args = [self.replica_id, *args]
         try:
             with self._timed("interest"):
                 if self.cluster:
                     groups = self._by_slot(teachers, self.replicas_key)
-                    await self._pipelined(_INTEREST, self._interest.sha,
+                    await self._pipelined(self._interest,
                                           [([self.replicas_key(t) for t in g], args) for g in groups])  # fmt: skip
                 else:
                     for i in range(0, len(teachers), _INTEREST_CHUNK):  # Redis stays responsive
