@@ -114,6 +114,8 @@ class Ingestor:
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "session.timeout.ms": self.s.kafka_session_timeout_ms,
+            # librdkafka's 3 s, or a third of a shorter session (as Kafka advises).
+            "heartbeat.interval.ms": min(3000, self.s.kafka_session_timeout_ms // 3),
             "max.poll.interval.ms": self.s.kafka_max_poll_interval_ms,
             "fetch.wait.max.ms": 10,
             "client.id": "outbox-router",

@@ -220,7 +220,11 @@ class StackManager:
         name = "connect" if index == 0 else f"connect-{index + 1}"
         cfg_dir = data_dir("connect-config")
         worker = Template((cfg_dir / "worker.properties").read_text()).substitute(
-            bootstrap=bootstrap, group_id=group_id, rest_port=port
+            bootstrap=bootstrap,
+            group_id=group_id,
+            rest_port=port,
+            session_timeout_ms=self.settings.connect_session_timeout_ms,
+            heartbeat_interval_ms=self.settings.connect_session_timeout_ms // 3,
         )
         props = self.state_dir / f"{name}-worker.properties"
         props.write_text(worker)

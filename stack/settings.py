@@ -41,5 +41,8 @@ class StackSettings(BaseSettings):
     # Partitions of the notification topic created by `stack up`.
     topic_partitions: int = 6
     connect_heap: str = "512m"
+    # The Connect workers' group session (connect-config/worker.properties says
+    # why it is short); the heartbeat is a third of it.
+    connect_session_timeout_ms: int = Field(default=3000, ge=1000, le=300_000)
     # Postgres' wal_level; `replica` exists only to test `outbox doctor`.
     pg_wal_level: str = "logical"

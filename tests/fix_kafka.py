@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from confluent_kafka import Consumer, Message
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from relay.connector_config import render
 from relay.settings import RelaySettings
@@ -26,18 +26,15 @@ def create_topic(bootstrap: str, name: str, partitions: int = 3) -> None:
     ensure_topic(bootstrap, name, partitions)
 
 
-def make_consumer(bootstrap: str, topic: str, group: str | None = None) -> Consumer:
-    c = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": group or f"test-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "session.timeout.ms": 6000,
-            "max.poll.interval.ms": 10000,
-        }
-    )
-    c.subscribe([topic])
+def make_consumer(bootstrap: str, topic: str) -> Consumer:
+    """A consumer of every partition of ``topic`` from the start. Assigned, not
+    subscribed: no group to join (the dev broker holds a join for half the
+    session timeout), so it reads at once."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4().hex[:8]}",
+                  "enable.auto.commit": False})  # fmt: skip
+    tm = c.list_topics(topic, timeout=10).topics[topic]
+    assert tm.error is None and tm.partitions, f"topic {topic} has no partitions: {tm.error}"
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in tm.partitions])
     return c
 
 
@@ -129,8 +126,21 @@ def start_connector(settings: RelaySettings, partitions: int = 3) -> ConnectorHa
     return h
 
 
-def delete_connector(connect_url: str, name: str) -> None:
-    httpx.delete(f"{connect_url}/connectors/{name}", timeout=30)
+def delete_connector(settings: RelaySettings, connect_url: str | None = None) -> None:
+    """Delete the connector and wait until its task let go of the slot. Dropping
+    the test's database under a running task sends Debezium into a 10 s retry
+    sleep, and Connect then waits 5 s for that task to stop, blocking every
+    other connector's rebalance."""
+    url = connect_url or settings.connect_url.split(",")[0]
+    httpx.delete(f"{url}/connectors/{settings.connector_name}", timeout=30)
+    deadline = time.monotonic() + 20
+    with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s",
+                               (settings.slot_name,)).fetchone()  # fmt: skip
+            if row is None or row[0] is None:
+                return
+            time.sleep(0.1)
 
 
 @pytest.fixture
@@ -141,7 +151,7 @@ def connector(stack: StackState, db: Database, unique: str) -> Iterator[Connecto
     try:
         yield h
     finally:
-        delete_connector(stack.connect_url, h.name)
+        delete_connector(settings)
 
 
 def notify(dsn: str, n: int, teacher: str = "t-r") -> None:

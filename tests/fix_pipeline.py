@@ -89,7 +89,7 @@ def pipeline(stack: StackState, module_db: Database) -> Iterator[Pipeline]:
         yield p
     finally:
         p.router.stop()
-        delete_connector(stack.connect_url, connector.name)
+        delete_connector(connector.settings)
         import shutil
 
         import redis

@@ -64,7 +64,7 @@ def relay_settings(stack: StackState, db: Database, unique: str) -> Any:
                            janitor_interval_s=0.5)  # fmt: skip
     create_topic(stack.kafka_bootstrap, s.topic, 3)
     yield s
-    delete_connector(stack.connect_url, s.connector_name)
+    delete_connector(s)
 
 
 async def test_apply_is_idempotent_and_relay_corrects_drift(relay_settings: RelaySettings) -> None:
@@ -166,7 +166,7 @@ async def test_failed_task_is_restarted_once_the_cause_is_gone(
         await wait_for(budget_reset, 30)
     finally:
         await relay.aclose()
-        delete_connector(stack.connect_url, s.connector_name)
+        delete_connector(s)
         with psycopg.connect(db.dsn, autocommit=True) as conn:
             conn.execute(f"ALTER ROLE {role} LOGIN")
 

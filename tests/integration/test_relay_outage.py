@@ -132,4 +132,4 @@ async def test_connect_unreachable_is_reported_and_supervision_resumes(
         await asyncio.wait_for(run, 30)
         consumer.close()
         await proxy.stop()
-        delete_connector(stack.connect_url, s.connector_name)
+        delete_connector(s, stack.connect_url)
