@@ -71,7 +71,11 @@ def load_units(results: Path = RESULTS) -> Units:
     per_replica = _median(many_b, lambda r: sum(r["cpu_s"]) / len(r["cpu_s"]))
     foreign = max(0.0, (per_replica - own * n / reps) / (n * (reps - 1) / reps))
     router = json.loads((results / "router.json").read_text())
-    idle = next(x for x in router["idle"] if x["kind"] == "router")
+    idle = next((x for x in router.get("idle", []) if x["kind"] == "router"), None)
+    if idle is None:
+        raise SystemExit(f"{results / 'router.json'} holds no idle-connection measurement (it was "
+                         "written with --idle 0): run `python -m bench.router` with --idle > 0, "
+                         "or restore the file from git")  # fmt: skip
 
     def get(k: str) -> float:
         return _median(one_b, lambda r: r.get(k, math.nan))
