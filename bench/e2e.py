@@ -103,7 +103,7 @@ class Pipeline:
         env = {**os.environ, **self.stack.env(), "OUTBOX_TOPIC": self.relay.topic, "OUTBOX_JWT_SECRET": SECRET,
                "OUTBOX_MAX_UNAUTHENTICATED_PER_IP": "100000",  # every load client is on 127.0.0.1
                "OUTBOX_ROUTER_PORT": str(self.port), "OUTBOX_GROUP_ID": f"router-{self.prefix}",
-               "OUTBOX_REDIS_PREFIX": f"b{self.prefix}", "OUTBOX_KAFKA_SESSION_TIMEOUT_MS": "6000",
+               "OUTBOX_REDIS_PREFIX": f"b{self.prefix}",
                "OUTBOX_KAFKA_MAX_POLL_INTERVAL_MS": "10000", "OUTBOX_SEND_QUEUE_MAX": "100000",
                "OUTBOX_MAX_CONNECTIONS_PER_TEACHER": "100"}  # fmt: skip
         log = open(self.workdir / f"router-{self.label}.log", "w")  # noqa: SIM115 - closed with the process

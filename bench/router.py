@@ -104,7 +104,7 @@ def start_server(kind: str, stack: StackState, topic: str, port: int, workdir: P
         env = {**os.environ, **stack.env(), "OUTBOX_TOPIC": topic, "OUTBOX_JWT_SECRET": SECRET,
                "OUTBOX_MAX_UNAUTHENTICATED_PER_IP": "100000",  # every load client is on 127.0.0.1
                "OUTBOX_ROUTER_PORT": str(port), "OUTBOX_GROUP_ID": group, "OUTBOX_REDIS_PREFIX": f"b{group}",
-               "OUTBOX_KAFKA_SESSION_TIMEOUT_MS": "6000", "OUTBOX_KAFKA_MAX_POLL_INTERVAL_MS": "10000",
+               "OUTBOX_KAFKA_MAX_POLL_INTERVAL_MS": "10000",
                "OUTBOX_SEND_QUEUE_MAX": "1000000", "OUTBOX_MAX_CONNECTIONS_PER_TEACHER": "1000",
                "OUTBOX_PING_INTERVAL_S": "600", "OUTBOX_WORKERS": workers, **(extra_env or {})}  # fmt: skip
         proc = python_proc(["-m", "outbox.cli", "router", "run", "--log-level", "WARNING"], env=env, stdout=log,

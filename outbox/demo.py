@@ -395,7 +395,7 @@ async def run_demo(opts: DemoOptions) -> int:
         env = {**os.environ, **stack.env(), "OUTBOX_JWT_SECRET": secret, "OUTBOX_ROUTER_PORT": str(router_port),
                "OUTBOX_RELAY_HTTP_PORT": str(relay_port), "OUTBOX_CONNECTOR_NAME": CONNECTOR,
                "OUTBOX_SUPERVISE_INTERVAL_S": "1", "OUTBOX_HEARTBEAT_INTERVAL_MS": "1000",
-               "OUTBOX_KAFKA_SESSION_TIMEOUT_MS": "3000", "OUTBOX_KAFKA_MAX_POLL_INTERVAL_MS": "10000"}  # fmt: skip
+               "OUTBOX_KAFKA_MAX_POLL_INTERVAL_MS": "10000"}  # fmt: skip
         if opts.linger_ms:
             env["OUTBOX_CONNECTOR_OVERRIDES"] = json.dumps(
                 {"producer.override.linger.ms": str(opts.linger_ms)}

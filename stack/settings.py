@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from stack.state import DEV_SESSION_TIMEOUT_MS
+
 
 def _default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -43,6 +45,6 @@ class StackSettings(BaseSettings):
     connect_heap: str = "512m"
     # The Connect workers' group session (connect-config/worker.properties says
     # why it is short); the heartbeat is a third of it.
-    connect_session_timeout_ms: int = Field(default=3000, ge=1000, le=300_000)
+    connect_session_timeout_ms: int = Field(default=DEV_SESSION_TIMEOUT_MS, ge=1000, le=300_000)
     # Postgres' wal_level; `replica` exists only to test `outbox doctor`.
     pg_wal_level: str = "logical"

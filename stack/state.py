@@ -11,6 +11,11 @@ from stack.errors import StackStateError
 
 STATE_FILE = "stack.json"
 
+# The consumer-group session for clients of the stack's broker (Connect's
+# workers, routers): it holds every join for about half the session timeout
+# (docs/operations.md, "Consumer-group joins on the embedded broker").
+DEV_SESSION_TIMEOUT_MS = 3000
+
 
 class Component(BaseModel):
     name: str
@@ -42,6 +47,7 @@ class StackState(BaseModel):
             "OUTBOX_CONNECT_URL": ",".join(self.connect_urls)
             if len(self.connect_urls) > 1
             else self.connect_url,
+            "OUTBOX_KAFKA_SESSION_TIMEOUT_MS": str(DEV_SESSION_TIMEOUT_MS),
         } | ({"OUTBOX_REDIS_CLUSTER": "true"} if self.redis_cluster else {})
 
     def component(self, name: str) -> Component:

@@ -36,7 +36,7 @@ from router.settings import RouterSettings
 from stack.manager import StackManager
 from stack.procs import free_port, stop_pid
 from stack.settings import StackSettings
-from stack.state import Component, StackState
+from stack.state import DEV_SESSION_TIMEOUT_MS, Component, StackState
 from tests.fix_kafka import create_topic
 
 SECRET = "test-secret-please-change-0123456789"
@@ -100,7 +100,7 @@ def router_settings(stack: StackState, unique: str, **kw: Any) -> RouterSettings
         "redis_prefix": f"t{unique}",
         "router_port": 0,
         "jwt_secret": SECRET,
-        "kafka_session_timeout_ms": 3000,  # the dev broker holds a join for half of it
+        "kafka_session_timeout_ms": DEV_SESSION_TIMEOUT_MS,
         "kafka_max_poll_interval_ms": 10000,
         "auth_timeout_s": 1.5,
     }

@@ -80,7 +80,7 @@ async def test_a_task_failing_on_every_restart_ends_degraded_with_its_cause(
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
-        delete_connector(s, stack.connect_url)
+        delete_connector(s)
 
 
 async def _health(relay: Relay, want: Health) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from stack.procs import free_port
-from stack.state import StackState
+from stack.state import DEV_SESSION_TIMEOUT_MS, StackState
 from tests.fix_stack import Database
 
 CANARIES = {
@@ -106,7 +106,7 @@ def test_daemons_logs_and_endpoints_show_no_secret(stack: StackState, db: Databa
     relay_port, router_port = free_port(), free_port()
     env = _env(db, stack, OUTBOX_CONNECT_URL=f"http://127.0.0.1:{free_port()}",
                OUTBOX_RELAY_HTTP_PORT=str(relay_port), OUTBOX_ROUTER_PORT=str(router_port),
-               OUTBOX_TOPIC=f"canary.{db.name}", OUTBOX_KAFKA_SESSION_TIMEOUT_MS="3000",
+               OUTBOX_TOPIC=f"canary.{db.name}", OUTBOX_KAFKA_SESSION_TIMEOUT_MS=str(DEV_SESSION_TIMEOUT_MS),
                OUTBOX_KAFKA_MAX_POLL_INTERVAL_MS="10000", OUTBOX_GROUP_ID=f"canary-{db.name}",
                OUTBOX_REDIS_PREFIX=f"canary{db.name}")  # fmt: skip
     logs = {n: tmp_path / f"{n}.log" for n in ("relay", "router")}

@@ -31,7 +31,7 @@ from websockets.asyncio.client import connect
 
 from router.auth import mint
 from stack.procs import free_port
-from stack.state import StackState
+from stack.state import DEV_SESSION_TIMEOUT_MS, StackState
 from tests.fix_stack import Database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,7 +111,7 @@ def test_compose_services_run_and_deliver(stack: StackState, tmp_path: Path) -> 
     isolate = {"OUTBOX_TOPIC": f"compose.{run}", "OUTBOX_GROUP_ID": f"compose-{run}",
                "OUTBOX_SLOT_NAME": f"compose_{run}", "OUTBOX_CONNECTOR_NAME": f"compose-{run}",
                "OUTBOX_REDIS_PREFIX": f"c{run}", "OUTBOX_TOPIC_PREFIX": f"c{run}",
-               "OUTBOX_DLQ_TOPIC": f"compose.{run}.dlq", "OUTBOX_KAFKA_SESSION_TIMEOUT_MS": "3000"}  # fmt: skip
+               "OUTBOX_DLQ_TOPIC": f"compose.{run}.dlq", "OUTBOX_KAFKA_SESSION_TIMEOUT_MS": str(DEV_SESSION_TIMEOUT_MS)}  # fmt: skip
     try:
         for name in ORDER:
             svc = services[name]

@@ -10,6 +10,7 @@ from redis.crc import key_slot
 from router.app import node_url
 from router.settings import RouterSettings
 from router.store import Store
+from stack.settings import StackSettings
 from stack.state import StackState
 
 
@@ -53,3 +54,14 @@ def test_a_cluster_stack_tells_the_other_commands() -> None:
                 connect_url="c", topic="t", components=[])  # fmt: skip
     assert "OUTBOX_REDIS_CLUSTER" not in StackState(**base).env()
     assert StackState(**base, redis_cluster=True).env()["OUTBOX_REDIS_CLUSTER"] == "true"
+
+
+def test_the_stack_tells_routers_the_session_its_broker_joins_fast_with(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    base = dict(state_dir="/x", pg_dsn="p", redis_url="redis://h:1/0", kafka_bootstrap="k",
+                connect_url="c", topic="t", components=[])  # fmt: skip
+    for k, v in StackState(**base).env().items():
+        monkeypatch.setenv(k, v)
+    router = RouterSettings(jwt_secret="s" * 32)
+    assert router.kafka_session_timeout_ms == StackSettings().connect_session_timeout_ms == 3000
