@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -15,7 +16,7 @@ from contracts.errors import (
     InvalidNotificationError,
     Violation,
 )
-from contracts.rules import check_document, parse_document
+from contracts.rules import check_document, parse_document, reject_json_constant
 from contracts.taxonomy import NotificationPriority, WebSocketEventCategory
 
 NOTIFICATION_TOPIC = "huleedu.notification.teacher.requested.v1"
@@ -121,6 +122,41 @@ def parse_notification(raw: bytes | str, *, now: datetime | None = None
         if found:
             raise InvalidNotificationError(found)
     return n
+
+
+# One decoder for every call (json.loads with an option builds one each time).
+_DECODER = json.JSONDecoder(parse_constant=reject_json_constant)
+
+
+def read_document(raw: bytes | str, *, now: datetime | None = None
+                  ) -> tuple[dict[str, Any], datetime | None]:  # fmt: skip
+    """Check JSON text against every rule, exactly as :func:`parse_notification`
+    does, without building the model: the document as ``json.loads`` reads it
+    and its deadline as the rules parsed it. For a reader that needs only a few
+    fields of each of many notifications (the router); the rules are the same
+    function, so it accepts and refuses exactly what the database does.
+
+    Raises:
+        InvalidNotificationError: not JSON, or a rule is broken; never any other
+            exception for any input text.
+    """
+    report: dict[str, Any] = {"text_bytes": len(raw)}
+    try:
+        # UTF-8 only, as the database stores it (json.loads would also take UTF-16).
+        doc = _DECODER.decode(raw.decode() if isinstance(raw, bytes) else raw)
+    except (ValueError, RecursionError):  # say exactly why, from the exact reading
+        found = _exact_violations(raw, now)
+        raise InvalidNotificationError(
+            found or [Violation("document", "is not JSON in UTF-8", SQLSTATE_PAYLOAD)]
+        ) from None
+    found = check_document(doc, now=now, report=report)
+    if not found and report.get("has_float") and _LONG_NUMBER.search(
+            raw if isinstance(raw, bytes) else raw.encode(errors="surrogatepass")):  # fmt: skip
+        found = _exact_violations(raw, now)  # as in parse_notification
+    if found:
+        raise InvalidNotificationError(found)
+    deadline = report.get("deadline")
+    return doc, deadline if isinstance(deadline, datetime) else None
 
 
 def build_notification(

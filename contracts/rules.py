@@ -403,7 +403,8 @@ def _parse_int(text: str) -> int | Decimal:
     return Decimal(text) if len(text) > 18 else int(text)
 
 
-def _reject_constant(name: str) -> Any:
+def reject_json_constant(name: str) -> Any:
+    """``parse_constant`` for ``json``: NaN and Infinity are not JSON."""
     raise ValueError(f"{name} is not JSON")
 
 
@@ -412,7 +413,7 @@ def parse_document(raw: bytes | str) -> tuple[Any, Violation | None]:
     number without an exception escaping): the document, or why it is not JSON."""
     try:
         return json.loads(raw, parse_float=Decimal, parse_int=_parse_int,
-                          parse_constant=_reject_constant), None  # fmt: skip
+                          parse_constant=reject_json_constant), None  # fmt: skip
     except RecursionError:
         return None, Violation("payload", f"nests more than {MAX_PAYLOAD_DEPTH} objects or "
                                "arrays deep; flatten it", SQLSTATE_PAYLOAD)  # fmt: skip

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import NamedTuple
+from datetime import datetime
+from typing import Any, NamedTuple
 
+from contracts.catalog import CATALOG
 from contracts.errors import SQLSTATE_UNKNOWN_TYPE, InvalidNotificationError
 from contracts.limits import MAX_RECORD_BYTES
-from contracts.notification import TeacherNotificationRequestedV1, parse_notification
+from contracts.notification import read_document
 from router.errors import PoisonMessageError
 
 _EVENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -36,6 +38,23 @@ def header_map(headers: Headers | None) -> dict[str, str | bytes]:
     return {k: v for k, v in reversed(list(items)) if v is not None}
 
 
+def _id_and_created(headers: Headers | None) -> tuple[str | bytes | None, str | bytes | None]:
+    """The first non-null ``id`` and ``created_at`` header values (what
+    :func:`header_map` would give for those two, without building it: this runs
+    for every record)."""
+    eid = created = None
+    if headers:
+        for k, v in headers.items() if isinstance(headers, dict) else headers:
+            if v is None:
+                continue
+            if k == "id":
+                if eid is None:
+                    eid = v
+            elif k == "created_at" and created is None:
+                created = v
+    return eid, created
+
+
 def header_text(v: str | bytes | None) -> str | None:
     """A header value as text (None if absent or not UTF-8)."""
     if v is None or isinstance(v, str):
@@ -46,12 +65,14 @@ def header_text(v: str | bytes | None) -> str | None:
         return None
 
 
-def _routable(n: TeacherNotificationRequestedV1, event_id: str, text: str,
+def _routable(doc: dict[str, Any], deadline: datetime | None, event_id: str, text: str,
               created_at: str | None) -> Routable:  # fmt: skip
-    deadline = n.deadline_timestamp.isoformat() if n.deadline_timestamp else None
+    # The rules passed: the type is in the catalog, the priority is its priority.
+    rank = CATALOG[doc["notification_type"]].priority.rank
     # Positional: this runs for every record.
-    return Routable(event_id, n.teacher_id, text, created_at, n.action_required,
-                    n.priority.rank, deadline)  # fmt: skip
+    return Routable(event_id, doc["teacher_id"], text, created_at,
+                    doc.get("action_required") is True, rank,
+                    deadline.isoformat() if deadline else None)  # fmt: skip
 
 
 def decode(value: bytes | None, headers: Headers | None) -> Routable:
@@ -78,8 +99,8 @@ def _decode(value: bytes | None, headers: Headers | None) -> Routable:
     if len(value) > MAX_RECORD_BYTES:
         raise PoisonMessageError("too_large", f"the record is {len(value)} bytes, more than "
                                  f"{MAX_RECORD_BYTES}; no row the database accepts is that large")  # fmt: skip
-    hmap = header_map(headers)
-    event_id = header_text(hmap.get("id"))
+    raw_id, raw_created = _id_and_created(headers)
+    event_id = header_text(raw_id)
     if not event_id or not _EVENT_ID.match(event_id):
         raise PoisonMessageError("missing_id", "no usable event id in the `id` header")
     if value[:1] == b'"':
@@ -93,7 +114,7 @@ def _decode(value: bytes | None, headers: Headers | None) -> Routable:
             raise PoisonMessageError("schema", "expected a JSON object")
         value = inner.encode(errors="surrogatepass")
     try:
-        n = parse_notification(value)
+        doc, deadline = read_document(value)
     except InvalidNotificationError as exc:
         codes = {v.sqlstate for v in exc.violations}
         kind = ("unknown_type" if SQLSTATE_UNKNOWN_TYPE in codes
@@ -106,4 +127,4 @@ def _decode(value: bytes | None, headers: Headers | None) -> Routable:
     text = value.decode()
     if "\n" in text:
         text = text.replace("\n", " ")
-    return _routable(n, event_id, text, header_text(hmap.get("created_at")))
+    return _routable(doc, deadline, event_id, text, header_text(raw_created))

@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 from router.session import Session, acked_text, created_epoch, notification_text
 
@@ -21,9 +21,8 @@ log = logging.getLogger(__name__)
 C = TypeVar("C", bound=Hashable)
 
 
-@dataclass(frozen=True)
-class FanoutMessage:
-    """One message from the fan-out channel."""
+class FanoutMessage(NamedTuple):
+    """One message from the fan-out channel (a tuple: one is built per record)."""
 
     kind: str  # "n" notification, "a" ack
     teacher_id: str

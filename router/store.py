@@ -3,7 +3,7 @@
 Keys (``{p}`` is the configured prefix; ``{t:<teacher>}`` is a Redis Cluster
 hash tag, so every key of one teacher is in one slot)::
 
-    {p}:{t:<teacher>}:seen:<event_id>   string, the event's position; TTL = dedupe TTL
+    {p}:{t:<teacher>}:seen:<event_id>   string "1": the event was recorded; TTL = dedupe TTL
     {p}:{t:<teacher>}:hist              stream of the teacher's notifications (capped, TTL)
     {p}:{t:<teacher>}:pending           hash event_id -> JSON of action-required items not yet acked
     {p}:{t:<teacher>}:replicas          sorted set replica id -> lease end (ms); interest fan-out
@@ -101,19 +101,22 @@ for i = 1, #batch do
   local seen = tag .. ':seen:' .. eid
   local hist = tag .. ':hist'
   local pend = tag .. ':pending'
-  if redis.call('EXISTS', seen) == 1 then
+  -- Claiming the event id first is the duplicate check (one call, not two);
+  -- an item that then cannot be recorded gives the claim back.
+  if not redis.call('SET', seen, '1', 'NX', 'EX', seen_ttl) then
     out[i] = ''
-  elseif not key_ok(hist, 'stream') or (r[5] == 1 and not key_ok(pend, 'hash')) then
-    out[i] = '!WRONGTYPE a key of teacher ' .. teacher .. ' holds another type'
+  elseif r[5] == 1 and not key_ok(pend, 'hash') then
+    redis.call('DEL', seen)
+    out[i] = '!WRONGTYPE the pending key of teacher ' .. teacher .. ' holds another type'
   else
+    -- A history key of another type fails here, before anything is written.
     local pos = redis.pcall('XADD', hist, 'MAXLEN', '~', maxlen, '*',
                             'id', eid, 'n', n, 'c', created)
     if type(pos) == 'table' then
-      out[i] = '!' .. tostring(pos.err)
+      redis.call('DEL', seen)
+      out[i] = '!' .. tostring(pos.err) .. ' (the history key of teacher ' .. teacher .. ')'
     else
-      kind[hist] = 'stream'
       touched[hist] = true
-      redis.call('SET', seen, pos, 'EX', seen_ttl)
       -- Past the cap a new action item is still recorded and announced, but not
       -- kept for re-sending on connect (a bound on what one teacher can pile up).
       if r[5] == 1 and redis.call('HLEN', pend) < pending_max then

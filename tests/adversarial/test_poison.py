@@ -121,12 +121,12 @@ async def test_an_item_redis_refuses_is_dead_lettered_and_the_rest_recorded(env:
 def test_an_unforeseen_decode_error_is_poison_not_a_crash(env: Env) -> None:
     import router.decode as decode_mod
 
-    original = decode_mod.parse_notification
+    original = decode_mod.read_document
 
     def explode(raw: bytes | str, **kw: object) -> object:
         raise RuntimeError("a defect nobody foresaw")
 
-    decode_mod.parse_notification = explode  # type: ignore[assignment]
+    decode_mod.read_document = explode  # type: ignore[assignment]
     try:
         from router.metrics import RouterMetrics
         from router.store import Store
@@ -158,7 +158,7 @@ def test_an_unforeseen_decode_error_is_poison_not_a_crash(env: Env) -> None:
 
         batch = ing.validate([M()])  # type: ignore[list-item]
     finally:
-        decode_mod.parse_notification = original
+        decode_mod.read_document = original
     assert batch.good == []
     assert [e.kind for _, e in batch.dead] == ["internal"]
     assert "a defect nobody foresaw" in batch.dead[0][1].detail

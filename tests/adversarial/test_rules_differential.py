@@ -2,14 +2,15 @@
 the same documents (real Postgres).
 
 Each case is JSON text, inserted as a raw outbox row and read by
-``contracts.parse_notification``. Both must agree on accept/refuse; where the
+``contracts.parse_notification`` and by the router's reader
+``contracts.read_document``. All must agree on accept/refuse; where the
 database refuses with one of our SQLSTATEs, Python must name the same one among
 its violations.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +20,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from contracts import InvalidNotificationError
-from contracts.notification import parse_notification
+from contracts.notification import parse_notification, read_document
 from tests.adversarial.docs import documents, hostile
 from tests.fix_stack import Database
 
@@ -44,6 +45,9 @@ $$;
 """
 
 
+Reader = Callable[..., object]
+
+
 @pytest.fixture(scope="module")
 def pg(module_db: Database) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(module_db.dsn, autocommit=True) as conn:
@@ -64,23 +68,29 @@ def _has_surrogate(s: str) -> bool:
     return any(0xD800 <= ord(c) <= 0xDFFF for c in s)
 
 
-def py_verdict(doc: str) -> set[str] | None:
+def py_verdict(doc: str, reader: Reader = parse_notification) -> set[str] | None:
     """None if accepted, else the SQLSTATEs of the violations."""
     try:
-        parse_notification(doc, now=datetime.now(UTC))
+        reader(doc, now=datetime.now(UTC))
     except InvalidNotificationError as exc:
         return {v.sqlstate for v in exc.violations}
     return None
 
 
 def disagreements(conn: psycopg.Connection[Any], docs: list[str]) -> list[str]:
+    """Where a reader of the contract (the model's, or the router's
+    ``read_document``, as UTF-8 bytes the way Kafka hands it over) and the
+    database differ."""
     out = []
     for doc, db in zip(docs, db_verdicts(conn, docs), strict=True):
-        py = py_verdict(doc)
-        if (db == "accepted") != (py is None):
-            out.append(f"db {db}, python {py or 'accepted'}: {doc[:300]}")
-        elif py is not None and db.startswith("OB") and db not in py:
-            out.append(f"db {db}, python {sorted(py)}: {doc[:300]}")
+        for name, reader, text in (("parse_notification", parse_notification, doc),
+                                   ("read_document", read_document,
+                                    doc.encode(errors="surrogatepass"))):  # fmt: skip
+            py = py_verdict(text, reader)  # type: ignore[arg-type]
+            if (db == "accepted") != (py is None):
+                out.append(f"db {db}, {name} {py or 'accepted'}: {doc[:300]}")
+            elif py is not None and db.startswith("OB") and db not in py:
+                out.append(f"db {db}, {name} {sorted(py)}: {doc[:300]}")
     return out
 
 

@@ -10,7 +10,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client import generate_latest
 
-from contracts import build_notification
+from contracts import InvalidNotificationError, build_notification
+from contracts.catalog import CATALOG
+from contracts.notification import read_document
 from contracts.protocol import NotificationFrame, client_frame_adapter, server_frame_adapter
 from router.auth import Verifier, mint
 from router.decode import decode
@@ -19,6 +21,8 @@ from router.limits import TokenBucket
 from router.metrics import RouterMetrics
 from router.session import notification_text
 from router.settings import RouterSettings
+from tests.unit.test_contracts import NOW as DOC_NOW
+from tests.unit.test_contracts import deadline_for, ids_for
 
 
 def test_hs256() -> None:
@@ -143,6 +147,37 @@ def test_decode() -> None:
         with pytest.raises(PoisonMessageError) as ei:
             decode(value, headers)
         assert ei.value.kind == kind
+
+
+@pytest.mark.parametrize("t", sorted(CATALOG))
+def test_decode_reads_what_the_model_reads(t: str) -> None:
+    """The router reads a few fields without building the model; they are the
+    model's, for every type of the catalog."""
+    n = build_notification(t, "t1", {"x": 1.5}, "c", deadline_timestamp=deadline_for(t),
+                           now=DOC_NOW, **ids_for(t))  # fmt: skip
+    r = decode(n.to_json().encode(), [("id", b"e-1")])
+    want_deadline = n.deadline_timestamp.isoformat() if n.deadline_timestamp else None
+    assert (r.teacher_id, r.action_required, r.priority_rank, r.deadline) == (
+        n.teacher_id, n.action_required, n.priority.rank, want_deadline)  # fmt: skip
+
+
+def test_decode_takes_the_first_non_null_header_of_each_name() -> None:
+    v = build_notification("class_created", "t1", {}, "c", class_id="k").to_json().encode()
+    r = decode(v, [("id", None), ("created_at", b"c1"), ("id", b"e-1"), ("id", b"e-2"),
+                   ("created_at", b"c2")])  # fmt: skip
+    assert (r.event_id, r.created_at) == ("e-1", "c1")
+    assert decode(v, {"id": "e-3", "created_at": None}).created_at is None
+
+
+def test_read_document_refuses_what_the_database_cannot_store() -> None:
+    base = build_notification("class_created", "t", {"n": 1.5}, "c", class_id="k").to_json()
+    doc, deadline = read_document(base.encode())
+    assert doc == json.loads(base) and deadline is None
+    for text in (base.encode("utf-16"), base.replace("1.5", "NaN").encode(),
+                 base.replace("1.5", "1.0000000000000001").encode(),
+                 base.replace("1.5", "9" * 5000).encode(), b"\xff" + base.encode()):  # fmt: skip
+        with pytest.raises(InvalidNotificationError):
+            read_document(text)
 
 
 def test_hand_built_frame_matches_the_model() -> None:
