@@ -56,6 +56,16 @@ def test_the_demo_reports_each_minute_of_a_long_load() -> None:
                      "  minute 2: 100 frames, p50 50 ms, p99 1000 ms"]  # fmt: skip
 
 
+def test_the_demo_says_when_its_writer_fell_short_of_the_rate() -> None:
+    from outbox.demo import load_report
+
+    held = load_report(1000, 119_500, 120.0)
+    assert held == "load: committed 119500 notifications in 120 s (996/s of the 1000/s asked)"
+    short = load_report(1000, 120_000, 197.0)
+    assert short.startswith("load: committed 120000 notifications in 197 s (609/s of the 1000/s")
+    assert "could not commit faster" in short
+
+
 def test_the_capacity_model_scales_with_load_and_names_the_limit() -> None:
     from bench.capacity import Units, plan
 
