@@ -1,7 +1,8 @@
-"""Fan-out by broadcast vs by interest: router replicas that each hold a share of
-the teachers, the same notifications through both, side by side.
+"""Fan-out by broadcast vs by interest vs sharded: router replicas that each hold
+a share of the teachers, the same notifications through each mode, side by side.
 
     python -m bench.fanout [--messages 100000] [--teachers 1000] [--replicas 3] [--runs 2]
+                           [--modes broadcast,interest,sharded]
 
 Each run starts ``--replicas`` routers in one consumer group on a fresh topic
 (6 partitions), connects teacher ``k`` to replica ``k mod replicas`` (one
@@ -46,7 +47,7 @@ from relay.topics import ensure_topic
 from stack.procs import free_port
 from stack.state import StackState
 
-MODES = ("broadcast", "interest")
+MODES = ("broadcast", "interest", "sharded")
 
 
 def teacher_name(prefix: str, replica: int, n: int) -> str:
@@ -128,14 +129,19 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--single", action=argparse.BooleanOptionalAction, default=True,
                     help="also one replica with every teacher")  # fmt: skip
+    ap.add_argument("--modes", default=",".join(MODES),
+                    help="fan-out modes to compare, broadcast first (default: all)")  # fmt: skip
     args = ap.parse_args()
+    modes = tuple(m for m in args.modes.split(",") if m)
+    if not modes or modes[0] != "broadcast" or not set(modes) <= set(MODES):
+        raise SystemExit(f"--modes: a comma-separated list of {', '.join(MODES)}, broadcast first")
     workdir = Path(tempfile.mkdtemp(prefix="outbox-bench-fanout-"))
     results: dict[str, list[dict[str, Any]]] = {}
     shapes = [args.replicas, *([1] if args.single else [])]
     with bench_stack() as stack:
         for r in range(args.runs):
             for replicas in shapes:
-                for mode in MODES if r % 2 == 0 else MODES[::-1]:
+                for mode in modes if r % 2 == 0 else modes[::-1]:
                     res = run(stack, mode, replicas, args, workdir)
                     results.setdefault(f"{mode} x{replicas}", []).append(res)
                     print(f"run {r + 1} {mode:<9} x{replicas}: frames {sum(res['frames'])}/{args.messages} in "
@@ -148,25 +154,24 @@ def main() -> None:
                     "redis_cpu_s": summary([x["redis_cpu_s"] for x in runs]),
                     "seconds": summary([x["seconds"] for x in runs]),
                     "lost": sum(x["expected"] - sum(x["frames"]) for x in runs)}  # fmt: skip
-    ratios = {}
-    for replicas in shapes:
-        b, i = results.get(f"broadcast x{replicas}"), results.get(f"interest x{replicas}")
-        if b and i:
-            ratios[f"x{replicas}"] = summary(
-                [sum(y["cpu_s"]) / sum(x["cpu_s"]) for x, y in zip(b, i, strict=True)]
-            )
+    by_mode: dict[str, dict[str, Any]] = {}
+    for mode in modes[1:]:
+        for replicas in shapes:
+            b, m = results.get(f"broadcast x{replicas}"), results.get(f"{mode} x{replicas}")
+            if b and m:  # per replica, within each run
+                by_mode.setdefault(mode, {})[f"x{replicas}"] = summary(
+                    [sum(y["cpu_s"]) / sum(x["cpu_s"]) for x, y in zip(b, m, strict=True)]
+                )
     out = {
         "settings": vars(args),
         "results": agg,
         "raw": results,
-        "cpu_ratio_interest_over_broadcast": ratios,
+        "cpu_ratio_over_broadcast": by_mode,
+        "cpu_ratio_interest_over_broadcast": by_mode.get("interest", {}),
     }
     path = write_result("fanout", out)
-    print(
-        json.dumps(
-            {"cpu_ratio_interest_over_broadcast": {k: v["median"] for k, v in ratios.items()}}
-        )
-    )
+    print(json.dumps({"cpu_ratio_over_broadcast": {
+        mode: {k: v["median"] for k, v in r.items()} for mode, r in by_mode.items()}}))  # fmt: skip
     print(f"wrote {path}")
     shutil.rmtree(workdir, ignore_errors=True)
 

@@ -29,6 +29,7 @@ from router.interest import Interest
 from router.metrics import RouterMetrics
 from router.server import WebSocketServer
 from router.settings import RouterSettings
+from router.sharded import ShardedSubscriber
 from router.store import Store
 
 log = logging.getLogger(__name__)
@@ -68,14 +69,23 @@ class Router:
                            history_ttl_s=settings.history_ttl_s,
                            pending_max=settings.pending_max,
                            observe=lambda call, s: self.metrics.redis_call.labels(call).observe(s),
-                           replica_id=self.replica_id)  # fmt: skip
-        self.interest = Interest() if by_interest else None
-        if self.interest is not None:
+                           replica_id=self.replica_id,
+                           sharded=settings.fanout == "sharded")  # fmt: skip
+        # Which teachers this replica serves: leases (interest) or subscriptions (sharded).
+        self.interest = Interest() if settings.fanout != "broadcast" else None
+        if self.interest is not None and by_interest:
             # A primary that failed over may have lost leases set on it.
             self.store.on_failover = self.interest.lost
         self.hub: Hub[Any] = Hub()
         self.ingestor = Ingestor(settings, store=self.store, metrics=self.metrics)
         self.subscribed = asyncio.Event()
+        self.sharded = (
+            ShardedSubscriber(self.redis, self.store, self.interest, dispatch=self._dispatch,
+                              restored=self.hub.restored, connect=self._node_client,
+                              subscribed=self.subscribed,
+                              teachers_gauge=self.metrics.fanout_teachers.set)
+            if self.interest is not None and settings.fanout == "sharded" else None
+        )  # fmt: skip
         self.server = WebSocketServer(settings, store=self.store, hub=self.hub, verifier=self.verifier,
                                       metrics=self.metrics, ready=self._ready,
                                       detail=self._ingest_detail, interest=self.interest)  # fmt: skip
@@ -153,7 +163,7 @@ class Router:
 
     async def _withdraw_all(self) -> None:
         """At shutdown: this replica's leases go now rather than when they end."""
-        if self.interest is None:
+        if self.interest is None or self.replica_id is None:
             return
         _, withdraw = self.interest.pending_changes()
         leases = withdraw + self.interest.renewals()  # the two are disjoint
@@ -162,7 +172,15 @@ class Router:
         except StoreUnavailableError as exc:
             log.info("leaving %d interest leases to end on their own (%s)", len(leases), exc)
 
+    def _node_client(self, host: str, port: int) -> aioredis.Redis:
+        """A client of one node, with the settings of ``OUTBOX_REDIS_URL``."""
+        client: aioredis.Redis = aioredis.Redis.from_url(node_url(self.s.redis_url, host, port))
+        return client
+
     async def _subscribe(self) -> None:
+        if self.sharded is not None:
+            await self.sharded.run()  # never returns; ends by cancellation
+            return
         # Hand-written rather than a retry library: on every success it also
         # catches the sessions up and resets, and it must never give up; a
         # doubling sleep capped at 5 s says that in three lines.

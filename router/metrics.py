@@ -122,7 +122,7 @@ class RouterMetrics:
         )  # fmt: skip
         self.fanout_teachers = Gauge(
             "outbox_router_fanout_teachers",
-            "Teachers this replica has registered for interest fan-out (0 with broadcast)",
+            "Teachers this replica has registered (interest) or subscribed to (sharded); 0 with broadcast",
             registry=r,
         )
         self.redis_call = Histogram(

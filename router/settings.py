@@ -31,8 +31,11 @@ class RouterSettings(BaseSettings):
     redis_cluster: bool = False
     # broadcast: every replica receives every notification on one channel;
     # interest: a replica registers the teachers connected to it and receives
-    # only theirs, on a channel of its own (docs/architecture.md, "Fan-out").
-    fanout: Literal["broadcast", "interest"] = "broadcast"
+    # only theirs, on a channel of its own; sharded: a replica subscribes
+    # (SSUBSCRIBE) to the channel of each teacher connected to it, in that
+    # teacher's slot, so a cluster carries each message only within its shard
+    # (docs/architecture.md, "Fan-out").
+    fanout: Literal["broadcast", "interest", "sharded"] = "broadcast"
     # Interest fan-out: how long a replica's registration of a teacher lasts
     # unless renewed (renewed every quarter of it). A replica that died without
     # withdrawing is published to for at most this long.

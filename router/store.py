@@ -9,6 +9,7 @@ hash tag, so every key of one teacher is in one slot)::
     {p}:{t:<teacher>}:replicas          sorted set replica id -> lease end (ms); interest fan-out
     {p}:fanout                          pub/sub channel of every notification (broadcast fan-out)
     {p}:r:<replica id>                  pub/sub channel of one replica (interest fan-out)
+    {p}:{t:<teacher>}:fan               sharded pub/sub channel of one teacher (sharded fan-out)
 
 One Lua script deduplicates, appends and publishes a batch atomically, so a
 notification is either recorded and announced, or not at all. On one Redis a
@@ -68,8 +69,11 @@ local received = tonumber(ARGV[6])
 local pending_max = tonumber(ARGV[7])
 -- '1': interest-based fan-out. Each replica whose lease on a teacher is live
 -- gets that teacher's part of the batch; one message per replica per batch, on
--- the replica's own channel. Otherwise one message on the shared channel.
+-- the replica's own channel. '2': sharded fan-out, each teacher's part on the
+-- teacher's own sharded channel (SPUBLISH: in the teacher's slot, so a cluster
+-- carries it only within that shard). Otherwise one message on the shared channel.
 local per_replica = ARGV[8] == '1'
+local per_teacher = ARGV[8] == '2'
 local now = 0
 if per_replica then
   now = now_ms()
@@ -80,6 +84,8 @@ local bodies = {}
 local replicas_of = {}
 local by_replica = {}
 local replicas = {}
+local by_teacher = {}
+local teachers = {}
 local touched = {}
 -- Redis scripts do not roll back: a command failing half-way would leave items
 -- recorded but never announced. So each item's keys are type-checked (once per
@@ -143,6 +149,15 @@ for i = 1, #batch do
           mine[1][#mine[1] + 1] = {'n', teacher, eid, pos, created, received}
           mine[2][#mine[2] + 1] = n
         end
+      elseif per_teacher then
+        local mine = by_teacher[tag]
+        if mine == nil then
+          mine = {{}, {}}
+          by_teacher[tag] = mine
+          teachers[#teachers + 1] = tag
+        end
+        mine[1][#mine[1] + 1] = {'n', teacher, eid, pos, created, received}
+        mine[2][#mine[2] + 1] = n
       else
         heads[#heads + 1] = {'n', teacher, eid, pos, created, received}
         bodies[#bodies + 1] = n
@@ -165,19 +180,26 @@ for _, rid in ipairs(replicas) do
   local mine = by_replica[rid]
   redis.call('PUBLISH', p .. ':r:' .. rid, cjson.encode(mine[1]) .. '\n' .. table.concat(mine[2], '\n'))
 end
+for _, tag in ipairs(teachers) do
+  local mine = by_teacher[tag]
+  redis.call('SPUBLISH', tag .. ':fan', cjson.encode(mine[1]) .. '\n' .. table.concat(mine[2], '\n'))
+end
 return out
 """
 )
 
 # KEYS: pending, replicas (of one teacher). ARGV: event id, teacher, channel
-# (broadcast) or the replica channels' prefix (interest), '1' for interest.
+# (broadcast), the replica channels' prefix (interest) or the teacher's channel
+# (sharded); '1' for interest, '2' for sharded.
 _ACK = (
     _NOW_MS
     + """
 local removed = redis.call('HDEL', KEYS[1], ARGV[1])
 if removed == 1 then
   local msg = cjson.encode({{'a', ARGV[2], ARGV[1]}})
-  if ARGV[4] == '1' then
+  if ARGV[4] == '2' then
+    redis.call('SPUBLISH', ARGV[3], msg)
+  elseif ARGV[4] == '1' then
     for _, rid in ipairs(redis.call('ZRANGE', KEYS[2], string.format('%d', now_ms()), '+inf', 'BYSCORE')) do
       redis.call('PUBLISH', ARGV[3] .. rid, msg)
     end
@@ -260,7 +282,7 @@ class Store:
     def __init__(self, client: aioredis.Redis | RedisCluster, *, prefix: str, dedupe_ttl_s: int,
                  history_maxlen: int, history_ttl_s: int, pending_max: int = 500,
                  observe: Callable[[str, float], None] | None = None,
-                 replica_id: str | None = None) -> None:  # fmt: skip
+                 replica_id: str | None = None, sharded: bool = False) -> None:  # fmt: skip
         self.redis = client
         # Called with (call, seconds) after each call to Redis, failed or not.
         self._observe = observe
@@ -273,6 +295,11 @@ class Store:
         # Interest fan-out: this replica's id (its channel, its leases); None
         # announces every batch on the shared channel.
         self.replica_id = replica_id
+        # Sharded fan-out: each teacher's notifications on the teacher's own
+        # sharded channel (``teacher_channel``), heard by the replicas subscribed.
+        self.sharded = sharded
+        if sharded and replica_id is not None:
+            raise ValueError("sharded fan-out has no replica leases")
         # Called after a cluster call met a dead node and the slot map was read
         # again: what was registered there may not have reached its replica.
         self.on_failover: Callable[[], None] | None = None
@@ -283,7 +310,8 @@ class Store:
 
     @property
     def channel(self) -> str:
-        """What this replica listens to: the shared channel (broadcast) or its own."""
+        """What this replica listens to: the shared channel (broadcast) or its own
+        (interest); with sharded fan-out, the shared channel is never published."""
         if self.replica_id is None:
             return f"{self.prefix}:fanout"
         return self.replica_channel(self.replica_id)
@@ -292,6 +320,10 @@ class Store:
         """Where the teachers' notifications and acks reach one replica when
         fan-out is by interest."""
         return f"{self.prefix}:r:{replica_id}"
+
+    def teacher_channel(self, teacher_id: str) -> str:
+        """Sharded fan-out: the teacher's channel, in the teacher's slot."""
+        return f"{self.tag(teacher_id)}:fan"
 
     def replicas_key(self, teacher_id: str) -> str:
         """The replicas serving a teacher (leases), in the teacher's slot."""
@@ -371,7 +403,12 @@ class Store:
                             1 if r.action_required else 0, r.priority_rank, r.deadline or ""]
                            for r in batch], ensure_ascii=False)  # fmt: skip
         return [self.prefix, self.dedupe_ttl_s, self.history_maxlen, self.history_ttl_s, rows,
-                f"{received_at:.6f}", self.pending_max, "0" if self.replica_id is None else "1"]  # fmt: skip
+                f"{received_at:.6f}", self.pending_max, self._mode]  # fmt: skip
+
+    @property
+    def _mode(self) -> str:
+        """The scripts' fan-out argument: '0' broadcast, '1' interest, '2' sharded."""
+        return "2" if self.sharded else "0" if self.replica_id is None else "1"
 
     async def _ingest_by_slot(self, batch: Sequence[Routable], received_at: float) -> list[Any]:
         """One script call per slot, all pipelined (the client sends each node its
@@ -540,11 +577,10 @@ class Store:
     async def _do_ack(self, teacher_id: str, event_id: str) -> bool:
         """Clear a pending item for every connection of the teacher; False if not pending."""
         try:
-            interest = self.replica_id is not None
+            channel = (self.teacher_channel(teacher_id) if self.sharded
+                       else self.channel if self.replica_id is None else self.replica_channel(""))  # fmt: skip
             n = await self._ack(keys=[self.pending_key(teacher_id), self.replicas_key(teacher_id)],
-                                args=[event_id, teacher_id,
-                                      self.replica_channel("") if interest else self.channel,
-                                      "1" if interest else "0"])  # fmt: skip
+                                args=[event_id, teacher_id, channel, self._mode])  # fmt: skip
         except _UNAVAILABLE as exc:
             raise await self._unavailable(exc) from exc
         return bool(n)

@@ -151,15 +151,15 @@ def redis_cluster() -> Iterator[Cluster]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-@pytest.fixture(params=["single", "cluster", "interest"])
+@pytest.fixture(params=["single", "cluster", "interest", "sharded"])
 def any_env(request: pytest.FixtureRequest, stack: StackState, unique: str) -> Iterator[Env]:
-    """The same test on one Redis, on a Redis Cluster, and with interest fan-out
-    on the cluster (interest on one Redis has tests of its own)."""
-    on_cluster = request.param in ("cluster", "interest")
+    """The same test on one Redis, on a Redis Cluster, and with interest and
+    sharded fan-out on the cluster (both on one Redis have tests of their own)."""
+    on_cluster = request.param != "single"
     url = request.getfixturevalue("redis_cluster").url if on_cluster else None
     with make_env(stack, unique, url) as e:
-        if request.param == "interest":
-            e.settings = e.settings.model_copy(update={"fanout": "interest"})
+        if request.param in ("interest", "sharded"):
+            e.settings = e.settings.model_copy(update={"fanout": request.param})
         yield e
 
 

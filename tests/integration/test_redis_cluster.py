@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from redis.asyncio.cluster import RedisCluster
 from websockets.exceptions import ConnectionClosed
 
@@ -67,13 +68,19 @@ async def _collect_resuming(c: Client, port: int, token: str, want: set[str],
             c = await _reopen(port, token, position, deadline)
 
 
-async def test_kill_the_primary_of_a_busy_teacher_mid_burst(stack: StackState, unique: str) -> None:
+@pytest.mark.parametrize("fanout", ["broadcast", "sharded"])
+async def test_kill_the_primary_of_a_busy_teacher_mid_burst(stack: StackState, unique: str,
+                                                           fanout: str) -> None:  # fmt: skip
+    """With sharded fan-out the busy teacher's subscription was on the node that
+    dies: the router subscribes again on the promoted replica and the clients
+    catch up from their last position."""
     tmp = Path(tempfile.mkdtemp(prefix="outbox-test-failover-"))
     manager = StackManager(StackSettings(), state_dir=tmp / "state")
     try:
         nodes = manager.start_redis_cluster()
         with make_env(stack, unique, nodes[0].url) as env:
-            async with running_router(env.settings) as router:
+            settings = env.settings.model_copy(update={"fanout": fanout})
+            async with running_router(settings) as router:
                 await wait_ready(router.port)
                 busy = await Client.open(router.port, env.token("busy"))
                 calm = await Client.open(router.port, env.token("calm"))
@@ -108,7 +115,7 @@ async def test_kill_the_primary_of_a_busy_teacher_mid_burst(stack: StackState, u
                 assert set(calm_got) == set(calm_ids)
                 lost = set(ids) - set(got)
                 duplicated = len(got) - len(set(got))
-                print(f"\nfailover: {BURST} sent, {len(set(got))} received, lost {len(lost)}, "
+                print(f"\nfailover ({fanout}): {BURST} sent, {len(set(got))} received, lost {len(lost)}, "
                       f"duplicated {duplicated}, all in {time.monotonic() - killed_at:.1f} s "
                       f"after the kill; the client resumed {reconnects} times")  # fmt: skip
                 # Every notification arrives: recorded before the kill (and
@@ -117,6 +124,8 @@ async def test_kill_the_primary_of_a_busy_teacher_mid_burst(stack: StackState, u
                 # answer was lost is recorded again, so a few may come twice; the
                 # bound is the batch in flight.
                 assert not lost
+                if fanout == "sharded":  # its subscription was on the node that died
+                    assert router.sharded is not None and router.sharded.losses >= 1
                 assert duplicated <= env.settings.batch_max
                 assert set(got) <= set(ids)
                 # a new connection replays the history the promoted replica holds

@@ -7,6 +7,7 @@ import json
 import socket
 import time
 import uuid
+from typing import Any
 
 import httpx
 import pytest
@@ -163,6 +164,57 @@ async def test_two_replicas_fan_out_and_ack_clears_pending_everywhere(any_env: E
         assert {f["id"] for f in later.notifications() if f["pending"]} == set(ids[1:])
         for c in (on1, on2, fresh, later):
             await c.close()
+
+
+async def _shard_subscribers(redis: Any, channel: str) -> int:
+    reply = await redis.execute_command("PUBSUB", "SHARDNUMSUB", channel)
+    return int(reply[1])
+
+
+async def test_with_sharded_fan_out_a_replica_hears_only_its_teachers(env: Env) -> None:
+    """Sharded fan-out on one Redis: each replica subscribes to the channels of
+    its own teachers and receives their records only; a teacher who leaves is
+    unsubscribed; one who connects while notifications flow gets every one
+    after its sync, in order, none twice."""
+    s1 = env.settings.model_copy(update={"fanout": "sharded"})
+    s2 = s1.model_copy(update={"router_port": 0})
+    async with running_router(s1) as r1, running_router(s2) as r2:
+        await wait_ready(r1.port)
+        ada = await Client.open(r1.port, env.token("ada"))
+        bo = await Client.open(r2.port, env.token("bo"))
+        for i in range(20):
+            env.produce(notification("batch_files_uploaded", "ada", i))
+            env.produce(notification("batch_files_uploaded", "bo", i))
+        env.flush()
+        await ada.collect(20)
+        await bo.collect(20)
+        await ada.quiet(0.3)
+        assert r1.metrics.fanout_received.value == 20
+        assert r2.metrics.fanout_received.value == 20
+        assert {f["notification"]["teacher_id"] for f in ada.notifications()} == {"ada"}
+        bo_channel = r2.store.teacher_channel("bo")
+        assert await _shard_subscribers(r2.redis, bo_channel) == 1
+        await bo.close()
+        for _ in range(50):  # the unsubscription goes out in the next round
+            if await _shard_subscribers(r2.redis, bo_channel) == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await _shard_subscribers(r2.redis, bo_channel) == 0
+        assert r2.interest is not None and r2.interest.teachers == 0
+        # a new teacher while ada's keep coming: no gap, no duplicate
+        sent = []
+        for i in range(20, 60):
+            env.produce(notification("batch_files_uploaded", "ada", i))
+            sent.append(env.produce(notification("class_created", "cy", i)))
+            if i == 30:
+                env.flush()
+                cy = await Client.open(r2.port, env.token("cy"), resume="0-0")
+        env.flush()
+        await cy.collect(len(sent))
+        await cy.quiet(0.5)
+        assert [f["id"] for f in cy.notifications()] == sent  # in order, once each
+        await ada.collect(60)
+        assert r1.metrics.fanout_received.value == 60  # none of cy's or bo's
 
 
 async def test_with_interest_fan_out_a_replica_receives_only_its_teachers(env: Env) -> None:

@@ -22,7 +22,7 @@ async def _readyz(port: int) -> tuple[int, str]:
         return r.status_code, r.text
 
 
-@pytest.mark.parametrize("fanout", ["broadcast", "interest"])
+@pytest.mark.parametrize("fanout", ["broadcast", "interest", "sharded"])
 async def test_redis_outage_delays_but_loses_and_doubles_nothing(env: Env, tmp_path: Path,
                                                                  fanout: str) -> None:  # fmt: skip
     # A Redis of this test's own, so stopping it disturbs no other test.
