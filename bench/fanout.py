@@ -2,7 +2,7 @@
 a share of the teachers, the same notifications through each mode, side by side.
 
     python -m bench.fanout [--messages 100000] [--teachers 1000] [--replicas 3] [--runs 2]
-                           [--modes broadcast,interest,sharded]
+                           [--modes broadcast,interest,sharded] [--redis single|cluster]
 
 Each run starts ``--replicas`` routers in one consumer group on a fresh topic
 (6 partitions), connects teacher ``k`` to replica ``k mod replicas`` (one
@@ -10,6 +10,8 @@ connection each), produces ``--messages`` notifications spread over all
 teachers and waits until every client has its share. Reported per replica: CPU
 seconds for the run and frames written. Then the same with one replica holding
 every teacher, for the single-replica case. Modes alternate run by run.
+``--redis cluster`` runs it against a Redis Cluster of its own (3 primaries, 3
+replicas on loopback); Redis figures are then the sum over all six nodes.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +39,11 @@ from bench.common import (
     wait_for_count,
     write_result,
 )
-from bench.router import (
-    SECRET,
-    drop_keys,
-    produce_all,
-    record_for,
-    redis_cpu,
-    start_server,
-    stop_server,
-)
+from bench.router import SECRET, produce_all, record_for, start_server, stop_server
 from relay.topics import ensure_topic
+from stack.manager import StackManager
 from stack.procs import free_port
+from stack.settings import StackSettings
 from stack.state import StackState
 
 MODES = ("broadcast", "interest", "sharded")
@@ -62,27 +61,92 @@ def produce(bootstrap: str, topic: str, messages: int, per_replica: list[int], p
                                    for i in range(messages)), flush_s=120)  # fmt: skip
 
 
-def redis_stats(stack: StackState) -> dict[str, float]:
-    """Commands processed, bytes sent to clients (pub/sub included) and memory used."""
-    r = redis.Redis.from_url(stack.redis_url)
+@dataclass
+class RedisTarget:
+    """The Redis the routers use: the stack's, or a cluster (every node's URL)."""
+
+    urls: list[str]
+    cluster: bool = False
+
+    def router_env(self) -> dict[str, str]:
+        return {"OUTBOX_REDIS_URL": self.urls[0], "OUTBOX_REDIS_CLUSTER": str(self.cluster).lower()}
+
+    def cpu(self) -> float:
+        """CPU seconds used by every node so far."""
+        total = 0.0
+        for url in self.urls:
+            r = redis.Redis.from_url(url)
+            try:
+                info: dict[str, Any] = r.info("cpu")  # type: ignore[assignment]
+                total += float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+            finally:
+                r.close()
+        return total
+
+    def stats(self) -> dict[str, float]:
+        """Commands processed, bytes sent to clients (pub/sub included, the
+        cluster bus not), memory used and, on a cluster, the publish messages
+        the nodes sent each other over the bus; summed over the nodes."""
+        out = {"commands": 0.0, "bytes_out": 0.0, "memory": 0.0, "bus_publishes": 0.0}
+        for url in self.urls:
+            r = redis.Redis.from_url(url)
+            try:
+                stats: dict[str, Any] = r.info("stats")  # type: ignore[assignment]
+                memory: dict[str, Any] = r.info("memory")  # type: ignore[assignment]
+                out["commands"] += float(stats["total_commands_processed"])
+                out["bytes_out"] += float(stats.get("total_net_output_bytes", 0))
+                out["memory"] += float(memory["used_memory"])
+                if self.cluster:
+                    info: Any = r.execute_command("CLUSTER INFO")  # type: ignore[no-untyped-call]
+                    if isinstance(info, bytes | str):  # unparsed: "name:value" lines
+                        text = info.decode() if isinstance(info, bytes) else info
+                        info = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+                    for name in ("cluster_stats_messages_publish_sent",
+                                 "cluster_stats_messages_publishshard_sent"):  # fmt: skip
+                        out["bus_publishes"] += float(info.get(name, 0))
+            finally:
+                r.close()
+        return out
+
+    def drop(self, prefix: str) -> None:
+        """Remove a run's keys from every primary (one key per command: a
+        cluster refuses keys of several slots in one)."""
+        for url in self.urls:
+            r = redis.Redis.from_url(url)
+            try:
+                role: dict[str, Any] = r.info("replication")  # type: ignore[assignment]
+                if role.get("role") != "master":
+                    continue
+                pipe = r.pipeline(transaction=False)
+                for key in r.scan_iter(match=f"{prefix}:*", count=5000):
+                    pipe.unlink(key)
+                pipe.execute()
+            finally:
+                r.close()
+
+
+@contextmanager
+def redis_target(stack: StackState, kind: str) -> Iterator[RedisTarget]:
+    if kind == "single":
+        yield RedisTarget([stack.redis_url])
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="outbox-bench-cluster-"))
+    manager = StackManager(StackSettings(), state_dir=tmp / "state")
     try:
-        stats: dict[str, Any] = r.info("stats")  # type: ignore[assignment]
-        memory: dict[str, Any] = r.info("memory")  # type: ignore[assignment]
-        return {"commands": float(stats["total_commands_processed"]),
-                "bytes_out": float(stats.get("total_net_output_bytes", 0)),
-                "memory": float(memory["used_memory"])}  # fmt: skip
+        nodes = manager.start_redis_cluster()
+        yield RedisTarget([n.url for n in nodes], cluster=True)
     finally:
-        r.close()
+        manager.stop_started()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run(
-    stack: StackState, mode: str, replicas: int, args: argparse.Namespace, workdir: Path
-) -> dict[str, Any]:
+def run(stack: StackState, target: RedisTarget, mode: str, replicas: int, args: argparse.Namespace,
+        workdir: Path) -> dict[str, Any]:  # fmt: skip
     u = uuid.uuid4().hex[:8]
     topic, group, prefix = f"bench.fanout.{u}", f"f{u}", f"ft{u}r"
     ensure_topic(stack.kafka_bootstrap, topic, 6)
     per = [len(range(k, args.teachers, replicas)) for k in range(replicas)]
-    env = {"OUTBOX_FANOUT": mode, "BENCH_ANY_ASSIGNMENT": "1"}
+    env = {"OUTBOX_FANOUT": mode, "BENCH_ANY_ASSIGNMENT": "1", **target.router_env()}
     servers, clients = [], []
     try:
         for _ in range(replicas):
@@ -96,7 +160,7 @@ def run(
             assert c.stdout is not None and "ready" in c.stdout.readline()
             clients.append(c)
         cpu0 = [tree_cpu_seconds(p.pid) for _, p in servers]
-        redis0, stats0 = redis_cpu(stack), redis_stats(stack)
+        redis0, stats0 = target.cpu(), target.stats()
         t0 = time.monotonic()
         produce(stack.kafka_bootstrap, topic, args.messages, per, prefix)
         frames = []
@@ -105,20 +169,21 @@ def run(
             frames.append(wait_for_count(c.stdout, want, idle_s=5, limit_s=600))
         seconds = time.monotonic() - t0
         cpu = [tree_cpu_seconds(p.pid) - c0 for (_, p), c0 in zip(servers, cpu0, strict=True)]
-        redis_s = redis_cpu(stack) - redis0
-        stats = {k: v - stats0[k] for k, v in redis_stats(stack).items()}
+        redis_s = target.cpu() - redis0
+        stats = {k: v - stats0[k] for k, v in target.stats().items()}
     finally:
         for c in clients:
             c.kill()
             c.communicate(timeout=60)
         for _, p in servers:
             stop_server(p, "router")
-        drop_keys(stack, f"b{group}")
+        target.drop(f"b{group}")
     return {"mode": mode, "replicas": replicas, "teachers": per, "frames": frames, "seconds": seconds,
             "cpu_s": cpu, "redis_cpu_s": redis_s, "expected": args.messages,
             "redis_commands_per_notification": stats["commands"] / args.messages,
             "redis_bytes_out_per_notification": stats["bytes_out"] / args.messages,
-            "redis_memory_bytes_per_notification": stats["memory"] / args.messages}  # fmt: skip
+            "redis_memory_bytes_per_notification": stats["memory"] / args.messages,
+            "cluster_bus_publishes_per_notification": stats["bus_publishes"] / args.messages}  # fmt: skip
 
 
 def main() -> None:
@@ -129,6 +194,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--single", action=argparse.BooleanOptionalAction, default=True,
                     help="also one replica with every teacher")  # fmt: skip
+    ap.add_argument("--redis", choices=("single", "cluster"), default="single",
+                    help="the stack's Redis, or a Redis Cluster started for the run")  # fmt: skip
     ap.add_argument("--modes", default=",".join(MODES),
                     help="fan-out modes to compare, broadcast first (default: all)")  # fmt: skip
     args = ap.parse_args()
@@ -138,15 +205,17 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="outbox-bench-fanout-"))
     results: dict[str, list[dict[str, Any]]] = {}
     shapes = [args.replicas, *([1] if args.single else [])]
-    with bench_stack() as stack:
+    with bench_stack() as stack, redis_target(stack, args.redis) as target:
         for r in range(args.runs):
             for replicas in shapes:
                 for mode in modes if r % 2 == 0 else modes[::-1]:
-                    res = run(stack, mode, replicas, args, workdir)
+                    res = run(stack, target, mode, replicas, args, workdir)
                     results.setdefault(f"{mode} x{replicas}", []).append(res)
                     print(f"run {r + 1} {mode:<9} x{replicas}: frames {sum(res['frames'])}/{args.messages} in "
                           f"{res['seconds']:.1f} s; CPU s per replica "
-                          f"{' '.join(f'{c:.1f}' for c in res['cpu_s'])}; Redis {res['redis_cpu_s']:.1f} s",
+                          f"{' '.join(f'{c:.1f}' for c in res['cpu_s'])}; Redis {res['redis_cpu_s']:.1f} s"
+                          + (f", {res['cluster_bus_publishes_per_notification']:.2f} bus publishes per "
+                             "notification" if args.redis == "cluster" else ""),
                           flush=True)  # fmt: skip
     agg: dict[str, Any] = {}
     for key, runs in results.items():
@@ -169,7 +238,7 @@ def main() -> None:
         "cpu_ratio_over_broadcast": by_mode,
         "cpu_ratio_interest_over_broadcast": by_mode.get("interest", {}),
     }
-    path = write_result("fanout", out)
+    path = write_result("fanout" if args.redis == "single" else "fanout-cluster", out)
     print(json.dumps({"cpu_ratio_over_broadcast": {
         mode: {k: v["median"] for k, v in r.items()} for mode, r in by_mode.items()}}))  # fmt: skip
     print(f"wrote {path}")
