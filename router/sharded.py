@@ -112,6 +112,7 @@ class ShardedSubscriber:
         loop = asyncio.get_running_loop()
         self._lost = loop.create_future()
         self._dropping.clear()
+        self._teacher_of.clear()  # filled again as every teacher is subscribed again
         if isinstance(self.redis, RedisCluster):
             await self.redis.nodes_manager.initialize()  # who owns which slot now
         else:
