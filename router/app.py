@@ -80,7 +80,10 @@ class Router:
         self.ingestor = Ingestor(settings, store=self.store, metrics=self.metrics)
         self.subscribed = asyncio.Event()
         self.sharded = (
-            ShardedSubscriber(self.redis, self.store, self.interest, dispatch=self._dispatch,
+            ShardedSubscriber(self.redis, self.store, self.interest,
+                              slot_map=RedisCluster.from_url(settings.redis_url)
+                              if settings.redis_cluster else None,
+                              dispatch=self._dispatch,
                               restored=self.hub.restored, connect=self._node_client,
                               subscribed=self.subscribed,
                               teachers_gauge=self.metrics.fanout_teachers.set)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, NamedTuple, Protocol, TypeVar
 
@@ -143,10 +143,13 @@ class Hub(Generic[E]):
             c.session.live(msg.position, msg.event_id, item)
             c.flush()
 
-    def restored(self) -> None:
-        """The fan-out subscription is back: every session catches up on what it
+    def restored(self, teachers: Iterable[str] | None = None) -> None:
+        """The fan-out subscription is back: every session (or every session of
+        ``teachers``, the ones whose subscription was lost) catches up on what it
         missed. A defect serving one ends that one, never the others."""
-        for c in self.registry.all():
+        conns = (self.registry.all() if teachers is None
+                 else [c for t in teachers for c in self.registry.targets(t)])  # fmt: skip
+        for c in conns:
             try:
                 c.session.subscription_restored()
             except Exception:

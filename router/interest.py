@@ -19,6 +19,7 @@ back before the withdrawal went out is simply never withdrawn.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
 
 class Interest:
@@ -28,6 +29,7 @@ class Interest:
         self._unconfirmed: set[str] = set()  # registrations sent, not yet answered
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._resync = False  # after a loss: re-sync every connection once all are back
+        self._lost_some: set[str] = set()  # lost one by one: each re-synced when it is back
         self.wake = asyncio.Event()  # set when there is something to send
 
     # -- connections ---------------------------------------------------------
@@ -51,12 +53,17 @@ class Interest:
             self._refs[teacher_id] = n
             return
         self._refs.pop(teacher_id, None)
+        self._lost_some.discard(teacher_id)
         for fut in self._waiters.pop(teacher_id, []):
             fut.cancel()
         self.wake.set()
 
     def confirmed(self, teacher_id: str) -> bool:
         return teacher_id in self._sent and teacher_id not in self._unconfirmed
+
+    def connected(self) -> list[str]:
+        """The teachers with a connection here."""
+        return list(self._refs)
 
     @property
     def teachers(self) -> int:
@@ -107,6 +114,31 @@ class Interest:
         self._resync = bool(self._refs)
         if self._refs:
             self.wake.set()
+
+    def lost_some(self, teachers: Iterable[str]) -> None:
+        """What this replica hears for ``teachers`` may be gone (sharded fan-out:
+        the node that served their channels was lost, or a slot moved): they are
+        registered again, and each one's connections catch up once it is back
+        (:meth:`take_back`); the other teachers are not disturbed."""
+        for t in teachers:
+            self._sent.discard(t)
+            self._unconfirmed.discard(t)
+            if t in self._refs:
+                self._lost_some.add(t)
+                self.wake.set()
+
+    @property
+    def lost_pending(self) -> int:
+        """Teachers of :meth:`lost_some` not registered again yet."""
+        return len(self._lost_some)
+
+    def take_back(self, teacher_id: str) -> bool:
+        """True once, when a teacher of :meth:`lost_some` is registered again:
+        the moment to catch its connections up."""
+        if teacher_id in self._lost_some and self.confirmed(teacher_id):
+            self._lost_some.discard(teacher_id)
+            return True
+        return False
 
     def take_resync(self) -> bool:
         """True once after a loss, when every teacher here is registered again:

@@ -9,11 +9,13 @@ leases.
 
 The same rule as interest fan-out keeps a live connection without a gap: a
 connection reads its history only once Redis confirmed the subscription to its
-teacher's channel (``router.interest.Interest`` holds that bookkeeping). Any
-doubt about a subscription (a node's connection lost, a slot moved to another
-node, an error answer) drops every node connection: all teachers are
-subscribed again on the nodes that own their slots now, and every connection
-catches up from its last position once all are confirmed.
+teacher's channel (``router.interest.Interest`` holds that bookkeeping). A
+subscription in doubt is made again, and only the connections it served catch
+up from their last position: a node's connection lost or silent, or an error
+answer, puts that node's teachers in doubt; Redis ending a subscription (its
+slot moved) puts that teacher in doubt. They subscribe again on a fresh slot
+map, on whichever node owns their slots now. Redis unreachable altogether
+starts everything over.
 
 redis-py's pub/sub client does not track sharded subscriptions (it would
 reconnect silently without them), so each node gets a plain connection of its
@@ -25,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -39,10 +41,6 @@ from router.store import Store
 log = logging.getLogger(__name__)
 
 _PING_EVERY_S = 10.0  # a node that answers nothing for three of these is gone
-
-
-class SubscriptionLost(Exception):
-    """A sharded subscription is in doubt; every one is made again."""
 
 
 class _Node:
@@ -72,34 +70,49 @@ class ShardedSubscriber:
     """Keeps this replica subscribed to the channels of its teachers."""
 
     def __init__(self, redis: aioredis.Redis | RedisCluster, store: Store, interest: Interest,
-                 *, dispatch: Callable[[bytes], None], restored: Callable[[], None],
+                 *, slot_map: RedisCluster | None = None,
+                 dispatch: Callable[[bytes], None],
+                 restored: Callable[[Iterable[str] | None], None],
                  connect: Callable[[str, int], aioredis.Redis],
                  subscribed: asyncio.Event,
                  teachers_gauge: Callable[[int], None] | None = None) -> None:  # fmt: skip
         self.redis = redis
+        # On a cluster: a client of its own, only to read who owns which slot
+        # (read again after a loss by closing and initializing it, which closes
+        # every connection it made; the router's own client is not disturbed).
+        self._map = slot_map
         self.store = store
         self.interest = interest
         self._dispatch = dispatch
-        self._restored = restored
+        self._restored = restored  # catch the connections of these teachers up
         self._connect = connect  # a client for one node (host, port), for its settings
         self.subscribed = subscribed
         self._gauge = teachers_gauge
         self._nodes: dict[str, _Node] = {}
         self._teacher_of: dict[bytes, str] = {}  # channel -> teacher
+        self._node_of: dict[str, str] = {}  # teacher -> the node its SSUBSCRIBE went to
         self._dropping: set[bytes] = set()  # channels this replica unsubscribed from
-        self._lost: asyncio.Future[None] | None = None
-        self.losses = 0  # sessions ended by a lost subscription
+        self._refresh = False  # read the slot map before the next round
+        self.losses = 0  # nodes (or whole sessions) whose subscriptions were lost
+        self._back = 0  # teachers subscribed again since the last loss was all made good
 
     async def run(self) -> None:
         """Subscribe, re-subscribe after every loss, never give up."""
+        try:
+            await self._run()
+        finally:
+            if self._map is not None:
+                await self._map.aclose()
+
+    async def _run(self) -> None:
         backoff = 0.2
         while True:
             try:
                 await self._session()
-            except (RedisError, RedisClusterException, OSError, SubscriptionLost) as exc:
+            except (RedisError, RedisClusterException, OSError) as exc:
                 self.losses += 1
                 self.subscribed.clear()
-                log.warning("sharded fan-out subscriptions lost (%s); subscribing every teacher "
+                log.warning("sharded fan-out: Redis unreachable (%s); subscribing every teacher "
                             "again in %.1f s", exc, backoff)  # fmt: skip
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -109,61 +122,94 @@ class ShardedSubscriber:
                 await self._close_all()
 
     async def _session(self) -> None:
+        """One run of subscriptions: every teacher here subscribed afresh, then
+        kept so; a node lost on the way costs only its own teachers a catch-up."""
         loop = asyncio.get_running_loop()
-        self._lost = loop.create_future()
         self._dropping.clear()
-        self._teacher_of.clear()  # filled again as every teacher is subscribed again
-        if isinstance(self.redis, RedisCluster):
-            await self.redis.nodes_manager.initialize()  # who owns which slot now
-        else:
-            await self.redis.ping()
-        self.interest.lost()  # every teacher is subscribed again
-        self.subscribed.set()
+        self._teacher_of.clear()
+        self._node_of.clear()
+        self._refresh = True
+        self.interest.lost_some(self.interest.connected())
         next_ping = loop.time() + _PING_EVERY_S
+        backoff = 0.2
         while True:
-            wake: asyncio.Future[Any] = asyncio.ensure_future(self.interest.wake.wait())
-            waiting: set[asyncio.Future[Any]] = {wake, self._lost}
-            try:
-                await asyncio.wait(waiting, timeout=max(0.0, next_ping - loop.time()),
-                                   return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-            finally:
-                wake.cancel()
-            if self._lost.done():
-                self._lost.result()  # raises SubscriptionLost
-            if loop.time() >= next_ping:
-                for node in list(self._nodes.values()):
-                    await node.conn.send_packed_command(node.conn.pack_command("PING"),
-                                                        check_health=False)  # fmt: skip
-                next_ping = loop.time() + _PING_EVERY_S
+            if self._refresh:
+                if self._map is not None:  # who owns which slot now
+                    await self._map.aclose()
+                    await self._map.initialize()
+                else:
+                    await self.redis.ping()
+                self._refresh = False
+                self.subscribed.set()
             register, withdraw = self.interest.pending_changes()
             await self._send("SUNSUBSCRIBE", withdraw)
-            await self._send("SSUBSCRIBE", register)
+            unreachable = await self._send("SSUBSCRIBE", register)
             if self._gauge is not None:
                 self._gauge(self.interest.teachers)
+            if unreachable:  # tried again after a pause, on a fresh slot map
+                self.interest.failed(unreachable)
+                self._refresh = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.2
+            if loop.time() >= next_ping:
+                await self._ping_all()
+                next_ping = loop.time() + _PING_EVERY_S
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.interest.wake.wait(), max(0.0, next_ping - loop.time()))
 
-    async def _send(self, command: str, teachers: list[str]) -> None:
+    async def _ping_all(self) -> None:
+        for node in list(self._nodes.values()):
+            try:
+                await node.conn.send_packed_command(node.conn.pack_command("PING"),
+                                                    check_health=False)  # fmt: skip
+            except Exception as exc:
+                self._node_lost(node, f"{type(exc).__name__}: {exc}")
+
+    async def _send(self, command: str, teachers: list[str]) -> list[str]:
+        """Send ``command`` for the teachers' channels, each to the node that owns
+        its slot; the teachers whose node could not be reached."""
         by_node: dict[str, tuple[tuple[str, int], list[str]]] = {}
         for t in teachers:
-            channel = self.store.teacher_channel(t)
-            host, port = self._owner(channel)
-            by_node.setdefault(f"{host}:{port}", ((host, port), []))[1].append(channel)
-            if command == "SSUBSCRIBE":
-                self._teacher_of[channel.encode()] = t
-                self._dropping.discard(channel.encode())
-            else:
-                self._dropping.add(channel.encode())
-        for name, (addr, channels) in by_node.items():
+            if command == "SUNSUBSCRIBE":  # where the subscription is, if anywhere
+                held = self._node_of.pop(t, None)
+                if held is not None and held in self._nodes:
+                    by_node.setdefault(held, (("", 0), []))[1].append(t)
+                continue
+            host, port = self._owner(self.store.teacher_channel(t))
+            by_node.setdefault(f"{host}:{port}", ((host, port), []))[1].append(t)
+        unreachable: list[str] = []
+        for name, (addr, group) in by_node.items():
+            channels = [self.store.teacher_channel(t) for t in group]
             node = self._nodes.get(name)
-            if node is None:
-                if command == "SUNSUBSCRIBE":
-                    continue  # nothing subscribed there on this connection
-                node = await self._open(name, addr)
-            await node.send(command, channels)
+            if command == "SUNSUBSCRIBE":
+                self._dropping.update(ch.encode() for ch in channels)
+            else:
+                for t, ch in zip(group, channels, strict=True):
+                    self._teacher_of[ch.encode()] = t
+                    self._dropping.discard(ch.encode())
+                    self._node_of[t] = name
+            try:
+                if node is None:
+                    node = await self._open(name, addr)
+                await node.send(command, channels)
+            except (RedisError, OSError) as exc:
+                if node is not None:
+                    self._node_lost(node, f"{type(exc).__name__}: {exc}")
+                else:
+                    log.warning("sharded fan-out: node %s unreachable (%s)", name, exc)
+                if command == "SSUBSCRIBE":
+                    for t in group:
+                        self._node_of.pop(t, None)
+                    unreachable += group
+        return unreachable
 
     def _owner(self, channel: str) -> tuple[str, int]:
-        if isinstance(self.redis, RedisCluster):
-            node = self.redis.nodes_manager.get_node_from_slot(self.redis.keyslot(channel))
+        if self._map is not None:
+            node = self._map.nodes_manager.get_node_from_slot(self._map.keyslot(channel))
             return node.host, int(node.port)
+        assert isinstance(self.redis, aioredis.Redis), "a cluster's slots are in the slot map"
         kw = self.redis.connection_pool.connection_kwargs
         return str(kw.get("host", "localhost")), int(kw.get("port", 6379))
 
@@ -177,7 +223,8 @@ class ShardedSubscriber:
         return node
 
     async def _read(self, node: _Node) -> None:
-        """Everything one node says, in order; the first doubt ends the session."""
+        """Everything one node says, in order; the first doubt ends this node's
+        subscriptions (its teachers subscribe again, wherever their slots are)."""
         try:
             while True:
                 msg = await node.conn.read_response(timeout=3 * _PING_EVERY_S)
@@ -185,7 +232,9 @@ class ShardedSubscriber:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a lost connection, an error answer, a timeout
-            self._lose(f"node {node.name}: {type(exc).__name__}: {exc}")
+            self._node_lost(node, f"{type(exc).__name__}: {exc}")
+            with contextlib.suppress(Exception):
+                await node.conn.disconnect()
 
     def _handle(self, node: _Node, msg: Any) -> None:
         if not isinstance(msg, list) or not msg:
@@ -197,21 +246,43 @@ class ShardedSubscriber:
             teacher = self._teacher_of.get(bytes(msg[1]))
             if teacher is not None:
                 self.interest.registered([teacher])
-                if self.interest.take_resync():
-                    log.info("sharded fan-out subscription restored (%d teachers subscribed "
-                             "again); re-syncing their connections", self.interest.teachers)  # fmt: skip
-                    self._restored()
+                if self.interest.take_back(teacher):
+                    self._restored([teacher])
+                    self._back += 1
+                    if not self.interest.lost_pending:
+                        log.info("sharded fan-out subscription restored (%d teachers subscribed "
+                                 "again); their connections caught up", self._back)  # fmt: skip
+                        self._back = 0
         elif kind == b"sunsubscribe":
             channel = bytes(msg[1])
             if channel in self._dropping:
                 self._dropping.discard(channel)
                 self._teacher_of.pop(channel, None)
-            else:  # Redis dropped it: the slot moved to another node
-                self._lose(f"node {node.name} ended the subscription to {channel!r}")
+                return
+            teacher = self._teacher_of.get(channel)  # Redis dropped it: the slot moved
+            if teacher is not None and self._node_of.get(teacher) == node.name:
+                log.info("sharded fan-out: node %s ended the subscription of %r (its slot "
+                         "moved); subscribing again", node.name, teacher)  # fmt: skip
+                del self._node_of[teacher]
+                self._refresh = True
+                self.losses += 1
+                self.interest.lost_some([teacher])
 
-    def _lose(self, why: str) -> None:
-        if self._lost is not None and not self._lost.done():
-            self._lost.set_exception(SubscriptionLost(why))
+    def _node_lost(self, node: _Node, why: str) -> None:
+        """A node's connection is gone or in doubt: the teachers subscribed there
+        subscribe again (on a fresh slot map) and only their connections catch up."""
+        if self._nodes.get(node.name) is not node:
+            return  # already handled
+        del self._nodes[node.name]
+        teachers = [t for t, n in self._node_of.items() if n == node.name]
+        for t in teachers:
+            del self._node_of[t]
+        self._refresh = True
+        self.losses += 1
+        log.warning("sharded fan-out subscriptions on node %s lost (%s); subscribing its %d "
+                    "teachers again; their connections catch up", node.name, why,
+                    len(teachers))  # fmt: skip
+        self.interest.lost_some(teachers)
 
     async def _close_all(self) -> None:
         nodes, self._nodes = list(self._nodes.values()), {}

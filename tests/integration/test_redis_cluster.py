@@ -91,8 +91,20 @@ async def test_kill_the_primary_of_a_busy_teacher_mid_burst(stack: StackState, u
                     await rc.initialize()
                     owner = rc.nodes_manager.get_node_from_slot(slot)
                     victim = next(n for n in nodes if n.port == int(owner.port))
+                    calm_owner = rc.nodes_manager.get_node_from_slot(
+                        rc.keyslot(router.store.hist_key("calm")))  # fmt: skip
+                    calm_elsewhere = int(calm_owner.port) != victim.port
                 finally:
                     await rc.aclose()
+                caught_up: list[str] = []  # the teachers whose connections catch up
+                if router.sharded is not None:
+                    catch_up = router.sharded._restored
+
+                    def spy(teachers: Any) -> None:
+                        caught_up.extend(teachers if teachers is not None else ["(all)"])
+                        catch_up(teachers)
+
+                    router.sharded._restored = spy
                 ids: list[str] = []
                 calm_ids: list[str] = []
                 killed_at = 0.0
@@ -115,7 +127,8 @@ async def test_kill_the_primary_of_a_busy_teacher_mid_burst(stack: StackState, u
                 assert set(calm_got) == set(calm_ids)
                 lost = set(ids) - set(got)
                 duplicated = len(got) - len(set(got))
-                print(f"\nfailover ({fanout}): {BURST} sent, {len(set(got))} received, lost {len(lost)}, "
+                print(f"\nfailover ({fanout}; caught up: {sorted(set(caught_up))}, calm on "
+                      f"another node: {calm_elsewhere}): {BURST} sent, {len(set(got))} received, lost {len(lost)}, "
                       f"duplicated {duplicated}, all in {time.monotonic() - killed_at:.1f} s "
                       f"after the kill; the client resumed {reconnects} times")  # fmt: skip
                 # Every notification arrives: recorded before the kill (and
@@ -126,6 +139,10 @@ async def test_kill_the_primary_of_a_busy_teacher_mid_burst(stack: StackState, u
                 assert not lost
                 if fanout == "sharded":  # its subscription was on the node that died
                     assert router.sharded is not None and router.sharded.losses >= 1
+                    # only the connections that node served catch up
+                    assert "busy" in caught_up
+                    if calm_elsewhere:
+                        assert "calm" not in caught_up and "(all)" not in caught_up, caught_up
                 assert duplicated <= env.settings.batch_max
                 assert set(got) <= set(ids)
                 # a new connection replays the history the promoted replica holds

@@ -1,68 +1,100 @@
-"""What the sharded fan-out subscriber does with each thing a node says (pure:
-no Redis; the node connection is never touched)."""
+"""What the sharded fan-out subscriber does with each thing a node says, and
+with a node's loss (pure: no Redis; no node connection is touched)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
-import pytest
-
 from router.interest import Interest
-from router.sharded import ShardedSubscriber, SubscriptionLost, _Node
+from router.sharded import ShardedSubscriber, _Node
 from router.store import Store
 
 
-def _subscriber() -> tuple[ShardedSubscriber, list[bytes], list[int]]:
+def _subscriber() -> tuple[ShardedSubscriber, list[bytes], list[list[str]]]:
     store = Store.__new__(Store)
     store.prefix = "p"
     dispatched: list[bytes] = []
-    restored: list[int] = []
+    restored: list[list[str]] = []
+
+    def on_restored(teachers: Iterable[str] | None) -> None:
+        restored.append(sorted(teachers or []))
+
     sub = ShardedSubscriber(None, store, Interest(), dispatch=dispatched.append,  # type: ignore[arg-type]
-                            restored=lambda: restored.append(1), connect=None,  # type: ignore[arg-type]
+                            restored=on_restored, connect=None,  # type: ignore[arg-type]
                             subscribed=asyncio.Event())  # fmt: skip
     return sub, dispatched, restored
 
 
+def _subscribed(sub: ShardedSubscriber, node: Any, *teachers: str) -> None:
+    """As if ``_send`` had sent SSUBSCRIBE for ``teachers`` to ``node``."""
+    sub._nodes[node.name] = node
+    for t in teachers:
+        sub._teacher_of[sub.store.teacher_channel(t).encode()] = t
+        sub._node_of[t] = node.name
+
+
+def _confirm(sub: ShardedSubscriber, node: Any, teacher: str) -> None:
+    sub._handle(node, [b"ssubscribe", sub.store.teacher_channel(teacher).encode(), 1])
+
+
 async def test_a_confirmed_subscription_lets_the_connection_sync() -> None:
-    sub, dispatched, _ = _subscriber()
-    node: Any = _Node("n", None)  # type: ignore[arg-type]
+    sub, dispatched, restored = _subscriber()
+    node: Any = _Node("n1", None)  # type: ignore[arg-type]
     fut = sub.interest.acquire("ada")
-    register, _ = sub.interest.pending_changes()
-    assert register == ["ada"]
-    channel = sub.store.teacher_channel("ada").encode()
-    sub._teacher_of[channel] = "ada"
+    assert sub.interest.pending_changes()[0] == ["ada"]
+    _subscribed(sub, node, "ada")
     assert not fut.done()
-    sub._handle(node, [b"ssubscribe", channel, 1])
-    assert fut.done()
+    _confirm(sub, node, "ada")
+    assert fut.done() and restored == []  # a first subscription needs no catch-up
+    channel = sub.store.teacher_channel("ada").encode()
     sub._handle(node, [b"smessage", channel, b"payload"])
     sub._handle(node, [b"pong", b""])
     sub._handle(node, b"PONG")
     assert dispatched == [b"payload"]
 
 
-async def test_after_a_loss_connections_catch_up_once_every_teacher_is_back() -> None:
+async def test_a_lost_node_costs_only_its_own_teachers_a_catch_up() -> None:
     sub, _, restored = _subscriber()
-    node: Any = _Node("n", None)  # type: ignore[arg-type]
-    for t in ("ada", "bo"):
+    n1: Any = _Node("n1", None)  # type: ignore[arg-type]
+    n2: Any = _Node("n2", None)  # type: ignore[arg-type]
+    for t in ("ada", "bo", "cy"):
         sub.interest.acquire(t)
-        sub._teacher_of[sub.store.teacher_channel(t).encode()] = t
-    sub.interest.lost()
     sub.interest.pending_changes()
-    sub._handle(node, [b"ssubscribe", sub.store.teacher_channel("ada").encode(), 1])
-    assert restored == []  # bo is not back yet
-    sub._handle(node, [b"ssubscribe", sub.store.teacher_channel("bo").encode(), 2])
-    assert restored == [1]
+    _subscribed(sub, n1, "ada", "bo")
+    _subscribed(sub, n2, "cy")
+    for t, n in (("ada", n1), ("bo", n1), ("cy", n2)):
+        _confirm(sub, n, t)
+    sub._node_lost(n1, "connection reset")
+    sub._node_lost(n1, "the same loss, seen twice")  # handled once
+    assert sub.losses == 1 and "n1" not in sub._nodes and "n2" in sub._nodes
+    register, _ = sub.interest.pending_changes()
+    assert sorted(register) == ["ada", "bo"]  # cy's subscription stands
+    _subscribed(sub, n2, "ada", "bo")  # their slots are served by n2 now
+    _confirm(sub, n2, "ada")
+    _confirm(sub, n2, "bo")
+    assert restored == [["ada"], ["bo"]]  # each caught up once it is back; cy never
 
 
-async def test_an_unsubscription_nobody_asked_for_ends_the_session() -> None:
-    sub, _, _ = _subscriber()
-    node: Any = _Node("n", None)  # type: ignore[arg-type]
-    sub._lost = asyncio.get_running_loop().create_future()
+async def test_an_unsubscription_nobody_asked_for_subscribes_that_teacher_again() -> None:
+    sub, _, restored = _subscriber()
+    node: Any = _Node("n1", None)  # type: ignore[arg-type]
+    for t in ("gone", "moved", "stays"):
+        sub.interest.acquire(t)
+    sub.interest.pending_changes()
+    _subscribed(sub, node, "gone", "moved", "stays")
+    for t in ("gone", "moved", "stays"):
+        _confirm(sub, node, t)
+    sub.interest.release("gone")
     asked = sub.store.teacher_channel("gone").encode()
     sub._dropping.add(asked)
-    sub._handle(node, [b"sunsubscribe", asked, 0])  # we asked: fine
-    assert not sub._lost.done()
-    sub._handle(node, [b"sunsubscribe", sub.store.teacher_channel("moved").encode(), 0])
-    with pytest.raises(SubscriptionLost, match="ended the subscription"):
-        sub._lost.result()
+    sub._handle(node, [b"sunsubscribe", asked, 2])  # asked for: nothing to do
+    assert sub.losses == 0
+    sub._handle(node, [b"sunsubscribe", sub.store.teacher_channel("moved").encode(), 1])
+    assert sub.losses == 1 and sub._refresh
+    register, _ = sub.interest.pending_changes()
+    assert register == ["moved"]
+    _subscribed(sub, node, "moved")
+    _confirm(sub, node, "moved")
+    assert restored == [["moved"]]
