@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from stack.manager import StackManager
 from stack.settings import StackSettings
 from stack.state import StackState, load
@@ -123,6 +125,16 @@ def tree_cpu_seconds(pid: int) -> float:
         with contextlib.suppress(OSError):  # exited meanwhile
             total += cpu_seconds(p)
     return total
+
+
+def redis_cpu_seconds(url: str) -> float:
+    """User + system CPU time the Redis at ``url`` has used so far."""
+    r = redis.Redis.from_url(url)
+    try:
+        info: dict[str, Any] = r.info("cpu")  # type: ignore[assignment]
+        return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+    finally:
+        r.close()
 
 
 def cpu_seconds(pid: int) -> float:

@@ -34,6 +34,7 @@ import redis
 from bench.common import (
     bench_stack,
     python_proc,
+    redis_cpu_seconds,
     summary,
     tree_cpu_seconds,
     wait_for_count,
@@ -73,15 +74,7 @@ class RedisTarget:
 
     def cpu(self) -> float:
         """CPU seconds used by every node so far."""
-        total = 0.0
-        for url in self.urls:
-            r = redis.Redis.from_url(url)
-            try:
-                info: dict[str, Any] = r.info("cpu")  # type: ignore[assignment]
-                total += float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
-            finally:
-                r.close()
-        return total
+        return sum(redis_cpu_seconds(url) for url in self.urls)
 
     def stats(self) -> dict[str, float]:
         """Commands processed, bytes sent to clients (pub/sub included, the

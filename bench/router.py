@@ -35,6 +35,7 @@ from bench.common import (
     descendants,
     pct,
     python_proc,
+    redis_cpu_seconds,
     rss_kib,
     summary,
     tree_cpu_seconds,
@@ -218,12 +219,7 @@ def drop_keys(stack: StackState, prefix: str) -> None:
 
 def redis_cpu(stack: StackState) -> float:
     """CPU seconds the stack's Redis has used (the bare loop uses none of it)."""
-    r = redis.Redis.from_url(stack.redis_url)
-    try:
-        info = r.info("cpu")
-        return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
-    finally:
-        r.close()
+    return redis_cpu_seconds(stack.redis_url)
 
 
 def produce_paced(bootstrap: str, topic: str, rate: int, seconds: float, teachers: int,

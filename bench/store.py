@@ -23,18 +23,13 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from bench.common import bench_stack, summary, write_result
+from bench.common import bench_stack, redis_cpu_seconds, summary, write_result
 from bench.router import body
 from router.decode import Routable, decode
 from router.store import Store
 
 BATCH = 500
 TEACHERS = 1000
-
-
-def _cpu(r: redis.Redis) -> float:
-    info: dict[str, Any] = r.info("cpu")  # type: ignore[assignment]
-    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
 def _records(n: int) -> list[Routable]:
@@ -68,10 +63,10 @@ async def _round(url: str, n: int) -> dict[str, float]:
     try:
         await asyncio.sleep(0.2)
         sync.config_resetstat()
-        cpu0 = _cpu(sync)
+        cpu0 = redis_cpu_seconds(url)
         for i in range(0, n, BATCH):
             await store.ingest(records[i : i + BATCH], received_at=time.time())
-        cpu1 = _cpu(sync)
+        cpu1 = redis_cpu_seconds(url)
         stats: dict[str, Any] = sync.info("commandstats")  # type: ignore[assignment]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(all_received.wait(), 10)

@@ -83,6 +83,15 @@ def _from_validation_error(exc: ValidationError) -> InvalidNotificationError | N
 _LONG_NUMBER = re.compile(rb"[0-9][eE]|[0-9.eE+-]{16,}")
 
 
+def _digits_in_doubt(raw: bytes | str, report: dict[str, Any]) -> bool:
+    """A float was measured from its repr, and some number in the text may be
+    longer than its repr says: the digits as written must be checked. (Without
+    an exponent and 16 characters in a row, no number has more than 15 digits
+    written, and then the repr's verdict is the text's.)"""
+    return bool(report.get("has_float")) and _LONG_NUMBER.search(
+        raw if isinstance(raw, bytes) else raw.encode(errors="surrogatepass")) is not None  # fmt: skip
+
+
 def _exact_violations(raw: bytes | str, now: datetime | None) -> list[Violation]:
     doc, bad = parse_document(raw)
     return [bad] if bad is not None else check_document(doc, now=now)
@@ -112,12 +121,7 @@ def parse_notification(raw: bytes | str, *, now: datetime | None = None
                 else [Violation("document", exc.errors()[0]["msg"][:200], SQLSTATE_MALFORMED)]
             )
         raise InvalidNotificationError(found) from None
-    if now is not None or (report.get("has_float") and _LONG_NUMBER.search(
-            raw if isinstance(raw, bytes) else raw.encode(errors="surrogatepass"))):  # fmt: skip
-        # A float was measured from its repr, and some number in the text may be
-        # longer than its repr says: check the digits as written. (Without an
-        # exponent and 16 characters in a row, no number has more than 15 digits
-        # written, and then the repr's verdict is the text's.)
+    if now is not None or _digits_in_doubt(raw, report):
         found = _exact_violations(raw, now)
         if found:
             raise InvalidNotificationError(found)
@@ -150,9 +154,8 @@ def read_document(raw: bytes | str, *, now: datetime | None = None
             found or [Violation("document", "is not JSON in UTF-8", SQLSTATE_PAYLOAD)]
         ) from None
     found = check_document(doc, now=now, report=report)
-    if not found and report.get("has_float") and _LONG_NUMBER.search(
-            raw if isinstance(raw, bytes) else raw.encode(errors="surrogatepass")):  # fmt: skip
-        found = _exact_violations(raw, now)  # as in parse_notification
+    if not found and _digits_in_doubt(raw, report):
+        found = _exact_violations(raw, now)
     if found:
         raise InvalidNotificationError(found)
     deadline = report.get("deadline")

@@ -142,8 +142,8 @@ class ShardedSubscriber:
                 self._refresh = False
                 self.subscribed.set()
             register, withdraw = self.interest.pending_changes()
-            await self._send("SUNSUBSCRIBE", withdraw)
-            unreachable = await self._send("SSUBSCRIBE", register)
+            await self._unsubscribe(withdraw)
+            unreachable = await self._subscribe(register)
             if self._gauge is not None:
                 self._gauge(self.interest.teachers)
             if unreachable:  # tried again after a pause, on a fresh slot map
@@ -167,42 +167,49 @@ class ShardedSubscriber:
             except Exception as exc:
                 self._node_lost(node, f"{type(exc).__name__}: {exc}")
 
-    async def _send(self, command: str, teachers: list[str]) -> list[str]:
-        """Send ``command`` for the teachers' channels, each to the node that owns
-        its slot; the teachers whose node could not be reached."""
-        by_node: dict[str, tuple[tuple[str, int], list[str]]] = {}
+    async def _unsubscribe(self, teachers: list[str]) -> None:
+        """SUNSUBSCRIBE each teacher's channel on the node its subscription is on
+        (if that node's connection is still there)."""
+        by_node: dict[str, list[str]] = {}
         for t in teachers:
-            if command == "SUNSUBSCRIBE":  # where the subscription is, if anywhere
-                held = self._node_of.pop(t, None)
-                if held is not None and held in self._nodes:
-                    by_node.setdefault(held, (("", 0), []))[1].append(t)
-                continue
-            host, port = self._owner(self.store.teacher_channel(t))
-            by_node.setdefault(f"{host}:{port}", ((host, port), []))[1].append(t)
+            held = self._node_of.pop(t, None)
+            if held is not None and held in self._nodes:
+                by_node.setdefault(held, []).append(self.store.teacher_channel(t))
+        for name, channels in by_node.items():
+            node = self._nodes[name]
+            self._dropping.update(ch.encode() for ch in channels)
+            try:
+                await node.send("SUNSUBSCRIBE", channels)
+            except (RedisError, OSError) as exc:
+                self._node_lost(node, f"{type(exc).__name__}: {exc}")
+
+    async def _subscribe(self, teachers: list[str]) -> list[str]:
+        """SSUBSCRIBE each teacher's channel on the node that owns its slot; the
+        teachers whose node could not be reached."""
+        by_node: dict[tuple[str, int], list[str]] = {}
+        for t in teachers:
+            by_node.setdefault(self._owner(self.store.teacher_channel(t)), []).append(t)
         unreachable: list[str] = []
-        for name, (addr, group) in by_node.items():
+        for addr, group in by_node.items():
+            name = f"{addr[0]}:{addr[1]}"
             channels = [self.store.teacher_channel(t) for t in group]
+            for t, ch in zip(group, channels, strict=True):
+                self._teacher_of[ch.encode()] = t
+                self._dropping.discard(ch.encode())
+                self._node_of[t] = name
             node = self._nodes.get(name)
-            if command == "SUNSUBSCRIBE":
-                self._dropping.update(ch.encode() for ch in channels)
-            else:
-                for t, ch in zip(group, channels, strict=True):
-                    self._teacher_of[ch.encode()] = t
-                    self._dropping.discard(ch.encode())
-                    self._node_of[t] = name
             try:
                 if node is None:
                     node = await self._open(name, addr)
-                await node.send(command, channels)
+                await node.send("SSUBSCRIBE", channels)
             except (RedisError, OSError) as exc:
                 if node is not None:
                     self._node_lost(node, f"{type(exc).__name__}: {exc}")
                 else:
                     log.warning("sharded fan-out: node %s unreachable (%s)", name, exc)
-                if command == "SSUBSCRIBE":
-                    for t in group:
-                        self._node_of.pop(t, None)
-                    unreachable += group
+                for t in group:
+                    self._node_of.pop(t, None)
+                unreachable += group
         return unreachable
 
     def _owner(self, channel: str) -> tuple[str, int]:

@@ -79,14 +79,22 @@ if per_replica then
   now = now_ms()
 end
 local out = {}
-local heads = {}
-local bodies = {}
 local replicas_of = {}
-local by_replica = {}
-local replicas = {}
-local by_teacher = {}
-local teachers = {}
 local touched = {}
+-- What to publish: per channel, the records' headers and bodies, channels in
+-- the order first met (one shared channel, one per replica or one per teacher).
+local by_channel = {}
+local channels = {}
+local function announce(channel, head, body)
+  local mine = by_channel[channel]
+  if mine == nil then
+    mine = {{}, {}}
+    by_channel[channel] = mine
+    channels[#channels + 1] = channel
+  end
+  mine[1][#mine[1] + 1] = head
+  mine[2][#mine[2] + 1] = body
+end
 -- Redis scripts do not roll back: a command failing half-way would leave items
 -- recorded but never announced. So each item's keys are type-checked (once per
 -- batch) before anything is written, and an item that cannot be recorded is
@@ -133,6 +141,7 @@ for i = 1, #batch do
         redis.call('EXPIRE', pend, hist_ttl)
         kind[pend] = 'hash'
       end
+      local head = {'n', teacher, eid, pos, created, received}
       if per_replica then
         local rs = replicas_of[teacher]
         if rs == nil then
@@ -140,27 +149,12 @@ for i = 1, #batch do
           replicas_of[teacher] = rs
         end
         for _, rid in ipairs(rs) do
-          local mine = by_replica[rid]
-          if mine == nil then
-            mine = {{}, {}}
-            by_replica[rid] = mine
-            replicas[#replicas + 1] = rid
-          end
-          mine[1][#mine[1] + 1] = {'n', teacher, eid, pos, created, received}
-          mine[2][#mine[2] + 1] = n
+          announce(p .. ':r:' .. rid, head, n)
         end
       elseif per_teacher then
-        local mine = by_teacher[tag]
-        if mine == nil then
-          mine = {{}, {}}
-          by_teacher[tag] = mine
-          teachers[#teachers + 1] = tag
-        end
-        mine[1][#mine[1] + 1] = {'n', teacher, eid, pos, created, received}
-        mine[2][#mine[2] + 1] = n
+        announce(tag .. ':fan', head, n)
       else
-        heads[#heads + 1] = {'n', teacher, eid, pos, created, received}
-        bodies[#bodies + 1] = n
+        announce(p .. ':fanout', head, n)
       end
       out[i] = pos
     end
@@ -170,19 +164,13 @@ end
 for hist in pairs(touched) do
   redis.call('EXPIRE', hist, hist_ttl)
 end
--- One message for the whole batch, in order: a JSON line of every record's
--- header, then each notification's JSON as is, a line each (compact JSON never
--- holds a raw newline). Receivers route without parsing the bodies.
-if #heads > 0 then
-  redis.call('PUBLISH', p .. ':fanout', cjson.encode(heads) .. '\n' .. table.concat(bodies, '\n'))
-end
-for _, rid in ipairs(replicas) do
-  local mine = by_replica[rid]
-  redis.call('PUBLISH', p .. ':r:' .. rid, cjson.encode(mine[1]) .. '\n' .. table.concat(mine[2], '\n'))
-end
-for _, tag in ipairs(teachers) do
-  local mine = by_teacher[tag]
-  redis.call('SPUBLISH', tag .. ':fan', cjson.encode(mine[1]) .. '\n' .. table.concat(mine[2], '\n'))
+-- One message per channel for the whole batch, in order: a JSON line of every
+-- record's header, then each notification's JSON as is, a line each (compact
+-- JSON never holds a raw newline). Receivers route without parsing the bodies.
+local publish = per_teacher and 'SPUBLISH' or 'PUBLISH'
+for _, channel in ipairs(channels) do
+  local mine = by_channel[channel]
+  redis.call(publish, channel, cjson.encode(mine[1]) .. '\n' .. table.concat(mine[2], '\n'))
 end
 return out
 """

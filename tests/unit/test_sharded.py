@@ -28,7 +28,7 @@ def _subscriber() -> tuple[ShardedSubscriber, list[bytes], list[list[str]]]:
 
 
 def _subscribed(sub: ShardedSubscriber, node: Any, *teachers: str) -> None:
-    """As if ``_send`` had sent SSUBSCRIBE for ``teachers`` to ``node``."""
+    """As if ``_subscribe`` had sent SSUBSCRIBE for ``teachers`` to ``node``."""
     sub._nodes[node.name] = node
     for t in teachers:
         sub._teacher_of[sub.store.teacher_channel(t).encode()] = t
