@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -168,13 +169,17 @@ class Tally:
         return (f"sent {len(self.sent)}, received {len(got)}, lost {lost}, duplicated {dup}, "
                 f"p50 {p50:.0f} ms, p99 {p99:.0f} ms")  # fmt: skip
 
-    def by_minute(self, since: float) -> list[str]:
+    def by_minute(self, since: float, until: float | None = None) -> list[str]:
         """p50/p99 of what was committed in each minute from ``since``: whether the
-        pipeline holds its latency over a long run."""
+        pipeline holds its latency over a long run. A last commit or two past
+        ``until`` (the writer's clock ran a little past a whole minute) count in
+        the last minute, not as a minute of their own."""
         minutes: dict[int, list[float]] = {}
+        last = None if until is None else max(0, math.ceil((until - since) / 60) - 1)
         for t, ms in self.timeline:
             if t >= since:
-                minutes.setdefault(int((t - since) // 60), []).append(ms)
+                m = int((t - since) // 60)
+                minutes.setdefault(m if last is None else min(m, last), []).append(ms)
         lines = []
         for m, xs in sorted(minutes.items()):
             xs.sort()
@@ -286,8 +291,9 @@ async def _client(port: int, token: str, teacher: str, tally: Tally, ready: asyn
 
 
 def _domain_events_on_topics(bootstrap: str, ids: set[str], want: int,
-                             timeout: float = 20.0) -> set[str]:  # fmt: skip
-    """Which of ``ids`` are on the domain topics (read until ``want`` are, or timeout)."""
+                             idle_s: float = 20.0) -> set[str]:  # fmt: skip
+    """Which of ``ids`` are on the domain topics: read until ``want`` are, or
+    nothing new has come for ``idle_s``."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     from contracts.events import EVENT_TOPICS
@@ -300,10 +306,11 @@ def _domain_events_on_topics(bootstrap: str, ids: set[str], want: int,
     c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in sorted(EVENT_TOPICS)
               if t in md.topics for p in md.topics[t].partitions])  # fmt: skip
     seen: set[str] = set()
-    deadline = time.monotonic() + timeout
+    last_seen = time.monotonic()
     try:
-        while time.monotonic() < deadline and len(seen & ids) < want:
-            for m in c.consume(num_messages=100, timeout=0.5):
+        while time.monotonic() - last_seen < idle_s and len(seen & ids) < want:
+            for m in c.consume(num_messages=500, timeout=0.5):
+                last_seen = time.monotonic()
                 if m.error() is None:
                     headers: list[Any] = list(m.headers() or [])
                     seen.update(
@@ -314,9 +321,27 @@ def _domain_events_on_topics(bootstrap: str, ids: set[str], want: int,
     return seen & ids
 
 
-async def _all_received(tally: Tally) -> None:
-    while not all(e in tally.received for e in tally.sent):  # noqa: ASYNC110 - polls a plain dict
-        await asyncio.sleep(0.05)
+def _in_flight(tally: Tally) -> int:
+    return sum(1 for e in tally.sent if e not in tally.received)
+
+
+async def _drain(tally: Tally, idle_s: float = 20.0, limit_s: float = 900.0) -> None:
+    """Wait until every committed notification has arrived, for as long as frames
+    keep arriving (a pipeline that fell behind is late, not lossy): give up only
+    after ``idle_s`` without progress, or ``limit_s`` in all."""
+    start = last_progress = last_report = time.monotonic()
+    left = _in_flight(tally)
+    while left:
+        await asyncio.sleep(0.5)
+        now, was = time.monotonic(), left
+        left = _in_flight(tally)
+        if left < was:
+            last_progress = now
+        if now - last_progress > idle_s or now - start > limit_s:
+            return
+        if left and now - last_report >= 10:
+            _print(f"waiting for {left} notifications still in the pipeline ...")
+            last_report = now
 
 
 def _commit(conn: psycopg.Connection[Any], step: Step, seq: int) -> tuple[str, str]:
@@ -386,12 +411,16 @@ class DemoOptions:
     quiet: bool = False
     router_port: int | None = None
     linger_ms: int = 0  # Connect's producer linger.ms for the demo's connector
+    partitions: int | None = None  # the notification topic's; None: the stack's setting
 
 
 async def run_demo(opts: DemoOptions) -> int:
     tmp = _workdir()
     state_dir = opts.state_dir or tmp / "stack"
-    manager = StackManager(StackSettings(), state_dir=state_dir)
+    settings = StackSettings()
+    if opts.partitions is not None:
+        settings = settings.model_copy(update={"topic_partitions": opts.partitions})
+    manager = StackManager(settings, state_dir=state_dir)
     procs = Processes(tmp)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -410,6 +439,10 @@ async def run_demo(opts: DemoOptions) -> int:
                "OUTBOX_RELAY_HTTP_PORT": str(relay_port), "OUTBOX_CONNECTOR_NAME": CONNECTOR,
                "OUTBOX_SUPERVISE_INTERVAL_S": "1", "OUTBOX_HEARTBEAT_INTERVAL_MS": "1000",
                "OUTBOX_KAFKA_MAX_POLL_INTERVAL_MS": "10000"}  # fmt: skip
+        if opts.partitions is not None:
+            _print(f"the notification topic has {opts.partitions} partition(s) (--partitions): every fetch "
+                   "of a partition costs the embedded broker a walk over all its stored batches "
+                   "(docs/operations.md)")  # fmt: skip
         if opts.linger_ms:
             env["OUTBOX_CONNECTOR_OVERRIDES"] = json.dumps(
                 {"producer.override.linger.ms": str(opts.linger_ms)}
@@ -467,13 +500,12 @@ async def run_demo(opts: DemoOptions) -> int:
                         tally.sent[eid] = time.time()
                         committed += 1
                     _print(load_report(opts.rate, committed, time.monotonic() - start))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_all_received(tally), 20)
+            await _drain(tally)
             await asyncio.sleep(1.0)  # a rolled-back or duplicate frame would show up now
             _print("\n" + tally.summary())
             if load_since and opts.duration >= 120:
                 _print("the load, minute by minute (commit -> frame):")
-                for line in tally.by_minute(load_since):
+                for line in tally.by_minute(load_since, load_since + opts.duration):
                     _print(line)
             shipped = await asyncio.to_thread(_domain_events_on_topics, stack.kafka_bootstrap,
                                               tally.events | tally.events_rolled_back, len(tally.events))  # fmt: skip

@@ -30,6 +30,12 @@ def demo(
                      "connector. Default: 0, or 20 with --rate 500 or more (the embedded broker slows "
                      "down as small record batches pile up: docs/operations.md)."),
     ] = None,
+    partitions: Annotated[
+        int | None,
+        typer.Option("--partitions", min=1, max=64, help="Partitions of the notification topic. "
+                     "Default: the stack's (6), or 1 with --rate 500 or more (every fetch of a partition "
+                     "costs the embedded broker a walk over all its stored batches: docs/operations.md)."),
+    ] = None,
 ) -> None:  # fmt: skip
     """The whole pipeline, live: Postgres commit -> Debezium -> Kafka -> router -> WebSocket.
 
@@ -43,6 +49,8 @@ def demo(
     setup_logging(LogFormat.human, "WARNING")
     if linger_ms is None:
         linger_ms = 20 if rate >= 500 else 0
+    if partitions is None and rate >= 500:
+        partitions = 1
     opts = DemoOptions(serve=serve, rate=rate, duration=duration, quiet=quiet,
-                       router_port=router_port, linger_ms=linger_ms)  # fmt: skip
+                       router_port=router_port, linger_ms=linger_ms, partitions=partitions)  # fmt: skip
     raise typer.Exit(asyncio.run(run_demo(opts)))

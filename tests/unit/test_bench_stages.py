@@ -54,6 +54,9 @@ def test_the_demo_reports_each_minute_of_a_long_load() -> None:
     lines = t.by_minute(100.0)
     assert lines == ["  minute 1: 100 frames, p50 10 ms, p99 10 ms",
                      "  minute 2: 100 frames, p50 50 ms, p99 1000 ms"]  # fmt: skip
+    t.timeline.append((220.2, 30.0))  # the writer's last commit, just past the two minutes
+    assert t.by_minute(100.0)[-1] == "  minute 3: 1 frames, p50 30 ms, p99 30 ms"
+    assert t.by_minute(100.0, until=220.0)[-1].startswith("  minute 2: 101 frames, p50 50 ms")
 
 
 def test_the_demo_says_when_its_writer_fell_short_of_the_rate() -> None:
@@ -64,6 +67,33 @@ def test_the_demo_says_when_its_writer_fell_short_of_the_rate() -> None:
     short = load_report(1000, 120_000, 197.0)
     assert short.startswith("load: committed 120000 notifications in 197 s (609/s of the 1000/s")
     assert "could not commit faster" in short
+
+
+def test_the_demo_waits_for_a_late_pipeline_and_gives_up_only_when_it_stalls() -> None:
+    import asyncio
+
+    from outbox.demo import Tally, _drain
+
+    async def arrive(t: Tally, ids: list[str], every_s: float) -> None:
+        for e in ids:
+            await asyncio.sleep(every_s)
+            t.received[e] = 1
+
+    async def scenario(n_sent: int, n_arriving: int) -> tuple[int, float]:
+        t = Tally(sent={f"e{i}": 0.0 for i in range(n_sent)})
+        feeder = asyncio.create_task(arrive(t, [f"e{i}" for i in range(n_arriving)], 0.3))
+        t0 = asyncio.get_running_loop().time()
+        await _drain(t, idle_s=1.0, limit_s=30.0)
+        took = asyncio.get_running_loop().time() - t0
+        feeder.cancel()
+        return len(t.sent) - len(t.received), took
+
+    # Late but steady: 3 s of arrivals, longer than the 1 s idle limit, all waited for.
+    left, took = asyncio.run(scenario(10, 10))
+    assert left == 0 and took >= 2.5
+    # Stalled after 2: it returns about 1 s after the last arrival, 8 still missing.
+    left, took = asyncio.run(scenario(10, 2))
+    assert left == 8 and 1.0 <= took < 3.5
 
 
 def test_the_capacity_model_scales_with_load_and_names_the_limit() -> None:
