@@ -29,6 +29,9 @@ class Check:
 
 
 def _pg_checks(s: RelaySettings) -> list[Check]:
+    if not s.pg_dsn:
+        return [Check("postgres reachable", False, "OUTBOX_PG_DSN is not set",
+                      'export it or eval "$(outbox stack env)"')]  # fmt: skip
     out: list[Check] = []
     try:
         conn = psycopg.connect(s.pg_dsn, connect_timeout=5, autocommit=True)
@@ -174,10 +177,45 @@ async def _connect_checks(s: RelaySettings) -> list[Check]:
         ]
 
 
+def bootstrap_addresses(bootstrap: str) -> list[tuple[str, int]]:
+    """``host:port`` pairs of a ``bootstrap.servers`` list (a ``PLAINTEXT://``-style
+    prefix and ``[v6]`` brackets allowed; 9092 when no port is given)."""
+    out = []
+    for raw in bootstrap.split(","):
+        item = raw.strip().split("://", 1)[-1].rstrip("/")
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep or host.endswith(":") or (item.startswith("[") and not host.endswith("]")):
+            host, port = item, "9092"  # no port (a bare host or v6 address)
+        host = host.strip("[]")
+        out.append((host, int(port) if port.isdigit() else 9092))
+    return out
+
+
+def _unreachable(bootstrap: str, timeout_s: float = 3.0) -> str | None:
+    """Why no bootstrap address takes a TCP connection, or None if one does:
+    a refused port answers at once, where the Kafka client would retry until
+    its timeout."""
+    import socket
+
+    why = []
+    for host, port in bootstrap_addresses(bootstrap):
+        try:
+            socket.create_connection((host, port), timeout=timeout_s).close()
+            return None
+        except OSError as exc:
+            why.append(f"{host}:{port}: {exc.strerror or type(exc).__name__}")
+    return "; ".join(why) or "no address in OUTBOX_KAFKA_BOOTSTRAP"
+
+
 def _topic_check(s: RelaySettings) -> Check:
     from confluent_kafka.admin import AdminClient
     from confluent_kafka.cimpl import KafkaException, NewTopic
 
+    if (why := _unreachable(s.kafka_bootstrap)) is not None:
+        return Check(f"topic {s.topic}", False, f"broker unreachable: {why}",
+                     "start the broker, or check OUTBOX_KAFKA_BOOTSTRAP")  # fmt: skip
     conf: dict[str, Any] = {"bootstrap.servers": s.kafka_bootstrap, "socket.timeout.ms": 5000,
                             "logger": KAFKA_LOG}  # fmt: skip
     admin = AdminClient(conf)
@@ -203,11 +241,10 @@ def _topic_check(s: RelaySettings) -> Check:
 
 
 async def run_checks(s: RelaySettings) -> list[Check]:
-    pg = await asyncio.to_thread(_pg_checks, s) if s.pg_dsn else [
-        Check("postgres reachable", False, "OUTBOX_PG_DSN is not set", 'export it or eval "$(outbox stack env)"')
-    ]  # fmt: skip
-    connect = await _connect_checks(s)
-    topic = await asyncio.to_thread(_topic_check, s)
+    # The three services are independent: ask them at once, report in this order.
+    pg, connect, topic = await asyncio.gather(
+        asyncio.to_thread(_pg_checks, s), _connect_checks(s), asyncio.to_thread(_topic_check, s)
+    )
     return [*pg, *connect, topic]
 
 

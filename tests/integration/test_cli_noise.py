@@ -26,6 +26,8 @@ def test_doctor_with_nothing_reachable_prints_only_its_checks() -> None:
     assert out.returncode == 1
     assert "%3|" not in text and "rdkafka" not in text
     assert len(text.splitlines()) <= 8, text
+    # A refused broker port is said at once, not after the Kafka client's timeout.
+    assert "broker unreachable" in text and "refused" in text.lower(), text
 
 
 def test_router_json_logs_stay_json_with_kafka_and_redis_down() -> None:

@@ -231,3 +231,39 @@ def test_a_task_on_another_worker_is_a_move() -> None:
     seen, moves = task_moves(seen, st(TaskStatus(0, "RUNNING", "w2")))
     assert seen == {0: "w2"} and moves == [(0, "w1", "w2")]
     assert task_moves(seen, None) == (seen, [])
+
+
+@pytest.mark.parametrize(
+    ("bootstrap", "want"),
+    [
+        ("127.0.0.1:9092", [("127.0.0.1", 9092)]),
+        ("a:1, b:2,", [("a", 1), ("b", 2)]),
+        ("PLAINTEXT://kafka:29092", [("kafka", 29092)]),
+        ("kafka", [("kafka", 9092)]),
+        ("[::1]:9093", [("::1", 9093)]),
+        ("[::1]", [("::1", 9092)]),
+        ("", []),
+    ],
+)
+def test_doctor_reads_every_form_of_a_bootstrap_list(
+    bootstrap: str, want: list[tuple[str, int]]
+) -> None:
+    from relay.doctor import bootstrap_addresses
+
+    assert bootstrap_addresses(bootstrap) == want
+
+
+def test_doctor_says_at_once_that_no_broker_address_answers() -> None:
+    import socket
+
+    from relay.doctor import _unreachable
+
+    with socket.socket() as listening, socket.socket() as closed:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        up, down = listening.getsockname()[1], closed.getsockname()[1]
+        why = _unreachable(f"127.0.0.1:{down}")
+        assert why is not None and f"127.0.0.1:{down}" in why and "refused" in why.lower()
+        assert _unreachable(f"127.0.0.1:{down},127.0.0.1:{up}") is None  # one is enough
+    assert _unreachable("") == "no address in OUTBOX_KAFKA_BOOTSTRAP"
