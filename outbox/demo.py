@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -34,6 +35,7 @@ import httpx
 import psycopg
 from psycopg.types.json import Jsonb
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from contracts import CATALOG, build_notification, enqueue
 from contracts.events import publish_event
@@ -158,6 +160,8 @@ class Tally:
     events: set[str] = field(default_factory=set)  # domain event ids committed
     events_rolled_back: set[str] = field(default_factory=set)
     events_shipped: set[str] = field(default_factory=set)  # found on their topics
+    reconnects: dict[int, int] = field(default_factory=dict)  # close code -> reconnections
+    unrecovered: int = 0  # resumes from a position older than the history kept
 
     def summary(self) -> str:
         got = [e for e in self.sent if e in self.received]
@@ -166,8 +170,16 @@ class Tally:
         lat = sorted(self.latencies_ms)
         p50 = statistics.median(lat) if lat else float("nan")
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
-        return (f"sent {len(self.sent)}, received {len(got)}, lost {lost}, duplicated {dup}, "
-                f"p50 {p50:.0f} ms, p99 {p99:.0f} ms")  # fmt: skip
+        lines = [f"sent {len(self.sent)}, received {len(got)}, lost {lost}, duplicated {dup}, "
+                 f"p50 {p50:.0f} ms, p99 {p99:.0f} ms"]  # fmt: skip
+        for code, n in sorted(self.reconnects.items()):
+            lines.append(f"the clients reconnected with resume {n} time(s) after a {code} close "
+                         f"({RECONNECT_CODES[code]})")  # fmt: skip
+        if self.unrecovered:
+            lines.append(f"{self.unrecovered} resume(s) were older than the history the router keeps "
+                         "(OUTBOX_HISTORY_MAXLEN): what they missed was not replayed, as a page "
+                         "that then reloads its view would see it")  # fmt: skip
+        return "\n".join(lines)
 
     def by_minute(self, since: float, until: float | None = None) -> list[str]:
         """p50/p99 of what was committed in each minute from ``since``: whether the
@@ -263,31 +275,59 @@ async def _wait_relay_healthy(
     raise RuntimeError(f"the relay did not report healthy in {limit_s:.0f} s; see {log}")
 
 
+# Closes after which a client reconnects with `resume` (docs/protocol.md, "What a
+# client must do"): going away, a server-side failure, too slow to keep up.
+RECONNECT_CODES = {1001: "the router went away", 1011: "a router-side failure",
+                   1013: "the client fell behind its send queue"}  # fmt: skip
+
+
 async def _client(port: int, token: str, teacher: str, tally: Tally, ready: asyncio.Event,
                   quiet: bool) -> None:  # fmt: skip
-    ws: ClientConnection
-    async with connect(f"ws://127.0.0.1:{port}/ws", max_size=2**20) as ws:
-        await ws.send(json.dumps({"type": "auth", "token": token}))
-        async for raw in ws:
-            f = json.loads(raw)
-            if f["type"] == "replay_done":
-                ready.set()
-            if f["type"] != "notification" or f["pending"]:
-                continue
-            now = time.time()
-            eid, n = f["id"], f["notification"]
-            if n["teacher_id"] != teacher:
-                tally.wrong_teacher += 1
-            tally.received[eid] = tally.received.get(eid, 0) + 1
-            committed = tally.sent.get(eid)
-            lat = (now - committed) * 1000 if committed else None
-            if lat is not None and committed is not None and tally.received[eid] == 1:
-                tally.latencies_ms.append(lat)
-                tally.timeline.append((committed, lat))
-            if not quiet:
-                _print(f"{time.strftime('%H:%M:%S')}  {teacher:<10} {n['priority'].upper():<9} "
-                       f"{n['notification_type']:<40} {'' if lat is None else f'{lat:6.1f} ms':>9}  "
-                       f"<- {CAUSES.get(n['notification_type'], ('?',))[0]}")  # fmt: skip
+    """One teacher's client, written to docs/protocol.md's rules: it keeps one
+    position and, closed with a code that says so, reconnects with ``resume``."""
+    position: str | None = None
+    backoff_s = 0.2
+    while True:
+        ws: ClientConnection
+        try:
+            async with connect(f"ws://127.0.0.1:{port}/ws", max_size=2**20) as ws:
+                auth = {"type": "auth", "token": token} | ({"resume": position} if position else {})
+                await ws.send(json.dumps(auth))
+                async for raw in ws:
+                    f = json.loads(raw)
+                    if f["type"] == "replay_done":
+                        position, backoff_s = f["position"], 0.2
+                        tally.unrecovered += not f["recovered"]
+                        ready.set()
+                    if f["type"] != "notification" or f["pending"]:
+                        continue
+                    position = f["position"]
+                    _received(tally, teacher, f, quiet)
+            code = ws.close_code
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd is not None else None
+        if code not in RECONNECT_CODES:
+            return
+        tally.reconnects[code] = tally.reconnects.get(code, 0) + 1
+        await asyncio.sleep(backoff_s * (1 + random.random()))  # jitter
+        backoff_s = min(backoff_s * 2, 5.0)
+
+
+def _received(tally: Tally, teacher: str, f: dict[str, Any], quiet: bool) -> None:
+    now = time.time()
+    eid, n = f["id"], f["notification"]
+    if n["teacher_id"] != teacher:
+        tally.wrong_teacher += 1
+    tally.received[eid] = tally.received.get(eid, 0) + 1
+    committed = tally.sent.get(eid)
+    lat = (now - committed) * 1000 if committed else None
+    if lat is not None and committed is not None and tally.received[eid] == 1:
+        tally.latencies_ms.append(lat)
+        tally.timeline.append((committed, lat))
+    if not quiet:
+        _print(f"{time.strftime('%H:%M:%S')}  {teacher:<10} {n['priority'].upper():<9} "
+               f"{n['notification_type']:<40} {'' if lat is None else f'{lat:6.1f} ms':>9}  "
+               f"<- {CAUSES.get(n['notification_type'], ('?',))[0]}")  # fmt: skip
 
 
 def _domain_events_on_topics(bootstrap: str, ids: set[str], want: int,
