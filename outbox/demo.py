@@ -135,6 +135,16 @@ def scenario() -> list[Step]:
     return steps
 
 
+def demo_linger_ms(rate: float, duration: float) -> int:
+    """Connect's ``linger.ms`` for a demo load: none below 500/s; above, enough
+    batching that a partition gets about 3,000 record batches a thousand seconds
+    (the embedded broker serves a consumer that fell behind a partition of
+    12,000 batches at a crawl: docs/operations.md), at least 20 ms, at most 250."""
+    if rate < 500:
+        return 0
+    return min(250, max(20, math.ceil(duration / 3)))
+
+
 def load_report(rate: float, committed: int, seconds: float) -> str:
     """What the load writer achieved against what was asked (pure). Past 5 %
     short it says so: latency over time then measures a pipeline that could
@@ -502,7 +512,7 @@ async def run_demo(opts: DemoOptions) -> int:
         )
         tokens = {t: mint(secret, t, 8 * 3600, now=time.time()) for t in TEACHERS}
         tally = Tally()
-        load_since = 0.0
+        load_since = load_until = 0.0
         readies = {t: asyncio.Event() for t in TEACHERS}
         async with asyncio.TaskGroup() as tg:
             clients = [tg.create_task(_client(router_port, tokens[t], t, tally, readies[t], opts.quiet))
@@ -539,13 +549,14 @@ async def run_demo(opts: DemoOptions) -> int:
                         tally.events.add(domain_id)
                         tally.sent[eid] = time.time()
                         committed += 1
+                    load_until = time.time()
                     _print(load_report(opts.rate, committed, time.monotonic() - start))
             await _drain(tally)
             await asyncio.sleep(1.0)  # a rolled-back or duplicate frame would show up now
             _print("\n" + tally.summary())
             if load_since and opts.duration >= 120:
                 _print("the load, minute by minute (commit -> frame):")
-                for line in tally.by_minute(load_since, load_since + opts.duration):
+                for line in tally.by_minute(load_since, load_until):
                     _print(line)
             shipped = await asyncio.to_thread(_domain_events_on_topics, stack.kafka_bootstrap,
                                               tally.events | tally.events_rolled_back, len(tally.events))  # fmt: skip

@@ -27,8 +27,9 @@ def demo(
     linger_ms: Annotated[
         int | None,
         typer.Option("--linger-ms", min=0, max=1000, help="Connect's producer linger.ms for the demo's "
-                     "connector. Default: 0, or 20 with --rate 500 or more (the embedded broker slows "
-                     "down as small record batches pile up: docs/operations.md)."),
+                     "connector. Default: 0; with --rate 500 or more a third of --duration's seconds "
+                     "in ms, from 20 to 250 (the embedded broker slows down as small record batches "
+                     "pile up: docs/operations.md)."),
     ] = None,
     partitions: Annotated[
         int | None,
@@ -44,11 +45,11 @@ def demo(
     each teacher's client receives with its commit-to-frame latency and a summary,
     then stops everything. Exit status 1 if anything was lost or duplicated.
     """
-    from outbox.demo import DemoOptions, run_demo
+    from outbox.demo import DemoOptions, demo_linger_ms, run_demo
 
     setup_logging(LogFormat.human, "WARNING")
     if linger_ms is None:
-        linger_ms = 20 if rate >= 500 else 0
+        linger_ms = demo_linger_ms(rate, duration)
     if partitions is None and rate >= 500:
         partitions = 1
     opts = DemoOptions(serve=serve, rate=rate, duration=duration, quiet=quiet,

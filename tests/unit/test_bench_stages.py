@@ -112,3 +112,12 @@ def test_the_capacity_model_scales_with_load_and_names_the_limit() -> None:
     assert big.first_limit.startswith("router CPU")
     many = plan(u, 1_000_000, 1_000)
     assert many.replicas == 50 and many.first_limit.startswith("connections per replica")
+
+
+def test_the_demo_batches_a_long_fast_load_more() -> None:
+    from outbox.demo import demo_linger_ms
+
+    assert demo_linger_ms(100, 600) == 0  # slow loads: no batching
+    assert demo_linger_ms(1000, 30) == 20  # short: the floor
+    assert demo_linger_ms(1000, 300) == 100  # 5 minutes: a third of the seconds, in ms
+    assert demo_linger_ms(5000, 3600) == 250  # the ceiling
