@@ -69,7 +69,7 @@ def test_the_demo_says_when_its_writer_fell_short_of_the_rate() -> None:
     assert "could not commit faster" in short
 
 
-def test_the_demo_waits_for_a_late_pipeline_and_gives_up_only_when_it_stalls() -> None:
+async def test_the_demo_waits_for_a_late_pipeline_and_gives_up_only_when_it_stalls() -> None:
     import asyncio
 
     from outbox.demo import Tally, _drain
@@ -89,10 +89,10 @@ def test_the_demo_waits_for_a_late_pipeline_and_gives_up_only_when_it_stalls() -
         return len(t.sent) - len(t.received), took
 
     # Late but steady: 3 s of arrivals, longer than the 1 s idle limit, all waited for.
-    left, took = asyncio.run(scenario(10, 10))
+    left, took = await scenario(10, 10)
     assert left == 0 and took >= 2.5
     # Stalled after 2: it returns about 1 s after the last arrival, 8 still missing.
-    left, took = asyncio.run(scenario(10, 2))
+    left, took = await scenario(10, 2)
     assert left == 8 and 1.0 <= took < 3.5
 
 
