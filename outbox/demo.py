@@ -135,14 +135,26 @@ def scenario() -> list[Step]:
     return steps
 
 
+# From this rate on, a demo load is shaped for the embedded broker, which slows
+# down as a partition's record batches pile up (docs/operations.md).
+FAST_LOAD_RATE = 500
+
+
 def demo_linger_ms(rate: float, duration: float) -> int:
-    """Connect's ``linger.ms`` for a demo load: none below 500/s; above, enough
-    batching that a partition gets about 3,000 record batches a thousand seconds
-    (the embedded broker serves a consumer that fell behind a partition of
-    12,000 batches at a crawl: docs/operations.md), at least 20 ms, at most 250."""
-    if rate < 500:
+    """Connect's ``linger.ms`` for a demo load: none below FAST_LOAD_RATE; from
+    it, enough batching that a partition gets about 3,000 record batches a
+    thousand seconds (the embedded broker serves a consumer that fell behind a
+    partition of 12,000 batches at a crawl), at least 20 ms, at most 250."""
+    if rate < FAST_LOAD_RATE:
         return 0
     return min(250, max(20, math.ceil(duration / 3)))
+
+
+def demo_partitions(rate: float) -> int | None:
+    """The notification topic's partitions for a demo load: the stack's setting
+    (None) below FAST_LOAD_RATE, one from it (every fetch of a partition walks
+    all its stored batches, and one partition has the fewest)."""
+    return None if rate < FAST_LOAD_RATE else 1
 
 
 def load_report(rate: float, committed: int, seconds: float) -> str:

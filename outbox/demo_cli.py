@@ -45,13 +45,13 @@ def demo(
     each teacher's client receives with its commit-to-frame latency and a summary,
     then stops everything. Exit status 1 if anything was lost or duplicated.
     """
-    from outbox.demo import DemoOptions, demo_linger_ms, run_demo
+    from outbox.demo import DemoOptions, demo_linger_ms, demo_partitions, run_demo
 
     setup_logging(LogFormat.human, "WARNING")
     if linger_ms is None:
         linger_ms = demo_linger_ms(rate, duration)
-    if partitions is None and rate >= 500:
-        partitions = 1
+    if partitions is None:
+        partitions = demo_partitions(rate)
     opts = DemoOptions(serve=serve, rate=rate, duration=duration, quiet=quiet,
                        router_port=router_port, linger_ms=linger_ms, partitions=partitions)  # fmt: skip
     raise typer.Exit(asyncio.run(run_demo(opts)))

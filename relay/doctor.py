@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,13 +184,15 @@ def bootstrap_addresses(bootstrap: str) -> list[tuple[str, int]]:
     out = []
     for raw in bootstrap.split(","):
         item = raw.strip().split("://", 1)[-1].rstrip("/")
-        if not item:
-            continue
-        host, sep, port = item.rpartition(":")
-        if not sep or host.endswith(":") or (item.startswith("[") and not host.endswith("]")):
-            host, port = item, "9092"  # no port (a bare host or v6 address)
-        host = host.strip("[]")
-        out.append((host, int(port) if port.isdigit() else 9092))
+        if item.startswith("["):  # [v6] or [v6]:port
+            host, _, rest = item[1:].partition("]")
+            port = rest.removeprefix(":")
+        elif item.count(":") == 1:
+            host, port = item.split(":")
+        else:  # a bare host, or a bare v6 address
+            host, port = item, ""
+        if host:
+            out.append((host, int(port) if port.isdigit() else 9092))
     return out
 
 
@@ -197,8 +200,6 @@ def _unreachable(bootstrap: str, timeout_s: float = 3.0) -> str | None:
     """Why no bootstrap address takes a TCP connection, or None if one does:
     a refused port answers at once, where the Kafka client would retry until
     its timeout."""
-    import socket
-
     why = []
     for host, port in bootstrap_addresses(bootstrap):
         try:

@@ -121,3 +121,10 @@ def test_the_demo_batches_a_long_fast_load_more() -> None:
     assert demo_linger_ms(1000, 30) == 20  # short: the floor
     assert demo_linger_ms(1000, 300) == 100  # 5 minutes: a third of the seconds, in ms
     assert demo_linger_ms(5000, 3600) == 250  # the ceiling
+
+
+def test_the_demo_gives_a_fast_load_one_partition() -> None:
+    from outbox.demo import demo_partitions
+
+    assert demo_partitions(100) is None  # the stack's setting
+    assert demo_partitions(500) == 1
