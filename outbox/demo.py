@@ -205,11 +205,12 @@ class Tally:
 
     def by_minute(self, since: float, until: float | None = None) -> list[str]:
         """p50/p99 of what was committed in each minute from ``since``: whether the
-        pipeline holds its latency over a long run. A last commit or two past
-        ``until`` (the writer's clock ran a little past a whole minute) count in
-        the last minute, not as a minute of their own."""
+        pipeline holds its latency over a long run. With ``until`` (when the
+        load ended) a last part shorter than half a minute counts in the minute
+        before it, not as a minute of its own (a writer that kept up ends a few
+        milliseconds past its last whole minute)."""
         minutes: dict[int, list[float]] = {}
-        last = None if until is None else max(0, math.ceil((until - since) / 60) - 1)
+        last = None if until is None else max(0, round((until - since) / 60) - 1)
         for t, ms in self.timeline:
             if t >= since:
                 m = int((t - since) // 60)

@@ -57,6 +57,9 @@ def test_the_demo_reports_each_minute_of_a_long_load() -> None:
     t.timeline.append((220.2, 30.0))  # the writer's last commit, just past the two minutes
     assert t.by_minute(100.0)[-1] == "  minute 3: 1 frames, p50 30 ms, p99 30 ms"
     assert t.by_minute(100.0, until=220.0)[-1].startswith("  minute 2: 101 frames, p50 50 ms")
+    # The load ended when its last commit did: 0.2 s past two minutes is not a third.
+    assert t.by_minute(100.0, until=220.2)[-1].startswith("  minute 2: 101 frames, p50 50 ms")
+    assert t.by_minute(100.0, until=260.0)[-1] == "  minute 3: 1 frames, p50 30 ms, p99 30 ms"
 
 
 def test_the_demo_says_when_its_writer_fell_short_of_the_rate() -> None:
