@@ -3,7 +3,8 @@ the real embedded pipeline, with our tuned connector and with Debezium's default
 measured side by side in one run.
 
     python -m bench.e2e [--rates 100,1000,5000] [--duration 30] [--runs 3]
-                        [--teachers 50] [--conns 4] [--warmup 5]
+                        [--teachers 50] [--conns 4] [--warmup 5] [--partitions 6]
+                        [--configs tuned,default] [--window 10] [--fresh]
 """
 
 from __future__ import annotations
@@ -48,14 +49,29 @@ DEFAULTS = {"poll.interval.ms": None, "producer.override.linger.ms": None}
 
 def overrides(label: str) -> dict[str, str | None]:
     """Connector overrides of a config label: ``tuned`` (ours), ``default``
-    (Debezium's), ``lingerN`` (ours with the producer's ``linger.ms=N``)."""
+    (Debezium's), ``lingerN`` (ours with the producer's ``linger.ms=N``),
+    ``pollN`` (ours with Debezium's ``poll.interval.ms=N``), ``batchN`` (ours with
+    the producer's ``batch.size=N`` bytes; Java's default is 16,384), ``inflightN`` (ours
+    with the producer's ``max.in.flight.requests.per.connection=N``), or several
+    of them joined by ``+``."""
     if label == "tuned":
         return {}
     if label == "default":
         return dict(DEFAULTS)
     if label.startswith("linger") and label[6:].isdigit():
         return {"producer.override.linger.ms": label[6:]}
-    raise SystemExit(f"unknown config {label!r}: tuned, default or lingerN")
+    if label.startswith("poll") and label[4:].isdigit():
+        return {"poll.interval.ms": label[4:]}
+    if label.startswith("batch") and label[5:].isdigit():
+        return {"producer.override.batch.size": label[5:]}
+    if label.startswith("inflight") and label[8:].isdigit():
+        return {"producer.override.max.in.flight.requests.per.connection": label[8:]}
+    if "+" in label:
+        return {k: v for part in label.split("+") for k, v in overrides(part).items()}
+    raise SystemExit(
+        f"unknown config {label!r}: tuned, default, lingerN, pollN, batchN, inflightN "
+        "or several joined by +"
+    )
 
 
 def _admin(stack: StackState) -> str:
@@ -79,15 +95,15 @@ class Pipeline:
         u = uuid.uuid4().hex[:8]
         self.dsn = _db(stack)
         self.relay = RelaySettings(pg_dsn=self.dsn, connect_url=stack.connect_url, kafka_bootstrap=stack.kafka_bootstrap,
-                                   topic=f"bench.{u}", connector_name=f"bench-{label}-{u}", topic_prefix=f"b{u}",
+                                   topic=f"bench.{u}", connector_name=f"bench-{label.replace('+', '_')}-{u}", topic_prefix=f"b{u}",
                                    slot_name=f"bench_{u}", heartbeat_interval_ms=1000,
                                    connector_overrides=overrides)  # fmt: skip
-        self.prefix = f"{label}-{u}"
+        self.prefix = f"{label.replace('+', '_')}-{u}"
         self.router: subprocess.Popen[str] | None = None
         self.clients: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
-        ensure_topic(self.stack.kafka_bootstrap, self.relay.topic, 6)
+        ensure_topic(self.stack.kafka_bootstrap, self.relay.topic, self.args.partitions)
         r = httpx.put(f"{self.stack.connect_url}/connectors/{self.relay.connector_name}/config",
                       json=render(self.relay), timeout=60)  # fmt: skip
         r.raise_for_status()
@@ -259,6 +275,7 @@ def main() -> None:
         "--window", type=float, default=10, help="seconds per window of latency over time"
     )
     ap.add_argument("--configs", default="tuned,default")
+    ap.add_argument("--partitions", type=int, default=6, help="of each pipeline's topic")
     ap.add_argument(
         "--fresh",
         action="store_true",
