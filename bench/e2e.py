@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 from confluent_kafka import Consumer, TopicPartition
 
-from bench import stages
 from bench.common import bench_stack, pct, python_proc, summary, wait_for_count, write_result
+from outbox import stages
 from relay.connector_config import render
 from relay.migrations import migrate
 from relay.resources import data_dir
@@ -35,11 +35,6 @@ from stack.manager import create_database, drop_database
 from stack.procs import free_port, stop_pid
 from stack.state import StackState
 
-# The router's histograms of the stages it sees (bench/stages.py has the table).
-ROUTER_STAGES = {
-    "ship": "outbox_router_kafka_read_seconds",
-    "route": "outbox_router_kafka_to_frame_seconds",
-}
 STAGE_ORDER = ("capture", "ship", "route", "deliver", "total")
 SECRET = "bench-secret-0123456789abcdef0123456789"
 # What a user gets without our tuning: Debezium's default poll interval and
@@ -161,7 +156,7 @@ class Pipeline:
         captured = self._record_timestamps(offsets_before)
         router = {stage: stages.diff(stages.histogram(metrics_after, name),
                                      stages.histogram(metrics_before, name))
-                  for stage, name in ROUTER_STAGES.items()}  # fmt: skip
+                  for stage, name in stages.ROUTER_STAGES.items()}  # fmt: skip
         return analyse(sent, recv, a.conns, a.warmup, info, captured=captured, router=router,
                        window=a.window)  # fmt: skip
 
@@ -250,7 +245,7 @@ def analyse(sent_path: Path, recv_path: Path, conns: int, warmup: float, info: d
 def budget(sent: dict[str, tuple[str, float]], captured: dict[str, float],
            router: dict[str, list[tuple[float, float]]], total_ms: list[float],
            t0: float) -> dict[str, dict[str, float]]:  # fmt: skip
-    """p50/p99 of each stage (bench/stages.py); ``deliver`` is what the total leaves."""
+    """p50/p99 of each stage (outbox/stages.py); ``deliver`` is what the total leaves."""
     capture = [(captured[e] - t) * 1000 for e, (_, t) in sent.items() if e in captured and t >= t0]
     out = {"capture": {"p50_ms": pct(capture, 50), "p99_ms": pct(capture, 99), "n": len(capture)}}
     for stage, buckets in router.items():

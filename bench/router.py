@@ -29,7 +29,6 @@ import httpx
 import redis
 from confluent_kafka import Producer
 
-from bench import stages
 from bench.common import (
     bench_stack,
     descendants,
@@ -43,6 +42,7 @@ from bench.common import (
     write_result,
 )
 from contracts import build_notification
+from outbox import stages
 from relay.topics import ensure_topic
 from stack.procs import free_port, stop_pid
 from stack.state import StackState

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,6 +40,7 @@ from websockets.exceptions import ConnectionClosed
 from contracts import CATALOG, build_notification, enqueue
 from contracts.events import publish_event
 from contracts.words import EXAMPLES
+from outbox import stages
 from relay.migrations import migrate
 from relay.resources import data_dir
 from router.auth import mint
@@ -150,6 +151,22 @@ def demo_linger_ms(rate: float, duration: float) -> int:
     return min(250, max(20, math.ceil(duration / 3)))
 
 
+# With a linger, Connect's producer should close a batch when the linger ends,
+# not when Java's 16 KB default batch.size fills: at 1,000/s that is several
+# batches per linger, and the embedded broker's fetch cost grows with batches.
+DEMO_BATCH_BYTES = 512 * 1024
+
+
+def demo_connector_overrides(linger_ms: int) -> dict[str, str]:
+    """The demo connector's producer overrides for a linger: none without one;
+    with one, the linger and a batch size large enough that the linger, not the
+    size, decides how many batches a partition gets."""
+    if not linger_ms:
+        return {}
+    return {"producer.override.linger.ms": str(linger_ms),
+            "producer.override.batch.size": str(DEMO_BATCH_BYTES)}  # fmt: skip
+
+
 def demo_partitions(rate: float) -> int | None:
     """The notification topic's partitions for a demo load: the stack's setting
     (None) below FAST_LOAD_RATE, one from it (every fetch of a partition walks
@@ -169,6 +186,44 @@ def load_report(rate: float, committed: int, seconds: float) -> str:
                  "pipeline, so the minutes below are minutes of commits, not of "
                  f"a steady {rate:.0f}/s")  # fmt: skip
     return line
+
+
+def last_minute(since: float, until: float | None) -> int | None:
+    """The index of the load's last minute, which takes in a tail shorter than
+    half a minute (None: the load's end is not known)."""
+    return None if until is None else max(0, round((until - since) / 60) - 1)
+
+
+# What the demo shows of the router per minute: its two stages, and the whole
+# of the path it sees (the outbox row's created_at, set by Postgres at the
+# transaction's start, -> frame written), which takes in capture as well.
+DEMO_ROUTER_STAGES = {**stages.ROUTER_STAGES, "row -> frame": "outbox_router_latency_seconds"}
+
+
+def minute_stages(scrapes: Sequence[str | None], final: str | None,
+                  last: int | None) -> dict[int, dict[str, float]]:  # fmt: skip
+    """p99 in ms of the router's stages in each minute of a load (pure).
+    ``scrapes[m]`` is the router's ``/metrics`` taken m minutes into the load
+    (None: that scrape failed), ``final`` one taken after the drain. Minute m
+    runs to the next scrape; the last minute (``last``) and one without a next
+    scrape run to ``final``. The router's clock is when it read and wrote a
+    record, not when it was committed: close to the demo's minutes of commits
+    while the pipeline keeps up."""
+    out: dict[int, dict[str, float]] = {}
+    for m, before in enumerate(scrapes):
+        ends = (last is not None and m >= last) or m + 1 >= len(scrapes)
+        after = final if ends else scrapes[m + 1]
+        if before is not None and after is not None:
+            out[m] = stages.router_window(before, after, 0.99, DEMO_ROUTER_STAGES)
+        if ends:
+            break
+    return out
+
+
+def _ms(v: float) -> str:
+    if math.isnan(v):
+        return "-"
+    return f">{v:.0f} ms" if v >= 30_000 else f"{v:.0f} ms"
 
 
 @dataclass
@@ -203,14 +258,16 @@ class Tally:
                          "that then reloads its view would see it")  # fmt: skip
         return "\n".join(lines)
 
-    def by_minute(self, since: float, until: float | None = None) -> list[str]:
+    def by_minute(self, since: float, until: float | None = None,
+                  router: dict[int, dict[str, float]] | None = None) -> list[str]:  # fmt: skip
         """p50/p99 of what was committed in each minute from ``since``: whether the
         pipeline holds its latency over a long run. With ``until`` (when the
         load ended) a last part shorter than half a minute counts in the minute
         before it, not as a minute of its own (a writer that kept up ends a few
-        milliseconds past its last whole minute)."""
+        milliseconds past its last whole minute). ``router`` adds the router's
+        stages of each minute (minute_stages)."""
         minutes: dict[int, list[float]] = {}
-        last = None if until is None else max(0, round((until - since) / 60) - 1)
+        last = last_minute(since, until)
         for t, ms in self.timeline:
             if t >= since:
                 m = int((t - since) // 60)
@@ -218,8 +275,13 @@ class Tally:
         lines = []
         for m, xs in sorted(minutes.items()):
             xs.sort()
-            lines.append(f"  minute {m + 1}: {len(xs)} frames, p50 {statistics.median(xs):.0f} ms, "
-                         f"p99 {xs[min(len(xs) - 1, int(len(xs) * 0.99))]:.0f} ms")  # fmt: skip
+            line = (f"  minute {m + 1}: {len(xs)} frames, p50 {statistics.median(xs):.0f} ms, "
+                    f"p99 {xs[min(len(xs) - 1, int(len(xs) * 0.99))]:.0f} ms")  # fmt: skip
+            if router and m in router:
+                line += "; router p99: " + ", ".join(
+                    f"{stage} {_ms(v)}" for stage, v in router[m].items()
+                )
+            lines.append(line)
         return lines
 
     @property
@@ -351,6 +413,24 @@ def _received(tally: Tally, teacher: str, f: dict[str, Any], quiet: bool) -> Non
         _print(f"{time.strftime('%H:%M:%S')}  {teacher:<10} {n['priority'].upper():<9} "
                f"{n['notification_type']:<40} {'' if lat is None else f'{lat:6.1f} ms':>9}  "
                f"<- {CAUSES.get(n['notification_type'], ('?',))[0]}")  # fmt: skip
+
+
+async def _scrape(http: httpx.AsyncClient, url: str) -> str | None:
+    try:
+        r = await http.get(url)
+        r.raise_for_status()
+        return r.text
+    except httpx.HTTPError as e:
+        _print(f"could not read the router's metrics at {url} ({e}); that minute shows no stages")
+        return None
+
+
+async def _scrape_minutes(url: str, since: float, out: list[str | None]) -> None:
+    """The router's metrics at the start of every minute from ``since``, until cancelled."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        while True:
+            await asyncio.sleep(max(0.0, since + 60 * len(out) - time.time()))
+            out.append(await _scrape(http, url))
 
 
 def _domain_events_on_topics(bootstrap: str, ids: set[str], want: int,
@@ -506,12 +586,11 @@ async def run_demo(opts: DemoOptions) -> int:
             _print(f"the notification topic has {opts.partitions} partition(s) (--partitions): every fetch "
                    "of a partition costs the embedded broker a walk over all its stored batches "
                    "(docs/operations.md)")  # fmt: skip
-        if opts.linger_ms:
-            env["OUTBOX_CONNECTOR_OVERRIDES"] = json.dumps(
-                {"producer.override.linger.ms": str(opts.linger_ms)}
-            )
-            _print(f"the connector's producer batches for {opts.linger_ms} ms (--linger-ms): the embedded "
-                   "broker slows down as small record batches pile up (docs/operations.md)")  # fmt: skip
+        if overrides := demo_connector_overrides(opts.linger_ms):
+            env["OUTBOX_CONNECTOR_OVERRIDES"] = json.dumps(overrides)
+            _print(f"the connector's producer batches for {opts.linger_ms} ms (--linger-ms; batches of up "
+                   f"to {DEMO_BATCH_BYTES // 1024} KB): the embedded broker slows down as record batches "
+                   "pile up (docs/operations.md)")  # fmt: skip
         _print(
             "starting the relay (applies and supervises the Debezium connector) and the router..."
         )
@@ -526,6 +605,9 @@ async def run_demo(opts: DemoOptions) -> int:
         tokens = {t: mint(secret, t, 8 * 3600, now=time.time()) for t in TEACHERS}
         tally = Tally()
         load_since = load_until = 0.0
+        metrics_url = f"http://127.0.0.1:{router_port}/metrics"
+        scrapes: list[str | None] = []  # the router's metrics, minute by minute of the load
+        scraper: asyncio.Task[None] | None = None
         readies = {t: asyncio.Event() for t in TEACHERS}
         async with asyncio.TaskGroup() as tg:
             clients = [tg.create_task(_client(router_port, tokens[t], t, tally, readies[t], opts.quiet))
@@ -551,6 +633,8 @@ async def run_demo(opts: DemoOptions) -> int:
                     _print(f"\nload: {opts.rate:.0f} notifications/s for {opts.duration:.0f} s ...")
                     start = time.monotonic()
                     load_since = time.time()
+                    if opts.duration >= 120:
+                        scraper = tg.create_task(_scrape_minutes(metrics_url, load_since, scrapes))
                     committed = 0
                     for i, step in enumerate(_load_steps(opts.rate, opts.duration)):
                         if stop.is_set():
@@ -563,13 +647,20 @@ async def run_demo(opts: DemoOptions) -> int:
                         tally.sent[eid] = time.time()
                         committed += 1
                     load_until = time.time()
+                    if scraper is not None:
+                        scraper.cancel()
                     _print(load_report(opts.rate, committed, time.monotonic() - start))
             await _drain(tally)
             await asyncio.sleep(1.0)  # a rolled-back or duplicate frame would show up now
             _print("\n" + tally.summary())
             if load_since and opts.duration >= 120:
-                _print("the load, minute by minute (commit -> frame):")
-                for line in tally.by_minute(load_since, load_until):
+                async with httpx.AsyncClient(timeout=5) as http:
+                    final = await _scrape(http, metrics_url)
+                router_stages = minute_stages(scrapes, final, last_minute(load_since, load_until))
+                _print("the load, minute by minute (commit -> frame; the router's stages over the "
+                       "same minute: ship = Kafka record -> router read, route = router read -> "
+                       "frame written, row -> frame = the outbox row's created_at -> frame written):")  # fmt: skip
+                for line in tally.by_minute(load_since, load_until, router_stages):
                     _print(line)
             shipped = await asyncio.to_thread(_domain_events_on_topics, stack.kafka_bootstrap,
                                               tally.events | tally.events_rolled_back, len(tally.events))  # fmt: skip

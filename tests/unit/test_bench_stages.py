@@ -1,4 +1,4 @@
-"""The per-stage budget's reading of the router's histograms (bench/stages.py)."""
+"""The per-stage budget's reading of the router's histograms (outbox/stages.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bench import stages
+from outbox import stages
 
 SCRAPE = """# HELP outbox_router_kafka_read_seconds x
 # TYPE outbox_router_kafka_read_seconds histogram
@@ -60,6 +60,69 @@ def test_the_demo_reports_each_minute_of_a_long_load() -> None:
     # The load ended when its last commit did: 0.2 s past two minutes is not a third.
     assert t.by_minute(100.0, until=220.2)[-1].startswith("  minute 2: 101 frames, p50 50 ms")
     assert t.by_minute(100.0, until=260.0)[-1] == "  minute 3: 1 frames, p50 30 ms, p99 30 ms"
+
+
+def _scrape(read: dict[str, float], route: dict[str, float]) -> str:
+    """A router /metrics text with the two stage histograms (cumulative counts)."""
+    lines = [f'outbox_router_kafka_read_seconds_bucket{{le="{le}"}} {n}' for le, n in read.items()]
+    lines += [
+        f'outbox_router_kafka_to_frame_seconds_bucket{{le="{le}"}} {n}' for le, n in route.items()
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_router_window_gives_each_stage_in_ms() -> None:
+    before = _scrape({"0.01": 0, "0.1": 0, "+Inf": 0}, {"0.01": 0, "+Inf": 0})
+    after = _scrape({"0.01": 0, "0.1": 100, "+Inf": 100}, {"0.01": 0, "+Inf": 0})
+    w = stages.router_window(before, after, 0.5)
+    assert w["ship"] == pytest.approx(55.0)  # halfway through (10, 100] ms
+    assert math.isnan(w["route"])  # nothing routed in the window
+
+
+def test_the_demo_gives_each_minute_the_router_stages_between_its_scrapes() -> None:
+    from outbox.demo import last_minute, minute_stages
+
+    def at(ship_fast: int, ship_slow: int) -> str:  # ship: so many <= 10 ms, so many in (1, 2.5] s
+        n = ship_fast + ship_slow
+        return _scrape({"0.01": ship_fast, "1": ship_fast, "2.5": n, "+Inf": n},
+                       {"0.01": n, "+Inf": n})  # fmt: skip
+
+    scrapes: list[str | None] = [at(0, 0), at(100, 0), at(200, 0)]  # at 0, 60 and 120 s
+    final = at(200, 100)  # after the drain: the third minute shipped slowly
+    assert last_minute(0.0, 170.0) == 2  # 2 min 50 s: three minutes
+    assert last_minute(0.0, 130.0) == 1  # 2 min 10 s: the tail counts in minute 2
+    assert last_minute(0.0, None) is None
+    three = minute_stages(scrapes, final, 2)
+    assert sorted(three) == [0, 1, 2]
+    assert three[0]["ship"] == pytest.approx(9.9)  # 99 % of (0, 10] ms
+    assert three[1]["ship"] == pytest.approx(9.9)
+    assert three[2]["ship"] == pytest.approx(2485.0)  # 99 % of (1, 2.5] s
+    assert three[2]["route"] == pytest.approx(9.9)
+    assert math.isnan(three[2]["row -> frame"])  # not in these scrapes
+    # The tail folded into minute 2: it runs to the final scrape, and takes in
+    # what the third scrape would have started.
+    two = minute_stages(scrapes, final, 1)
+    assert sorted(two) == [0, 1] and two[1]["ship"] > 1000
+    # A failed scrape leaves the minutes on either side of it without stages.
+    gap = minute_stages([at(0, 0), None, at(200, 0)], final, 2)
+    assert sorted(gap) == [2]
+    # No scrape after the start (the load ended early): the one minute runs to the final.
+    assert sorted(minute_stages([at(0, 0)], final, None)) == [0]
+    assert minute_stages([], final, 0) == {}
+
+
+def test_the_demo_prints_the_router_stages_beside_its_minutes() -> None:
+    from outbox.demo import Tally
+
+    t = Tally()
+    t.timeline = [(0.0 + i * 0.6, 10.0) for i in range(100)] + [
+        (60.0 + i * 0.6, 20.0) for i in range(100)
+    ]
+    lines = t.by_minute(
+        0.0, 120.0, {0: {"ship": 4.2, "route": math.nan}, 1: {"ship": 40_000.0, "route": 3.0}}
+    )
+    assert lines == ["  minute 1: 100 frames, p50 10 ms, p99 10 ms; router p99: ship 4 ms, route -",
+                     "  minute 2: 100 frames, p50 20 ms, p99 20 ms; router p99: ship >40000 ms, route 3 ms"]  # fmt: skip
 
 
 def test_the_demo_says_when_its_writer_fell_short_of_the_rate() -> None:
@@ -124,6 +187,18 @@ def test_the_demo_batches_a_long_fast_load_more() -> None:
     assert demo_linger_ms(1000, 30) == 20  # short: the floor
     assert demo_linger_ms(1000, 300) == 100  # 5 minutes: a third of the seconds, in ms
     assert demo_linger_ms(5000, 3600) == 250  # the ceiling
+
+
+def test_the_demo_lets_the_linger_decide_the_batches() -> None:
+    from outbox.demo import DEMO_BATCH_BYTES, demo_connector_overrides
+
+    assert demo_connector_overrides(0) == {}  # no linger: Connect's defaults
+    assert demo_connector_overrides(100) == {
+        "producer.override.linger.ms": "100",
+        "producer.override.batch.size": str(DEMO_BATCH_BYTES),
+    }
+    # 100 ms of 1,000/s notifications (under 1 KB each) fit in one batch.
+    assert DEMO_BATCH_BYTES >= 100 * 1024
 
 
 def test_the_demo_gives_a_fast_load_one_partition() -> None:

@@ -24,7 +24,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+
+# The router's histograms of the stages it sees.
+ROUTER_STAGES = {
+    "ship": "outbox_router_kafka_read_seconds",
+    "route": "outbox_router_kafka_to_frame_seconds",
+}
 
 _BUCKET = re.compile(r'^(?P<name>[a-z_]+)_bucket\{(?:[^}]*,)?le="(?P<le>[^"]+)"[^}]*\} (?P<v>\S+)$')
 
@@ -64,3 +70,12 @@ def quantile(buckets: Sequence[tuple[float, float]], q: float) -> float:
             return lower_bound + (le - lower_bound) * (target - lower_count) / (count - lower_count)
         lower_bound, lower_count = le, count
     return lower_bound
+
+
+def router_window(before: str, after: str, q: float,
+                  names: Mapping[str, str] = ROUTER_STAGES) -> dict[str, float]:  # fmt: skip
+    """The ``q`` quantile in ms of each router histogram in ``names`` (stage ->
+    metric) observed between two scrapes of the router's ``/metrics`` (NaN for
+    one with nothing in it)."""
+    return {stage: 1000 * quantile(diff(histogram(after, name), histogram(before, name)), q)
+            for stage, name in names.items()}  # fmt: skip
