@@ -417,7 +417,8 @@ def _received(tally: Tally, teacher: str, f: dict[str, Any], quiet: bool) -> Non
 
 async def _scrape(http: httpx.AsyncClient, url: str) -> str | None:
     try:
-        r = await http.get(url)
+        # Not kept alive: the router's server would log the idle connection's close.
+        r = await http.get(url, headers={"Connection": "close"})
         r.raise_for_status()
         return r.text
     except httpx.HTTPError as e:

@@ -85,7 +85,8 @@ def _pg_checks(s: RelaySettings) -> list[Check]:
         tables = {f"{r[0]}.{r[1]}" for r in conn.execute(
             "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s", (s.publication,))}  # fmt: skip
         pub = conn.execute(
-            "SELECT puballtables FROM pg_publication WHERE pubname = %s", (s.publication,)
+            "SELECT puballtables, pubdelete OR pubtruncate FROM pg_publication WHERE pubname = %s",
+            (s.publication,),
         ).fetchone()
         if pub is None:
             out.append(
@@ -103,6 +104,10 @@ def _pg_checks(s: RelaySettings) -> list[Check]:
                              "it must cover the two outboxes and the heartbeat, nothing else: "
                              f"ALTER PUBLICATION {s.publication} SET TABLE "
                              + ", ".join(sorted(EXPECTED_TABLES))))  # fmt: skip
+            out.append(Check(f"publication {s.publication} operations", not pub[1],
+                             "publishes deletes or truncates" if pub[1] else "inserts and updates only",
+                             "the janitor's deletes would stream through Debezium as bursts of change "
+                             f"events: ALTER PUBLICATION {s.publication} SET (publish = 'insert, update')"))  # fmt: skip
     return out
 
 

@@ -16,6 +16,7 @@ from psycopg.types.json import Jsonb
 from contracts import CATALOG, TeacherNotificationRequestedV1, build_notification, enqueue
 from contracts.catalog import DeadlineRule, catalog_sql, requires_batch_id, requires_class_id
 from contracts.outbox import enqueue_async
+from contracts.words import EXAMPLES
 from relay.migrations import migrate, status
 from relay.resources import data_dir
 from tests.fix_stack import Database
@@ -250,6 +251,35 @@ def test_publication_covers_the_outboxes_and_heartbeat_only(db: Database) -> Non
         ).fetchall()
     assert sorted(r[0] for r in got) == [
         "outbox.domain_events", "outbox.heartbeat", "outbox.teacher_notifications"]  # fmt: skip
+
+
+def test_the_publication_streams_the_inserts_but_not_the_janitors_deletes(db: Database) -> None:
+    """What the WAL sender hands Debezium (pgoutput, read from a temporary slot):
+    the insert of a notification and a heartbeat's upsert, not the delete the
+    janitor makes of a captured row."""
+    slot = f"pub_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(db.dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput', true)", (slot,))
+        with conn.cursor() as cur:
+            nid = enqueue(cur, build_notification("batch_processing_completed", "t-pub", EXAMPLES["batch_processing_completed"],
+                                                  "c-pub", batch_id="b-1"))  # fmt: skip
+        conn.execute("UPDATE outbox.heartbeat SET beat_at = now() WHERE id = 1")
+        conn.execute("DELETE FROM outbox.teacher_notifications WHERE id = %s", (nid,))
+        messages = conn.execute(
+            "SELECT data FROM pg_logical_slot_get_binary_changes(%s, NULL, NULL, 'proto_version', '1', "
+            "'publication_names', 'outbox_publication')",
+            (slot,),
+        ).fetchall()
+    kinds = [bytes(m[0])[:1] for m in messages]
+    assert kinds.count(b"I") == 1  # the notification
+    assert kinds.count(b"U") == 1  # the heartbeat
+    assert kinds.count(b"D") == 0  # the delete stays in Postgres
+    with psycopg.connect(db.dsn) as conn:
+        pub = conn.execute(
+            "SELECT pubinsert, pubupdate, pubdelete, pubtruncate FROM pg_publication "
+            "WHERE pubname = 'outbox_publication'"
+        ).fetchone()
+    assert pub == (True, True, False, False)
 
 
 def test_eight_concurrent_writers(db: Database) -> None:
