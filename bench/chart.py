@@ -127,6 +127,7 @@ def main() -> None:
     e2e_stages()
     e2e_stages("e2e-fresh")
     e2e_timeline()
+    e2e_timeline("e2e-long-batched")
     router()
     print(f"charts in {RESULTS}")
 
