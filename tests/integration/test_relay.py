@@ -247,6 +247,20 @@ async def test_doctor_passes_on_the_stack(relay_settings: RelaySettings) -> None
     assert [(c.name, c.detail) for c in checks if not c.ok] == []
 
 
+async def test_doctor_fails_a_publication_that_publishes_deletes(
+    relay_settings: RelaySettings, db: Database
+) -> None:
+    with psycopg.connect(db.dsn, autocommit=True) as conn:
+        conn.execute(
+            "ALTER PUBLICATION outbox_publication SET (publish = 'insert, update, delete')"
+        )
+    checks = {c.name: c for c in await run_checks(relay_settings)}
+    ops = checks["publication outbox_publication operations"]
+    assert not ops.ok and ops.detail == "publishes deletes or truncates"
+    assert "SET (publish = 'insert, update')" in ops.fix
+    assert checks["publication outbox_publication"].ok  # its tables are still right
+
+
 async def test_doctor_fails_clearly_on_wal_level_replica(stack: StackState, unique: str) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="outbox-doctor-"))
     tmp.chmod(0o755)
