@@ -28,9 +28,9 @@ def demo(
         int | None,
         typer.Option("--linger-ms", min=0, max=1000, help="Connect's producer linger.ms for the demo's "
                      "connector. Default: 0; with --rate 500 or more a third of --duration's seconds "
-                     "in ms, from 20 to 250, with batches of up to 512 KB so that the linger decides "
-                     "their count (the embedded broker slows down as record batches pile up: "
-                     "docs/operations.md)."),
+                     "in ms, from 20 to 250. A linger comes with batches of up to 512 KB, so that it "
+                     "decides their count (the embedded broker slows down as record batches pile "
+                     "up: docs/operations.md)."),
     ] = None,
     partitions: Annotated[
         int | None,
