@@ -136,17 +136,27 @@ def scenario() -> list[Step]:
     return steps
 
 
-# From this rate on, a demo load is shaped for the embedded broker, which slows
-# down as a partition's record batches pile up (docs/operations.md).
+# A demo load is shaped for the embedded broker, which slows down as a
+# partition's record batches pile up (docs/operations.md), from this rate on or
+# when it commits this many notifications (unbatched, one batch each).
 FAST_LOAD_RATE = 500
+LONG_LOAD_NOTIFICATIONS = 6_000
+
+
+def batched_load(rate: float, duration: float) -> bool:
+    """Whether a demo load of ``rate``/s for ``duration`` s is shaped: fast, or
+    long enough that one batch per notification would slow the broker (200/s
+    for two minutes unbatched: p99 65 ms in the first minute, 312 in the
+    second)."""
+    return rate >= FAST_LOAD_RATE or rate * duration >= LONG_LOAD_NOTIFICATIONS
 
 
 def demo_linger_ms(rate: float, duration: float) -> int:
-    """Connect's ``linger.ms`` for a demo load: none below FAST_LOAD_RATE; from
-    it, enough batching that a partition gets about 3,000 record batches a
-    thousand seconds (the embedded broker serves a consumer that fell behind a
-    partition of 12,000 batches at a crawl), at least 20 ms, at most 250."""
-    if rate < FAST_LOAD_RATE:
+    """Connect's ``linger.ms`` for a demo load: none unless batched_load; then
+    enough batching that a partition gets about 3,000 record batches over the
+    load (the embedded broker serves a consumer that fell behind a partition
+    of 12,000 batches at a crawl), at least 20 ms, at most 250."""
+    if not batched_load(rate, duration):
         return 0
     return min(250, max(20, math.ceil(duration / 3)))
 
@@ -167,11 +177,11 @@ def demo_connector_overrides(linger_ms: int) -> dict[str, str]:
             "producer.override.batch.size": str(DEMO_BATCH_BYTES)}  # fmt: skip
 
 
-def demo_partitions(rate: float) -> int | None:
+def demo_partitions(rate: float, duration: float) -> int | None:
     """The notification topic's partitions for a demo load: the stack's setting
-    (None) below FAST_LOAD_RATE, one from it (every fetch of a partition walks
-    all its stored batches, and one partition has the fewest)."""
-    return None if rate < FAST_LOAD_RATE else 1
+    (None) unless batched_load, then one (every fetch of a partition walks all
+    its stored batches, and one partition has the fewest)."""
+    return 1 if batched_load(rate, duration) else None
 
 
 def load_report(rate: float, committed: int, seconds: float) -> str:
@@ -200,30 +210,39 @@ def last_minute(since: float, until: float | None) -> int | None:
 DEMO_ROUTER_STAGES = {**stages.ROUTER_STAGES, "row -> frame": "outbox_router_latency_seconds"}
 
 
+StageBuckets = dict[str, tuple[float, float] | None]
+
+
 def minute_stages(scrapes: Sequence[str | None], final: str | None,
-                  last: int | None) -> dict[int, dict[str, float]]:  # fmt: skip
-    """p99 in ms of the router's stages in each minute of a load (pure).
+                  last: int | None) -> dict[int, StageBuckets]:  # fmt: skip
+    """The histogram bucket (ms) holding the p99 of each of the router's stages
+    in each minute of a load (pure).
     ``scrapes[m]`` is the router's ``/metrics`` taken m minutes into the load
     (None: that scrape failed), ``final`` one taken after the drain. Minute m
     runs to the next scrape; the last minute (``last``) and one without a next
     scrape run to ``final``. The router's clock is when it read and wrote a
     record, not when it was committed: close to the demo's minutes of commits
     while the pipeline keeps up."""
-    out: dict[int, dict[str, float]] = {}
+    out: dict[int, StageBuckets] = {}
     for m, before in enumerate(scrapes):
         ends = (last is not None and m >= last) or m + 1 >= len(scrapes)
         after = final if ends else scrapes[m + 1]
         if before is not None and after is not None:
-            out[m] = stages.router_window(before, after, 0.99, DEMO_ROUTER_STAGES)
+            out[m] = stages.router_buckets(before, after, 0.99, DEMO_ROUTER_STAGES)
         if ends:
             break
     return out
 
 
-def _ms(v: float) -> str:
-    if math.isnan(v):
+def _bucket_text(b: tuple[float, float] | None) -> str:
+    """``100-150 ms``, ``>30000 ms`` past the last bound, ``-`` for nothing."""
+    if b is None:
         return "-"
-    return f">{v:.0f} ms" if v >= 30_000 else f"{v:.0f} ms"
+
+    def ms(x: float) -> str:
+        return f"{x:.1f}".removesuffix(".0") if x < 10 else f"{x:.0f}"
+
+    return f">{ms(b[0])} ms" if math.isinf(b[1]) else f"{ms(b[0])}-{ms(b[1])} ms"
 
 
 @dataclass
@@ -259,7 +278,7 @@ class Tally:
         return "\n".join(lines)
 
     def by_minute(self, since: float, until: float | None = None,
-                  router: dict[int, dict[str, float]] | None = None) -> list[str]:  # fmt: skip
+                  router: dict[int, StageBuckets] | None = None) -> list[str]:  # fmt: skip
         """p50/p99 of what was committed in each minute from ``since``: whether the
         pipeline holds its latency over a long run. With ``until`` (when the
         load ended) a last part shorter than half a minute counts in the minute
@@ -278,8 +297,8 @@ class Tally:
             line = (f"  minute {m + 1}: {len(xs)} frames, p50 {statistics.median(xs):.0f} ms, "
                     f"p99 {xs[min(len(xs) - 1, int(len(xs) * 0.99))]:.0f} ms")  # fmt: skip
             if router and m in router:
-                line += "; router p99: " + ", ".join(
-                    f"{stage} {_ms(v)}" for stage, v in router[m].items()
+                line += "; router p99 in: " + ", ".join(
+                    f"{stage} {_bucket_text(b)}" for stage, b in router[m].items()
                 )
             lines.append(line)
         return lines
@@ -659,8 +678,9 @@ async def run_demo(opts: DemoOptions) -> int:
                     final = await _scrape(http, metrics_url)
                 router_stages = minute_stages(scrapes, final, last_minute(load_since, load_until))
                 _print("the load, minute by minute (commit -> frame; the router's stages over the "
-                       "same minute: ship = Kafka record -> router read, route = router read -> "
-                       "frame written, row -> frame = the outbox row's created_at -> frame written):")  # fmt: skip
+                       "same minute, as the histogram bucket that holds their p99: ship = Kafka "
+                       "record -> router read, route = router read -> frame written, row -> frame = "
+                       "the outbox row's created_at -> frame written):")  # fmt: skip
                 for line in tally.by_minute(load_since, load_until, router_stages):
                     _print(line)
             shipped = await asyncio.to_thread(_domain_events_on_topics, stack.kafka_bootstrap,

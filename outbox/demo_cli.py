@@ -27,15 +27,15 @@ def demo(
     linger_ms: Annotated[
         int | None,
         typer.Option("--linger-ms", min=0, max=1000, help="Connect's producer linger.ms for the demo's "
-                     "connector. Default: 0; with --rate 500 or more a third of --duration's seconds "
-                     "in ms, from 20 to 250. A linger comes with batches of up to 512 KB, so that it "
+                     "connector. Default: 0; for a load of 500/s or more, or of 6,000 notifications or "
+                     "more, a third of --duration's seconds in ms, from 20 to 250. A linger comes with batches of up to 512 KB, so that it "
                      "decides their count (the embedded broker slows down as record batches pile "
                      "up: docs/operations.md)."),
     ] = None,
     partitions: Annotated[
         int | None,
         typer.Option("--partitions", min=1, max=64, help="Partitions of the notification topic. "
-                     "Default: the stack's (6), or 1 with --rate 500 or more (every fetch of a partition "
+                     "Default: the stack's (6), or 1 for a load that gets a linger (every fetch of a partition "
                      "costs the embedded broker a walk over all its stored batches: docs/operations.md)."),
     ] = None,
 ) -> None:  # fmt: skip
@@ -52,7 +52,7 @@ def demo(
     if linger_ms is None:
         linger_ms = demo_linger_ms(rate, duration)
     if partitions is None:
-        partitions = demo_partitions(rate)
+        partitions = demo_partitions(rate, duration)
     opts = DemoOptions(serve=serve, rate=rate, duration=duration, quiet=quiet,
                        router_port=router_port, linger_ms=linger_ms, partitions=partitions)  # fmt: skip
     raise typer.Exit(asyncio.run(run_demo(opts)))

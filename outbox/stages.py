@@ -72,10 +72,27 @@ def quantile(buckets: Sequence[tuple[float, float]], q: float) -> float:
     return lower_bound
 
 
-def router_window(before: str, after: str, q: float,
-                  names: Mapping[str, str] = ROUTER_STAGES) -> dict[str, float]:  # fmt: skip
-    """The ``q`` quantile in ms of each router histogram in ``names`` (stage ->
-    metric) observed between two scrapes of the router's ``/metrics`` (NaN for
-    one with nothing in it)."""
-    return {stage: 1000 * quantile(diff(histogram(after, name), histogram(before, name)), q)
-            for stage, name in names.items()}  # fmt: skip
+def bucket(buckets: Sequence[tuple[float, float]], q: float) -> tuple[float, float] | None:
+    """The bounds in seconds of the bucket the ``q`` quantile falls in, which
+    is all a histogram knows of it; None if nothing was observed; the last
+    finite bound and infinity if it falls in +Inf."""
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    target = q * buckets[-1][1]
+    lower = 0.0
+    for le, count in buckets:
+        if count >= target:
+            return lower, le
+        lower = le
+    return lower, math.inf
+
+
+def router_buckets(before: str, after: str, q: float,
+                   names: Mapping[str, str] = ROUTER_STAGES) -> dict[str, tuple[float, float] | None]:  # fmt: skip
+    """The bucket (ms) holding the ``q`` quantile of each router histogram in
+    ``names`` (stage -> metric) between two scrapes of its ``/metrics``."""
+    out: dict[str, tuple[float, float] | None] = {}
+    for stage, name in names.items():
+        b = bucket(diff(histogram(after, name), histogram(before, name)), q)
+        out[stage] = None if b is None else (1000 * b[0], 1000 * b[1])
+    return out

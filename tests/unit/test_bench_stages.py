@@ -71,12 +71,28 @@ def _scrape(read: dict[str, float], route: dict[str, float]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_a_router_window_gives_each_stage_in_ms() -> None:
+def test_router_buckets_give_each_stage_in_ms() -> None:
     before = _scrape({"0.01": 0, "0.1": 0, "+Inf": 0}, {"0.01": 0, "+Inf": 0})
     after = _scrape({"0.01": 0, "0.1": 100, "+Inf": 100}, {"0.01": 0, "+Inf": 0})
-    w = stages.router_window(before, after, 0.5)
-    assert w["ship"] == pytest.approx(55.0)  # halfway through (10, 100] ms
-    assert math.isnan(w["route"])  # nothing routed in the window
+    w = stages.router_buckets(before, after, 0.5)
+    assert w == {"ship": (10.0, 100.0), "route": None}  # nothing routed in the window
+
+
+def test_a_quantiles_bucket_is_what_the_histogram_knows_of_it() -> None:
+    h = stages.histogram(
+        SCRAPE, "outbox_router_kafka_read_seconds"
+    )  # 10, 20, 60, 10 in four buckets
+    assert stages.bucket(h, 0.1) == (0.0, 0.001)
+    assert stages.bucket(h, 0.2) == (0.001, 0.002)
+    assert stages.bucket(h, 0.9) == (0.002, 0.005)
+    assert stages.bucket(h, 0.99) == (0.005, math.inf)  # past the last finite bound
+    assert stages.bucket([], 0.5) is None
+    assert stages.bucket([(0.001, 0.0), (math.inf, 0.0)], 0.5) is None
+    # Empty buckets below: the range starts at the bound below the first that holds it.
+    assert stages.bucket([(0.001, 0.0), (0.002, 0.0), (0.005, 4.0), (math.inf, 4.0)], 0.99) == (
+        0.002,
+        0.005,
+    )
 
 
 def test_the_demo_gives_each_minute_the_router_stages_between_its_scrapes() -> None:
@@ -94,15 +110,14 @@ def test_the_demo_gives_each_minute_the_router_stages_between_its_scrapes() -> N
     assert last_minute(0.0, None) is None
     three = minute_stages(scrapes, final, 2)
     assert sorted(three) == [0, 1, 2]
-    assert three[0]["ship"] == pytest.approx(9.9)  # 99 % of (0, 10] ms
-    assert three[1]["ship"] == pytest.approx(9.9)
-    assert three[2]["ship"] == pytest.approx(2485.0)  # 99 % of (1, 2.5] s
-    assert three[2]["route"] == pytest.approx(9.9)
-    assert math.isnan(three[2]["row -> frame"])  # not in these scrapes
+    assert three[0]["ship"] == three[1]["ship"] == (0.0, 10.0)
+    assert three[2]["ship"] == (1000.0, 2500.0)
+    assert three[2]["route"] == (0.0, 10.0)
+    assert three[2]["row -> frame"] is None  # not in these scrapes
     # The tail folded into minute 2: it runs to the final scrape, and takes in
     # what the third scrape would have started.
     two = minute_stages(scrapes, final, 1)
-    assert sorted(two) == [0, 1] and two[1]["ship"] > 1000
+    assert sorted(two) == [0, 1] and two[1]["ship"] == (1000.0, 2500.0)
     # A failed scrape leaves the minutes on either side of it without stages.
     gap = minute_stages([at(0, 0), None, at(200, 0)], final, 2)
     assert sorted(gap) == [2]
@@ -118,11 +133,10 @@ def test_the_demo_prints_the_router_stages_beside_its_minutes() -> None:
     t.timeline = [(0.0 + i * 0.6, 10.0) for i in range(100)] + [
         (60.0 + i * 0.6, 20.0) for i in range(100)
     ]
-    lines = t.by_minute(
-        0.0, 120.0, {0: {"ship": 4.2, "route": math.nan}, 1: {"ship": 40_000.0, "route": 3.0}}
-    )
-    assert lines == ["  minute 1: 100 frames, p50 10 ms, p99 10 ms; router p99: ship 4 ms, route -",
-                     "  minute 2: 100 frames, p50 20 ms, p99 20 ms; router p99: ship >40000 ms, route 3 ms"]  # fmt: skip
+    lines = t.by_minute(0.0, 120.0, {0: {"ship": (100.0, 150.0), "route": None},
+                                     1: {"ship": (30_000.0, math.inf), "route": (5.0, 7.5)}})  # fmt: skip
+    assert lines == ["  minute 1: 100 frames, p50 10 ms, p99 10 ms; router p99 in: ship 100-150 ms, route -",
+                     "  minute 2: 100 frames, p50 20 ms, p99 20 ms; router p99 in: ship >30000 ms, route 5-7.5 ms"]  # fmt: skip
 
 
 def test_the_demo_says_when_its_writer_fell_short_of_the_rate() -> None:
@@ -183,7 +197,9 @@ def test_the_capacity_model_scales_with_load_and_names_the_limit() -> None:
 def test_the_demo_batches_a_long_fast_load_more() -> None:
     from outbox.demo import demo_linger_ms
 
-    assert demo_linger_ms(100, 600) == 0  # slow loads: no batching
+    assert demo_linger_ms(100, 30) == 0  # short, slow loads: no batching
+    assert demo_linger_ms(200, 120) == 40  # 24,000 notifications: batched all the same
+    assert demo_linger_ms(100, 600) == 200
     assert demo_linger_ms(1000, 30) == 20  # short: the floor
     assert demo_linger_ms(1000, 300) == 100  # 5 minutes: a third of the seconds, in ms
     assert demo_linger_ms(5000, 3600) == 250  # the ceiling
@@ -204,5 +220,6 @@ def test_the_demo_lets_the_linger_decide_the_batches() -> None:
 def test_the_demo_gives_a_fast_load_one_partition() -> None:
     from outbox.demo import demo_partitions
 
-    assert demo_partitions(100) is None  # the stack's setting
-    assert demo_partitions(500) == 1
+    assert demo_partitions(100, 30) is None  # the stack's setting
+    assert demo_partitions(500, 5) == 1  # fast
+    assert demo_partitions(50, 120) == 1  # 6,000 notifications
