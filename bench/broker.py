@@ -30,15 +30,14 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.common import bench_stack, cpu_seconds, pct, write_result
-
-ROUTER_FETCH_WAIT_MS = 10  # router/consumer.py's fetch.wait.max.ms
+from router.consumer import FETCH_WAIT_MAX_MS
 
 
 def _parse(variant: str) -> tuple[int, int, int, int | None]:
     """Partitions, linger.ms, fetch.wait.max.ms and batch.size (None: the
     client's default) of a variant name."""
     p, l_, *opts = variant.split("-")
-    wait, batch = ROUTER_FETCH_WAIT_MS, None
+    wait, batch = FETCH_WAIT_MAX_MS, None
     for o in opts:
         if o[:1] == "w" and o[1:].isdigit():
             wait = int(o[1:])

@@ -88,12 +88,13 @@ class Pipeline:
                  workdir: Path) -> None:  # fmt: skip
         self.stack, self.label, self.args, self.workdir = stack, label, args, workdir
         u = uuid.uuid4().hex[:8]
+        name = label.replace("+", "_")  # a label joins overrides with +
         self.dsn = _db(stack)
         self.relay = RelaySettings(pg_dsn=self.dsn, connect_url=stack.connect_url, kafka_bootstrap=stack.kafka_bootstrap,
-                                   topic=f"bench.{u}", connector_name=f"bench-{label.replace('+', '_')}-{u}", topic_prefix=f"b{u}",
+                                   topic=f"bench.{u}", connector_name=f"bench-{name}-{u}", topic_prefix=f"b{u}",
                                    slot_name=f"bench_{u}", heartbeat_interval_ms=1000,
                                    connector_overrides=overrides)  # fmt: skip
-        self.prefix = f"{label.replace('+', '_')}-{u}"
+        self.prefix = f"{name}-{u}"
         self.router: subprocess.Popen[str] | None = None
         self.clients: subprocess.Popen[str] | None = None
 

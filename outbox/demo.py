@@ -210,11 +210,8 @@ def last_minute(since: float, until: float | None) -> int | None:
 DEMO_ROUTER_STAGES = {**stages.ROUTER_STAGES, "row -> frame": "outbox_router_latency_seconds"}
 
 
-StageBuckets = dict[str, tuple[float, float] | None]
-
-
 def minute_stages(scrapes: Sequence[str | None], final: str | None,
-                  last: int | None) -> dict[int, StageBuckets]:  # fmt: skip
+                  last: int | None) -> dict[int, stages.StageBuckets]:  # fmt: skip
     """The histogram bucket (ms) holding the p99 of each of the router's stages
     in each minute of a load (pure).
     ``scrapes[m]`` is the router's ``/metrics`` taken m minutes into the load
@@ -223,7 +220,7 @@ def minute_stages(scrapes: Sequence[str | None], final: str | None,
     scrape run to ``final``. The router's clock is when it read and wrote a
     record, not when it was committed: close to the demo's minutes of commits
     while the pipeline keeps up."""
-    out: dict[int, StageBuckets] = {}
+    out: dict[int, stages.StageBuckets] = {}
     for m, before in enumerate(scrapes):
         ends = (last is not None and m >= last) or m + 1 >= len(scrapes)
         after = final if ends else scrapes[m + 1]
@@ -278,7 +275,7 @@ class Tally:
         return "\n".join(lines)
 
     def by_minute(self, since: float, until: float | None = None,
-                  router: dict[int, StageBuckets] | None = None) -> list[str]:  # fmt: skip
+                  router: dict[int, stages.StageBuckets] | None = None) -> list[str]:  # fmt: skip
         """p50/p99 of what was committed in each minute from ``since``: whether the
         pipeline holds its latency over a long run. With ``until`` (when the
         load ended) a last part shorter than half a minute counts in the minute
@@ -625,6 +622,7 @@ async def run_demo(opts: DemoOptions) -> int:
         tokens = {t: mint(secret, t, 8 * 3600, now=time.time()) for t in TEACHERS}
         tally = Tally()
         load_since = load_until = 0.0
+        per_minute = opts.duration >= 120  # a table of the load's minutes, with the router's stages
         metrics_url = f"http://127.0.0.1:{router_port}/metrics"
         scrapes: list[str | None] = []  # the router's metrics, minute by minute of the load
         scraper: asyncio.Task[None] | None = None
@@ -653,7 +651,7 @@ async def run_demo(opts: DemoOptions) -> int:
                     _print(f"\nload: {opts.rate:.0f} notifications/s for {opts.duration:.0f} s ...")
                     start = time.monotonic()
                     load_since = time.time()
-                    if opts.duration >= 120:
+                    if per_minute:
                         scraper = tg.create_task(_scrape_minutes(metrics_url, load_since, scrapes))
                     committed = 0
                     for i, step in enumerate(_load_steps(opts.rate, opts.duration)):
@@ -673,7 +671,7 @@ async def run_demo(opts: DemoOptions) -> int:
             await _drain(tally)
             await asyncio.sleep(1.0)  # a rolled-back or duplicate frame would show up now
             _print("\n" + tally.summary())
-            if load_since and opts.duration >= 120:
+            if load_since and per_minute:
                 async with httpx.AsyncClient(timeout=5) as http:
                     final = await _scrape(http, metrics_url)
                 router_stages = minute_stages(scrapes, final, last_minute(load_since, load_until))

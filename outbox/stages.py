@@ -32,6 +32,9 @@ ROUTER_STAGES = {
     "route": "outbox_router_kafka_to_frame_seconds",
 }
 
+# Stage -> the bucket (ms) holding a quantile of it; None: nothing observed.
+StageBuckets = dict[str, tuple[float, float] | None]
+
 _BUCKET = re.compile(r'^(?P<name>[a-z_]+)_bucket\{(?:[^}]*,)?le="(?P<le>[^"]+)"[^}]*\} (?P<v>\S+)$')
 
 
@@ -54,44 +57,49 @@ def diff(after: Sequence[tuple[float, float]],
     return [(le, n - prev.get(le, 0.0)) for le, n in after]
 
 
-def quantile(buckets: Sequence[tuple[float, float]], q: float) -> float:
-    """The ``q`` quantile (0-1) in seconds, linear inside its bucket; NaN if
-    nothing was observed; the last finite bound if it falls in +Inf."""
+def _locate(buckets: Sequence[tuple[float, float]],
+            q: float) -> tuple[float, float, float, float] | None:  # fmt: skip
+    """The bucket the ``q`` quantile falls in, as (lower bound, count below it,
+    upper bound, count up to it); None if nothing was observed."""
     if not buckets or buckets[-1][1] <= 0:
-        return math.nan
+        return None
     target = q * buckets[-1][1]
     lower_bound, lower_count = 0.0, 0.0
     for le, count in buckets:
         if count >= target:
-            if math.isinf(le):
-                return lower_bound
-            if count == lower_count:
-                return le
-            return lower_bound + (le - lower_bound) * (target - lower_count) / (count - lower_count)
+            return lower_bound, lower_count, le, count
         lower_bound, lower_count = le, count
-    return lower_bound
+    return lower_bound, lower_count, math.inf, lower_count
+
+
+def quantile(buckets: Sequence[tuple[float, float]], q: float) -> float:
+    """The ``q`` quantile (0-1) in seconds, linear inside its bucket; NaN if
+    nothing was observed; the last finite bound if it falls in +Inf."""
+    found = _locate(buckets, q)
+    if found is None:
+        return math.nan
+    lower_bound, lower_count, le, count = found
+    if math.isinf(le):
+        return lower_bound
+    if count == lower_count:
+        return le
+    target = q * buckets[-1][1]
+    return lower_bound + (le - lower_bound) * (target - lower_count) / (count - lower_count)
 
 
 def bucket(buckets: Sequence[tuple[float, float]], q: float) -> tuple[float, float] | None:
     """The bounds in seconds of the bucket the ``q`` quantile falls in, which
     is all a histogram knows of it; None if nothing was observed; the last
     finite bound and infinity if it falls in +Inf."""
-    if not buckets or buckets[-1][1] <= 0:
-        return None
-    target = q * buckets[-1][1]
-    lower = 0.0
-    for le, count in buckets:
-        if count >= target:
-            return lower, le
-        lower = le
-    return lower, math.inf
+    found = _locate(buckets, q)
+    return None if found is None else (found[0], found[2])
 
 
 def router_buckets(before: str, after: str, q: float,
-                   names: Mapping[str, str] = ROUTER_STAGES) -> dict[str, tuple[float, float] | None]:  # fmt: skip
+                   names: Mapping[str, str] = ROUTER_STAGES) -> StageBuckets:  # fmt: skip
     """The bucket (ms) holding the ``q`` quantile of each router histogram in
     ``names`` (stage -> metric) between two scrapes of its ``/metrics``."""
-    out: dict[str, tuple[float, float] | None] = {}
+    out: StageBuckets = {}
     for stage, name in names.items():
         b = bucket(diff(histogram(after, name), histogram(before, name)), q)
         out[stage] = None if b is None else (1000 * b[0], 1000 * b[1])

@@ -45,6 +45,10 @@ from router.metrics import RouterMetrics
 from router.settings import RouterSettings
 from router.store import Store
 
+# How long the broker may hold a fetch that finds nothing (librdkafka's 500 ms
+# would be the latency of a quiet topic's next record).
+FETCH_WAIT_MAX_MS = 10
+
 log = logging.getLogger(__name__)
 # librdkafka's own log lines go through Python logging (the CLI's format, JSON
 # included) instead of raw "%3|...|FAIL|" lines on stderr.
@@ -117,7 +121,7 @@ class Ingestor:
             # librdkafka's 3 s, or a third of a shorter session (as Kafka advises).
             "heartbeat.interval.ms": min(3000, self.s.kafka_session_timeout_ms // 3),
             "max.poll.interval.ms": self.s.kafka_max_poll_interval_ms,
-            "fetch.wait.max.ms": 10,
+            "fetch.wait.max.ms": FETCH_WAIT_MAX_MS,
             "client.id": "outbox-router",
             "on_commit": self._on_commit,
             "logger": KAFKA_LOG,
