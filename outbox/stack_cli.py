@@ -87,6 +87,9 @@ def up(
         state = StackManager(s, progress=lambda line: typer.echo(f"  {line}")).up()
     except StackError as exc:
         raise _fail(exc) from exc
+    except (KeyboardInterrupt, SystemExit):
+        typer.echo("interrupted: stopped what had started; nothing is left running", err=True)
+        raise
     for c in state.components:
         typer.echo(f"  {c.name:<15} pid {c.pid:<7} {c.url}")
     typer.echo(f"state: {state.state_dir}")

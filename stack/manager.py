@@ -136,11 +136,14 @@ class StackManager:
             self._clean_state_dir()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir.chmod(0o755)
-        try:
-            return self._up()
-        except BaseException:
-            self._stop_started()
-            raise
+        # Stopped half way (Ctrl-C, SIGTERM, a closed terminal), `up` stops
+        # what it started: there is no state file yet to find it by.
+        with procs.stop_signals_unwind():
+            try:
+                return self._up()
+            except BaseException:
+                self._stop_started()
+                raise
 
     def _up(self) -> StackState:
         say = self._progress
@@ -459,11 +462,12 @@ class StackManager:
         check_prerequisites(self.settings)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir.chmod(0o755)
-        try:
-            return start()
-        except BaseException:
-            self._stop_started()
-            raise
+        with procs.stop_signals_unwind():
+            try:
+                return start()
+            except BaseException:
+                self._stop_started()
+                raise
 
     def stop_started(self) -> None:
         """Stop what this manager started itself (by pid)."""

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from stack.procs import alive, port_open
+from stack.procs import alive, port_open, stop_pid
+
+
+def _processes_naming(text: str) -> list[int]:
+    """Pids of the processes whose command line holds ``text``."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    out.append(int(entry))
+    return out
 
 
 def outbox(*args: str) -> subprocess.CompletedProcess[str]:
@@ -80,3 +93,39 @@ def test_up_status_env_logs_down_leave_nothing_behind() -> None:
         purged = outbox("stack", "down", "--state-dir", d, "--purge")
         assert purged.returncode == 0 and not list(Path(d).glob("*.log"))
         assert outbox("stack", "logs", "--state-dir", d).returncode == 1
+
+
+def test_up_stopped_half_way_by_sigterm_stops_what_it_started() -> None:
+    """No state file exists until `up` ends, so a SIGTERM half way (a closed
+    terminal, a CI timeout) must not leave the broker or Connect running."""
+    with tempfile.TemporaryDirectory(prefix="outbox-cli-stack-") as tmp:
+        Path(tmp).chmod(0o755)
+        d = str(Path(tmp) / "state")
+        up = subprocess.Popen([sys.executable, "-m", "outbox.cli", "stack", "up", "--state-dir", d],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=dict(os.environ))  # fmt: skip
+        assert up.stdout is not None
+        broker_port = 0
+        try:
+            for line in up.stdout:
+                if line.strip().startswith("broker") and "ready at" in line:
+                    broker_port = int(line.rsplit(":", 1)[1])
+                if line.strip().startswith("connect"):  # broker and Connect are running
+                    break
+            assert broker_port and port_open(broker_port)
+            assert _processes_naming(str(Path(d).resolve()))  # Connect, by its worker file
+            up.send_signal(signal.SIGTERM)
+            _, err = up.communicate(timeout=60)
+            assert up.returncode == 128 + signal.SIGTERM, err
+            assert "interrupted: stopped what had started" in err
+            left = _processes_naming(str(Path(d).resolve()))
+            assert left == [], f"still running after `up` was stopped: {left}"
+            assert _processes_naming(f"tcp://127.0.0.1:{broker_port}") == []
+            assert not port_open(broker_port)
+        finally:
+            if up.poll() is None:
+                up.kill()
+                up.communicate()
+            for text in (str(Path(d).resolve()), f"tcp://127.0.0.1:{broker_port}"):
+                for pid in _processes_naming(text) if broker_port else []:
+                    stop_pid(pid, expect=text, timeout=10)
