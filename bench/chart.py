@@ -46,38 +46,68 @@ STAGES = (("capture", "commit -> Debezium", "#1d4ed8"), ("ship", "Connect -> rou
 
 
 def e2e_stages(name: str = "e2e") -> None:
-    """Where the latency goes: each stage's median p50 and p99, stacked, at each rate."""
+    """Where the latency goes: each stage's median p50 and p99, stacked, for each
+    config and rate of the file."""
     path = RESULTS / f"{name}.json"
     if not path.exists():
         return
-    data = json.loads(path.read_text())["results"].get("tuned", {})
-    rates = sorted((r for r in data if "stages" in data[r]), key=float)
-    if not rates:
+    results = json.loads(path.read_text())["results"]
+    bars = [(f"{label}\n{float(r):.0f}/s", by_rate[r]) for label, by_rate in results.items()
+            for r in sorted(by_rate, key=float) if "stages" in by_rate[r]]  # fmt: skip
+    if not bars:
         return
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    names = [n for n, _ in bars]
+    fig, axes = plt.subplots(1, 2, figsize=(max(10, 2.6 * len(bars)), 4.8))
     for ax, key in zip(axes, ("p50_ms", "p99_ms"), strict=True):
-        bottom = [0.0] * len(rates)
+        bottom = [0.0] * len(bars)
         for stage, label, color in STAGES:
-            ys = [data[r]["stages"][stage][key]["median"] for r in rates]
-            ax.bar(
-                [f"{float(r):.0f}/s" for r in rates], ys, bottom=bottom, label=label, color=color
-            )
+            ys = [d["stages"][stage][key]["median"] for _, d in bars]
+            ax.bar(names, ys, bottom=bottom, label=label, color=color)
             bottom = [b + y for b, y in zip(bottom, ys, strict=True)]
-        totals = [data[r]["stages"]["total"][key]["median"] for r in rates]
-        ax.plot(
-            [f"{float(r):.0f}/s" for r in rates],
-            totals,
-            "k_",
-            markersize=30,
-            label="total (measured)",
-        )
+        totals = [d["stages"]["total"][key]["median"] for _, d in bars]
+        ax.plot(names, totals, "k_", markersize=30, label="total (measured)")
+        for x, t in enumerate(totals):  # the small bars beside Debezium's defaults
+            ax.annotate(f"{t:.0f} ms", (x, t), textcoords="offset points", xytext=(0, 4),
+                        ha="center", fontsize=8)  # fmt: skip
         ax.set_ylabel(f"{key[:3]} latency per stage (ms)")
         ax.set_title(f"{key[:3]}: stages stacked (the deliver stage is the rest)")
         ax.grid(True, axis="y", alpha=0.3)
+        ax.tick_params(axis="x", labelsize=8)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"Commit -> browser frame, per stage ({name}.json, median of runs)")
     fig.tight_layout()
     fig.savefig(RESULTS / f"{name}-stages.png", dpi=110)
+
+
+def e2e_cpu(name: str = "e2e-fresh") -> None:
+    """Where the CPU goes: each part's CPU per committed notification (median of
+    runs), stacked, for each config and rate of the file."""
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return
+    results = json.loads(path.read_text())["results"]
+    bars = [(f"{label}\n{float(r):.0f}/s", by_rate[r]["cpu_us_per_notification"])
+            for label, by_rate in results.items() for r in sorted(by_rate, key=float)
+            if "cpu_us_per_notification" in by_rate[r]]  # fmt: skip
+    if not bars:
+        return
+    names = [n for n, _ in bars]
+    fig, ax = plt.subplots(figsize=(max(7, 1.8 * len(bars)), 4.8))
+    bottom = [0.0] * len(bars)
+    for part in bars[0][1]:
+        ys = [cpu[part]["median"] for _, cpu in bars]
+        ax.bar(names, ys, bottom=bottom, label="load (writer, clients)" if part == "load" else part)
+        bottom = [b + y for b, y in zip(bottom, ys, strict=True)]
+    for x, t in enumerate(bottom):
+        ax.annotate(f"{t:.0f} us", (x, t), textcoords="offset points", xytext=(0, 4),
+                    ha="center", fontsize=8)  # fmt: skip
+    ax.set_ylabel("CPU us per notification (1,000 = a core at 1,000/s)")
+    ax.set_title(f"Where the CPU goes, by process ({name}.json, median of runs)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.tick_params(axis="x", labelsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"{name}-cpu.png", dpi=110)
 
 
 def e2e_timeline(name: str = "e2e-long") -> None:
@@ -126,6 +156,7 @@ def main() -> None:
     e2e()
     e2e_stages()
     e2e_stages("e2e-fresh")
+    e2e_cpu("e2e-fresh")
     e2e_timeline()
     e2e_timeline("e2e-long-batched")
     router()

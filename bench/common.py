@@ -137,11 +137,23 @@ def redis_cpu_seconds(url: str) -> float:
         r.close()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (all its threads)."""
+def cpu_seconds(pid: int, *, reaped: bool = False) -> float:
+    """User + system CPU time of a process so far (all its threads); with
+    ``reaped``, also that of its children that have exited and been waited for
+    (a server's finished worker processes)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a server that forks a process per connection (Postgres):
+    the parent, its live descendants, and the children it has already reaped, so
+    a backend that exits between two readings still counts."""
+    return tree_cpu_seconds(pid) + cpu_seconds(pid, reaped=True) - cpu_seconds(pid)
 
 
 def python_proc(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -24,7 +25,17 @@ from typing import Any
 import httpx
 from confluent_kafka import Consumer, TopicPartition
 
-from bench.common import bench_stack, pct, python_proc, summary, wait_for_count, write_result
+from bench.common import (
+    bench_stack,
+    cpu_seconds,
+    pct,
+    python_proc,
+    server_cpu_seconds,
+    summary,
+    tree_cpu_seconds,
+    wait_for_count,
+    write_result,
+)
 from outbox import stages
 from relay.connector_config import render
 from relay.migrations import migrate
@@ -47,8 +58,9 @@ def overrides(label: str) -> dict[str, str | None]:
     (Debezium's), ``lingerN`` (ours with the producer's ``linger.ms=N``),
     ``pollN`` (ours with Debezium's ``poll.interval.ms=N``), ``batchN`` (ours with
     the producer's ``batch.size=N`` bytes; Java's default is 16,384), ``inflightN`` (ours
-    with the producer's ``max.in.flight.requests.per.connection=N``), or several
-    of them joined by ``+``."""
+    with the producer's ``max.in.flight.requests.per.connection=N``), ``partsN``
+    (ours on a topic of N partitions, see :func:`partitions`), or several of them
+    joined by ``+``."""
     if label == "tuned":
         return {}
     if label == "default":
@@ -61,16 +73,57 @@ def overrides(label: str) -> dict[str, str | None]:
         return {"producer.override.batch.size": label[5:]}
     if label.startswith("inflight") and label[8:].isdigit():
         return {"producer.override.max.in.flight.requests.per.connection": label[8:]}
+    if label.startswith("parts") and label[5:].isdigit() and int(label[5:]) > 0:
+        return {}
     if "+" in label:
         return {k: v for part in label.split("+") for k, v in overrides(part).items()}
     raise SystemExit(
-        f"unknown config {label!r}: tuned, default, lingerN, pollN, batchN, inflightN "
+        f"unknown config {label!r}: tuned, default, lingerN, pollN, batchN, inflightN, partsN "
         "or several joined by +"
     )
 
 
+def default_base(label: str) -> str | None:
+    """The label a ``default`` config is compared with: ``default`` -> ``tuned``,
+    ``default+parts1`` -> ``parts1``; None for a label without ``default``."""
+    parts = label.split("+")
+    if "default" not in parts:
+        return None
+    rest = [p for p in parts if p != "default"]
+    return "+".join(rest) if rest else "tuned"
+
+
+def partitions(label: str, default: int) -> int:
+    """The topic's partitions for a config label: N of its ``partsN`` part, else
+    ``default`` (``--partitions``)."""
+    for part in label.split("+"):
+        if part.startswith("parts") and part[5:].isdigit():
+            return int(part[5:])
+    return default
+
+
 def _admin(stack: StackState) -> str:
     return stack.pg_dsn.rsplit("/", 1)[0] + "/postgres"
+
+
+# The processes whose CPU a measurement reports, in this order; "load" is the
+# bench's own writer and clients (children of this process).
+CPU_PARTS = ("postgres", "connect", "broker", "redis", "router", "load")
+
+
+def pipeline_cpu(stack: StackState, router_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by each part of the pipeline (``CPU_PARTS``)."""
+    by_name: dict[str, float] = dict.fromkeys(CPU_PARTS, 0.0)
+    for c in stack.components:
+        part = c.name.split("-", 1)[0]
+        if part == "postgres":
+            by_name[part] += server_cpu_seconds(c.pid)
+        elif part in by_name:
+            by_name[part] += cpu_seconds(c.pid)
+    by_name["router"] = tree_cpu_seconds(router_pid)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    by_name["load"] = kids.ru_utime + kids.ru_stime
+    return by_name
 
 
 def _db(stack: StackState) -> str:
@@ -99,7 +152,8 @@ class Pipeline:
         self.clients: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
-        ensure_topic(self.stack.kafka_bootstrap, self.relay.topic, self.args.partitions)
+        ensure_topic(self.stack.kafka_bootstrap, self.relay.topic,
+                     partitions(self.label, self.args.partitions))  # fmt: skip
         r = httpx.put(f"{self.stack.connect_url}/connectors/{self.relay.connector_name}/config",
                       json=render(self.relay), timeout=60)  # fmt: skip
         r.raise_for_status()
@@ -146,6 +200,8 @@ class Pipeline:
             raise RuntimeError(f"clients failed: {line}")
         metrics_before = self._metrics()
         offsets_before = self._high_watermarks()
+        assert self.router is not None
+        cpu_before = pipeline_cpu(self.stack, self.router.pid)
         writer = python_proc(["-m", "bench.load_writer", self.dsn, str(rate), str(a.duration), str(a.teachers),
                               str(sent), "--prefix", run_prefix], stdout=subprocess.PIPE)  # fmt: skip
         wout, _ = writer.communicate(timeout=a.duration * 4 + 60)
@@ -153,13 +209,21 @@ class Pipeline:
         wait_for_count(clients.stdout, info["sent"] * a.conns, idle_s=3)
         clients.send_signal(signal.SIGTERM)
         clients.communicate(timeout=120)
+        cpu_after = pipeline_cpu(self.stack, self.router.pid)
         metrics_after = self._metrics()
         captured = self._record_timestamps(offsets_before)
         router = {stage: stages.diff(stages.histogram(metrics_after, name),
                                      stages.histogram(metrics_before, name))
                   for stage, name in stages.ROUTER_STAGES.items()}  # fmt: skip
-        return analyse(sent, recv, a.conns, a.warmup, info, captured=captured, router=router,
-                       window=a.window)  # fmt: skip
+        out = analyse(sent, recv, a.conns, a.warmup, info, captured=captured, router=router,
+                      window=a.window)  # fmt: skip
+        # CPU per committed notification, by part (the clients' share covers
+        # every connection's frame of it).
+        out["cpu_us_per_notification"] = {
+            part: (cpu_after[part] - cpu_before[part]) / max(1, info["sent"]) * 1e6
+            for part in CPU_PARTS
+        }
+        return out
 
     def _metrics(self) -> str:
         return httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=10).text
@@ -306,6 +370,9 @@ def main() -> None:
                         print("        p50/p99 ms  " + "  ".join(
                             f"{k} {st[k]['p50_ms']:.1f}/{st[k]['p99_ms']:.1f}" for k in STAGE_ORDER if k in st),
                             flush=True)  # fmt: skip
+                        cpu = r["cpu_us_per_notification"]
+                        print(f"        CPU us per notification  total {sum(cpu.values()):.0f}: " + "  ".join(
+                            f"{k} {v:.0f}" for k, v in cpu.items()), flush=True)  # fmt: skip
                         if len(r["windows"]) > 2:
                             print("        p99 ms per window  " + " ".join(
                                 f"{w['p99_ms']:.0f}" for w in r["windows"]), flush=True)  # fmt: skip
@@ -323,21 +390,37 @@ def main() -> None:
                 agg[label][rate]["stages"] = {
                     st: {k: summary([r["stages"][st][k] for r in runs]) for k in ("p50_ms", "p99_ms")}
                     for st in STAGE_ORDER}  # fmt: skip
+            agg[label][rate]["cpu_us_per_notification"] = {
+                part: summary([r["cpu_us_per_notification"][part] for r in runs])
+                for part in CPU_PARTS
+            }
     ratios = {}
     if "tuned" in agg and "default" in agg:
         for rate in agg["tuned"]:
             ratios[rate] = (
                 agg["default"][rate]["p50_ms"]["median"] / agg["tuned"][rate]["p50_ms"]["median"]
             )
+    # Every "default+X" against "X" (Debezium's defaults vs ours on the same topic).
+    pair_ratios = {
+        f"{label} / {base}": {
+            rate: agg[label][rate]["p50_ms"]["median"] / agg[base][rate]["p50_ms"]["median"]
+            for rate in agg[label]
+            if rate in agg[base]
+        }
+        for label in agg
+        if (base := default_base(label)) in agg
+    }
     sustained = [int(r) for r, v in agg.get("tuned", {}).items() if v["p99_ms"]["median"] < 100 and v["lost"] == 0
                  and v["duplicates"] == 0]  # fmt: skip
     out = {"settings": vars(args), "results": agg, "raw": results, "p50_ratio_default_over_tuned": ratios,
+           "p50_ratios": pair_ratios,
            "highest_rate_p99_under_100ms": max(sustained, default=None)}  # fmt: skip
     path = write_result(args.name, out)
     print(
         json.dumps(
             {
                 "p50_ratio_default_over_tuned": ratios,
+                "p50_ratios": pair_ratios,
                 "highest_rate_p99_under_100ms": out["highest_rate_p99_under_100ms"],
             }
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import subprocess
@@ -235,8 +236,7 @@ class StackManager:
         argv = [
             self.settings.java,
             f"-Xmx{self.settings.connect_heap}",
-            "-XX:+UseSerialGC",
-            "-XX:TieredStopAtLevel=1",
+            *shlex.split(self.settings.connect_jvm_options),
             f"-Dlog4j2.configurationFile=file:{cfg_dir / 'log4j2.properties'}",
             "-cp",
             f"{self.layout.connect_lib}/*",

@@ -43,6 +43,11 @@ class StackSettings(BaseSettings):
     # Partitions of the notification topic created by `stack up`.
     topic_partitions: int = 6
     connect_heap: str = "512m"
+    # The Connect JVM's collector and JIT, split like a shell line. C1 only
+    # (TieredStopAtLevel=1) warms up for less CPU; the full JIT costs about
+    # 10 s more CPU in its first minute under load and then about 15 % less per
+    # record (docs/operations.md, "Kafka Connect's JVM on the dev stack").
+    connect_jvm_options: str = "-XX:+UseSerialGC -XX:TieredStopAtLevel=1"
     # The Connect workers' group session (connect-config/worker.properties says
     # why it is short); the heartbeat is a third of it.
     connect_session_timeout_ms: int = Field(default=DEV_SESSION_TIMEOUT_MS, ge=1000, le=300_000)

@@ -101,9 +101,11 @@ def test_up_stopped_half_way_by_sigterm_stops_what_it_started() -> None:
     with tempfile.TemporaryDirectory(prefix="outbox-cli-stack-") as tmp:
         Path(tmp).chmod(0o755)
         d = str(Path(tmp) / "state")
+        # The JVM options are a setting, split like a shell line.
+        jvm = "-XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Doutbox.stack.test='a b'"
         up = subprocess.Popen([sys.executable, "-m", "outbox.cli", "stack", "up", "--state-dir", d],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=dict(os.environ))  # fmt: skip
+                              env={**os.environ, "OUTBOX_STACK_CONNECT_JVM_OPTIONS": jvm})  # fmt: skip
         assert up.stdout is not None
         broker_port = 0
         try:
@@ -113,7 +115,11 @@ def test_up_stopped_half_way_by_sigterm_stops_what_it_started() -> None:
                 if line.strip().startswith("connect"):  # broker and Connect are running
                     break
             assert broker_port and port_open(broker_port)
-            assert _processes_naming(str(Path(d).resolve()))  # Connect, by its worker file
+            connect = _processes_naming(f"{Path(d).resolve()}/connect-worker.properties")
+            assert len(connect) == 1  # Connect, by its worker file
+            with open(f"/proc/{connect[0]}/cmdline", "rb") as f:
+                argv = f.read()
+            assert b"ConnectDistributed" in argv and b"\0-Doutbox.stack.test=a b\0" in argv
             up.send_signal(signal.SIGTERM)
             _, err = up.communicate(timeout=60)
             assert up.returncode == 128 + signal.SIGTERM, err
