@@ -107,7 +107,8 @@ def _admin(stack: StackState) -> str:
 
 
 # The processes whose CPU a measurement reports, in this order; "load" is the
-# bench's own writer and clients (children of this process).
+# bench's own writer and clients (children of this process, counted whole when
+# they exit: the clients' connecting before the window included).
 CPU_PARTS = ("postgres", "connect", "broker", "redis", "router", "load")
 
 

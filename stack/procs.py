@@ -54,8 +54,9 @@ def stop_signals_unwind() -> Iterator[None]:
     an exception (``SystemExit``, status 128 + the signal), so ``except`` and
     ``finally`` blocks run and stop what was started. Python's default for
     these signals ends the process on the spot, leaving detached children
-    running with no state file to find them by. Only the main thread can set
-    handlers; elsewhere this does nothing."""
+    running with no state file to find them by. A signal that is ignored
+    (``nohup``) stays ignored. Only the main thread can set handlers; elsewhere
+    this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -63,7 +64,11 @@ def stop_signals_unwind() -> Iterator[None]:
     def unwind(signum: int, _frame: FrameType | None) -> None:
         raise SystemExit(128 + signum)
 
-    previous = {sig: signal.signal(sig, unwind) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    # A signal ignored on purpose (`nohup` ignores SIGHUP) stays ignored.
+    wanted = [
+        s for s in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(s) is not signal.SIG_IGN
+    ]
+    previous = {sig: signal.signal(sig, unwind) for sig in wanted}
     try:
         yield
     finally:
