@@ -345,9 +345,10 @@ def main() -> None:
     ap.add_argument("--name", default="e2e", help="result file name in bench/results/")
     args = ap.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
-    workdir = Path(tempfile.mkdtemp(prefix="outbox-bench-e2e-"))
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    with bench_stack() as stack:
+    # The work folder goes with the stack, also when a measurement fails.
+    with tempfile.TemporaryDirectory(prefix="outbox-bench-e2e-") as tmp, bench_stack() as stack:
+        workdir = Path(tmp)
         pipes = {}
         try:
             for label in args.configs.split(","):
@@ -427,9 +428,6 @@ def main() -> None:
         )
     )
     print(f"wrote {path}")
-    import shutil
-
-    shutil.rmtree(workdir, ignore_errors=True)
     sys.exit(0)
 
 
