@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import matplotlib
 
@@ -45,15 +46,27 @@ STAGES = (("capture", "commit -> Debezium", "#1d4ed8"), ("ship", "Connect -> rou
           ("route", "router read -> frame", "#16a34a"), ("deliver", "frame -> client", "#ca8a04"))  # fmt: skip
 
 
+def _config_bars(name: str, key: str) -> list[tuple[str, dict[str, Any]]]:
+    """(bar name, figures) for each config and rate of ``bench/results/<name>.json``
+    whose figures hold ``key``; empty without the file."""
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return []
+    results = json.loads(path.read_text())["results"]
+    return [(f"{label}\n{float(r):.0f}/s", by_rate[r]) for label, by_rate in results.items()
+            for r in sorted(by_rate, key=float) if key in by_rate[r]]  # fmt: skip
+
+
+def _label_totals(ax: Any, totals: list[float], unit: str) -> None:
+    for x, t in enumerate(totals):
+        ax.annotate(f"{t:.0f} {unit}", (x, t), textcoords="offset points", xytext=(0, 4),
+                    ha="center", fontsize=8)  # fmt: skip
+
+
 def e2e_stages(name: str = "e2e") -> None:
     """Where the latency goes: each stage's median p50 and p99, stacked, for each
     config and rate of the file."""
-    path = RESULTS / f"{name}.json"
-    if not path.exists():
-        return
-    results = json.loads(path.read_text())["results"]
-    bars = [(f"{label}\n{float(r):.0f}/s", by_rate[r]) for label, by_rate in results.items()
-            for r in sorted(by_rate, key=float) if "stages" in by_rate[r]]  # fmt: skip
+    bars = _config_bars(name, "stages")
     if not bars:
         return
     names = [n for n, _ in bars]
@@ -66,9 +79,7 @@ def e2e_stages(name: str = "e2e") -> None:
             bottom = [b + y for b, y in zip(bottom, ys, strict=True)]
         totals = [d["stages"]["total"][key]["median"] for _, d in bars]
         ax.plot(names, totals, "k_", markersize=30, label="total (measured)")
-        for x, t in enumerate(totals):  # the small bars beside Debezium's defaults
-            ax.annotate(f"{t:.0f} ms", (x, t), textcoords="offset points", xytext=(0, 4),
-                        ha="center", fontsize=8)  # fmt: skip
+        _label_totals(ax, totals, "ms")  # the small bars beside Debezium's defaults
         log = max(totals) > 50 * max(1.0, min(totals))  # a saturated rate beside fast ones
         if log:
             ax.set_yscale("log")
@@ -85,13 +96,9 @@ def e2e_stages(name: str = "e2e") -> None:
 def e2e_cpu(name: str = "e2e-fresh") -> None:
     """Where the CPU goes: each part's CPU per committed notification (median of
     runs), stacked, for each config and rate of the file."""
-    path = RESULTS / f"{name}.json"
-    if not path.exists():
-        return
-    results = json.loads(path.read_text())["results"]
-    bars = [(f"{label}\n{float(r):.0f}/s", by_rate[r]["cpu_us_per_notification"])
-            for label, by_rate in results.items() for r in sorted(by_rate, key=float)
-            if "cpu_us_per_notification" in by_rate[r]]  # fmt: skip
+    bars = [
+        (n, d["cpu_us_per_notification"]) for n, d in _config_bars(name, "cpu_us_per_notification")
+    ]
     if not bars:
         return
     names = [n for n, _ in bars]
@@ -101,9 +108,7 @@ def e2e_cpu(name: str = "e2e-fresh") -> None:
         ys = [cpu[part]["median"] for _, cpu in bars]
         ax.bar(names, ys, bottom=bottom, label="load (writer, clients)" if part == "load" else part)
         bottom = [b + y for b, y in zip(bottom, ys, strict=True)]
-    for x, t in enumerate(bottom):
-        ax.annotate(f"{t:.0f} us", (x, t), textcoords="offset points", xytext=(0, 4),
-                    ha="center", fontsize=8)  # fmt: skip
+    _label_totals(ax, bottom, "us")
     ax.set_ylabel("CPU us per notification (1,000 = a core at 1,000/s)")
     ax.set_title(f"Where the CPU goes, by process ({name}.json, median of runs)")
     ax.grid(True, axis="y", alpha=0.3)

@@ -137,23 +137,25 @@ def redis_cpu_seconds(url: str) -> float:
         r.close()
 
 
-def cpu_seconds(pid: int, *, reaped: bool = False) -> float:
-    """User + system CPU time of a process so far (all its threads); with
-    ``reaped``, also that of its children that have exited and been waited for
-    (a server's finished worker processes)."""
+def _stat_ticks(pid: int) -> list[int]:
+    """utime, stime, cutime, cstime of ``pid`` in clock ticks (/proc/<pid>/stat)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])
-    if reaped:
-        ticks += int(fields[13]) + int(fields[14])
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return [int(x) for x in fields[11:15]]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads)."""
+    utime, stime, _, _ = _stat_ticks(pid)
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
 
 def server_cpu_seconds(pid: int) -> float:
     """CPU seconds of a server that forks a process per connection (Postgres):
     the parent, its live descendants, and the children it has already reaped, so
     a backend that exits between two readings still counts."""
-    return tree_cpu_seconds(pid) + cpu_seconds(pid, reaped=True) - cpu_seconds(pid)
+    _, _, cutime, cstime = _stat_ticks(pid)
+    return tree_cpu_seconds(pid) + (cutime + cstime) / os.sysconf("SC_CLK_TCK")
 
 
 def python_proc(

@@ -73,7 +73,7 @@ def overrides(label: str) -> dict[str, str | None]:
         return {"producer.override.batch.size": label[5:]}
     if label.startswith("inflight") and label[8:].isdigit():
         return {"producer.override.max.in.flight.requests.per.connection": label[8:]}
-    if label.startswith("parts") and label[5:].isdigit() and int(label[5:]) > 0:
+    if _parts(label):
         return {}
     if "+" in label:
         return {k: v for part in label.split("+") for k, v in overrides(part).items()}
@@ -96,10 +96,13 @@ def default_base(label: str) -> str | None:
 def partitions(label: str, default: int) -> int:
     """The topic's partitions for a config label: N of its ``partsN`` part, else
     ``default`` (``--partitions``)."""
-    for part in label.split("+"):
-        if part.startswith("parts") and part[5:].isdigit():
-            return int(part[5:])
-    return default
+    return next((n for part in label.split("+") if (n := _parts(part))), default)
+
+
+def _parts(part: str) -> int | None:
+    """N of a ``partsN`` label part (N > 0), else None."""
+    n = int(part[5:]) if part.startswith("parts") and part[5:].isdigit() else 0
+    return n or None
 
 
 def _admin(stack: StackState) -> str:
@@ -396,12 +399,6 @@ def main() -> None:
                 part: summary([r["cpu_us_per_notification"][part] for r in runs])
                 for part in CPU_PARTS
             }
-    ratios = {}
-    if "tuned" in agg and "default" in agg:
-        for rate in agg["tuned"]:
-            ratios[rate] = (
-                agg["default"][rate]["p50_ms"]["median"] / agg["tuned"][rate]["p50_ms"]["median"]
-            )
     # Every "default+X" against "X" (Debezium's defaults vs ours on the same topic).
     pair_ratios = {
         f"{label} / {base}": {
@@ -412,6 +409,7 @@ def main() -> None:
         for label in agg
         if (base := default_base(label)) in agg
     }
+    ratios = pair_ratios.get("default / tuned", {})
     sustained = [int(r) for r, v in agg.get("tuned", {}).items() if v["p99_ms"]["median"] < 100 and v["lost"] == 0
                  and v["duplicates"] == 0]  # fmt: skip
     out = {"settings": vars(args), "results": agg, "raw": results, "p50_ratio_default_over_tuned": ratios,

@@ -7,6 +7,7 @@ whatever was already started, so half a stack is never left running.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pwd
@@ -15,7 +16,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -137,14 +138,8 @@ class StackManager:
             self._clean_state_dir()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir.chmod(0o755)
-        # Stopped half way (Ctrl-C, SIGTERM, a closed terminal), `up` stops
-        # what it started: there is no state file yet to find it by.
-        with procs.stop_signals_unwind():
-            try:
-                return self._up()
-            except BaseException:
-                self._stop_started()
-                raise
+        with self._stopping_on_failure():
+            return self._up()
 
     def _up(self) -> StackState:
         say = self._progress
@@ -462,9 +457,17 @@ class StackManager:
         check_prerequisites(self.settings)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir.chmod(0o755)
+        with self._stopping_on_failure():
+            return start()
+
+    @contextlib.contextmanager
+    def _stopping_on_failure(self) -> Iterator[None]:
+        """Whatever ends a start early (a failure, Ctrl-C, SIGTERM, a closed
+        terminal) stops what this manager started: there is no state file yet
+        to find it by."""
         with procs.stop_signals_unwind():
             try:
-                return start()
+                yield
             except BaseException:
                 self._stop_started()
                 raise
