@@ -70,7 +70,9 @@ class Router:
                            pending_max=settings.pending_max,
                            observe=lambda call, s: self.metrics.redis_call.labels(call).observe(s),
                            replica_id=self.replica_id,
-                           sharded=settings.fanout == "sharded")  # fmt: skip
+                           sharded=settings.fanout == "sharded",
+                           wait_replicas=settings.redis_wait_replicas,
+                           wait_timeout_ms=settings.redis_wait_timeout_ms)  # fmt: skip
         # Which teachers this replica serves: leases (interest) or subscriptions (sharded).
         self.interest = Interest() if settings.fanout != "broadcast" else None
         if self.interest is not None and by_interest:
@@ -139,6 +141,7 @@ class Router:
         except* StoreUnavailableError as eg:
             failed = eg.exceptions[0]  # type: ignore[assignment]
         finally:
+            await self.store.aclose()
             await self.redis.aclose()
             log.info("router stopped")
         if failed is not None:

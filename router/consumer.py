@@ -40,7 +40,7 @@ from confluent_kafka import (
 )
 
 from router.decode import Routable, decode
-from router.errors import PoisonMessageError, StoreUnavailableError
+from router.errors import PoisonMessageError, ReplicationShortError, StoreUnavailableError
 from router.metrics import RouterMetrics
 from router.settings import RouterSettings
 from router.store import Store
@@ -279,10 +279,11 @@ class Ingestor:
             try:
                 positions = await self.store.ingest(chunk, received_at=received_at)
                 if retries:
-                    log.info("Redis is reachable again; recorded the waiting batch "
-                             "after %d retries", retries)  # fmt: skip
+                    log.info("Redis has the waiting batch after %d retries", retries)
                 return list(positions)
             except StoreUnavailableError as exc:
+                if isinstance(exc, ReplicationShortError):
+                    self.metrics.replication_short.inc()
                 if stop.is_set():
                     log.warning("stopping with a batch not recorded (%s); it will be re-read", exc)
                     return None

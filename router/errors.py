@@ -50,3 +50,22 @@ class StoreUnavailableError(RouterError):
 
     def __str__(self) -> str:
         return f"Redis is unreachable ({self.reason}); check OUTBOX_REDIS_URL"
+
+
+class ReplicationShortError(StoreUnavailableError):
+    """A batch is on the primary but fewer of its replicas than
+    ``OUTBOX_REDIS_WAIT_REPLICAS`` acknowledged it in time (Redis' ``WAIT``):
+    its offsets are not committed and it is sent again."""
+
+    def __init__(self, node: str, replicas: int, wanted: int, timeout_ms: int) -> None:
+        super().__init__(f"{node}: {replicas} of {wanted} replicas")
+        self.node = node
+        self.replicas = replicas
+        self.wanted = wanted
+        self.timeout_ms = timeout_ms
+
+    def __str__(self) -> str:
+        return (f"Redis {self.node} recorded the batch but only {self.replicas} of the "
+                f"{self.wanted} replicas OUTBOX_REDIS_WAIT_REPLICAS asks for had it within "
+                f"{self.timeout_ms} ms; check the replicas (INFO replication) or lower the "
+                "setting")  # fmt: skip

@@ -104,6 +104,12 @@ class RouterMetrics:
         self.dead_lettered = Counter(
             "outbox_router_dead_lettered", "Records sent to the DLQ", ["reason"], registry=r
         )
+        self.replication_short = Counter(
+            "outbox_router_redis_replication_short",
+            "Batches sent again because fewer Redis replicas than OUTBOX_REDIS_WAIT_REPLICAS "
+            "had them in time",
+            registry=r,
+        )
         self.replays = Counter("outbox_router_replays", "Resume replays served", registry=r)
         self.replayed = Counter("outbox_router_replayed", "Frames sent from history", registry=r)
         self.slow_dropped = Counter(

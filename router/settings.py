@@ -29,6 +29,13 @@ class RouterSettings(BaseSettings):
     # A Redis Cluster (OUTBOX_REDIS_URL is any one of its nodes): batches are
     # split by slot, pub/sub goes through one node at a time.
     redis_cluster: bool = False
+    # Replicas that must have a batch before its Kafka offsets are committed
+    # (Redis' WAIT after each batch, on the connection that wrote it). 0: the
+    # primary's answer is enough, and a failover can lose the last writes of a
+    # primary (docs/architecture.md, "Redis Cluster and failover"). While fewer
+    # replicas answer within the timeout, ingest waits and nothing is committed.
+    redis_wait_replicas: int = Field(default=0, ge=0, le=16)
+    redis_wait_timeout_ms: int = Field(default=1000, ge=1, le=60000)
     # broadcast: every replica receives every notification on one channel;
     # interest: a replica registers the teachers connected to it and receives
     # only theirs, on a channel of its own; sharded: a replica subscribes

@@ -7,6 +7,7 @@ hash tag, so every key of one teacher is in one slot)::
     {p}:{t:<teacher>}:hist              stream of the teacher's notifications (capped, TTL)
     {p}:{t:<teacher>}:pending           hash event_id -> JSON of action-required items not yet acked
     {p}:{t:<teacher>}:replicas          sorted set replica id -> lease end (ms); interest fan-out
+    {p}:{t:<teacher>}:hist:wait         string, 60 s: a batch call's last write, when waiting for replicas
     {p}:fanout                          pub/sub channel of every notification (broadcast fan-out)
     {p}:r:<replica id>                  pub/sub channel of one replica (interest fan-out)
     {p}:{t:<teacher>}:fan               sharded pub/sub channel of one teacher (sharded fan-out)
@@ -16,10 +17,15 @@ notification is either recorded and announced, or not at all. On one Redis a
 batch is one script call; on a Redis Cluster it is split by slot, one call per
 slot (every key a call touches is in that slot), pipelined per node. An event
 belongs to one teacher, so deduplicating per teacher is deduplicating per event.
+
+With ``wait_replicas`` set, each call is followed by ``WAIT`` on the same
+connection, and a batch counts as recorded only once that many replicas of
+every primary it touched have it (:class:`ReplicationShortError` otherwise).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -32,9 +38,11 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import (
+    AskError,
     ClusterDownError,
     MasterDownError,
     NoScriptError,
+    ReadOnlyError,
     RedisClusterException,
     SlotNotCoveredError,
     TryAgainError,
@@ -44,7 +52,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from contracts.protocol import position_key
 from router.decode import Routable
-from router.errors import PoisonMessageError, StoreUnavailableError
+from router.errors import PoisonMessageError, ReplicationShortError, StoreUnavailableError
 
 # Lease ends (interest fan-out) are Redis' own clock, in ms, in every script.
 _NOW_MS = """
@@ -172,6 +180,13 @@ for _, channel in ipairs(channels) do
   local mine = by_channel[channel]
   redis.call(publish, channel, cjson.encode(mine[1]) .. '\n' .. table.concat(mine[2], '\n'))
 end
+-- '1': the caller sends WAIT next, on this connection. WAIT covers the
+-- connection's last write, so the call always writes (a short-lived marker in
+-- this call's slot), even when every item was a duplicate: a batch sent again
+-- after a WAIT that fell short then waits for the writes of the first attempt.
+if ARGV[9] == '1' then
+  redis.call('SET', KEYS[1] .. ':wait', ARGV[6], 'PX', 60000)
+end
 return out
 """
 )
@@ -231,6 +246,9 @@ _INTEREST_CHUNK = 500  # leases per script call on one Redis
 # raised as it is.
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError, ClusterDownError, TryAgainError,
                 MasterDownError, SlotNotCoveredError, RedisClusterException)  # fmt: skip
+# A node's own client (waiting for replicas on a cluster) also meets these when
+# the slot map it went by is out of date: read the map again and retry.
+_STALE_MAP = (AskError, ReadOnlyError)
 
 
 @dataclass(frozen=True)
@@ -270,8 +288,16 @@ class Store:
     def __init__(self, client: aioredis.Redis | RedisCluster, *, prefix: str, dedupe_ttl_s: int,
                  history_maxlen: int, history_ttl_s: int, pending_max: int = 500,
                  observe: Callable[[str, float], None] | None = None,
-                 replica_id: str | None = None, sharded: bool = False) -> None:  # fmt: skip
+                 replica_id: str | None = None, sharded: bool = False,
+                 wait_replicas: int = 0, wait_timeout_ms: int = 1000) -> None:  # fmt: skip
         self.redis = client
+        # WAIT after each ingest call: replicas that must have it, and how long
+        # Redis may take to say so. 0: the primary's answer is enough.
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+        # Waiting on a cluster: a plain client per primary (WAIT must go on the
+        # connection that ran the script, which the cluster client does not keep).
+        self._node_clients: dict[str, aioredis.Redis] = {}
         # Called with (call, seconds) after each call to Redis, failed or not.
         self._observe = observe
         self.prefix = prefix
@@ -372,12 +398,19 @@ class Store:
             return []
         try:
             with self._timed("ingest"):
-                if self.cluster:
+                if self.wait_replicas and self.cluster:
+                    result = await self._ingest_by_slot(batch, received_at, waiting=True)
+                elif self.wait_replicas:
+                    assert isinstance(self.redis, aioredis.Redis)
+                    [result] = await self._run_and_wait(self.redis, "", [
+                        ([self.hist_key(batch[0].teacher_id)],
+                         self._ingest_args(batch, received_at))])  # fmt: skip
+                elif self.cluster:
                     result = await self._ingest_by_slot(batch, received_at)
                 else:
                     result = await self._ingest(keys=[self.hist_key(batch[0].teacher_id)],
                                                 args=self._ingest_args(batch, received_at))  # fmt: skip
-        except _UNAVAILABLE as exc:
+        except (*_UNAVAILABLE, *_STALE_MAP) as exc:
             raise await self._unavailable(exc) from exc
         out: list[str | PoisonMessageError | None] = []
         for x in result:
@@ -391,25 +424,106 @@ class Store:
                             1 if r.action_required else 0, r.priority_rank, r.deadline or ""]
                            for r in batch], ensure_ascii=False)  # fmt: skip
         return [self.prefix, self.dedupe_ttl_s, self.history_maxlen, self.history_ttl_s, rows,
-                f"{received_at:.6f}", self.pending_max, self._mode]  # fmt: skip
+                f"{received_at:.6f}", self.pending_max, self._mode,
+                "1" if self.wait_replicas else "0"]  # fmt: skip
+
+    async def _run_and_wait(self, client: aioredis.Redis, node: str,
+                            calls: list[tuple[list[str], list[Any]]]) -> list[Any]:  # fmt: skip
+        """The ingest script once per ``(keys, args)`` and then ``WAIT``, all on one
+        connection of ``client`` (a pipeline); the scripts' answers in order.
+
+        Raises:
+            ReplicationShortError: fewer than ``wait_replicas`` replicas had the
+                writes within ``wait_timeout_ms``.
+            redis.RedisError: a call failed (the first failure).
+        """
+        sha = self._ingest.sha
+        for attempt in range(2):
+            pipe = client.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+            answers = await pipe.execute(raise_on_error=False)
+            if attempt == 0 and any(isinstance(a, NoScriptError) for a in answers):
+                await client.script_load(self._ingest.script)  # a new or promoted node
+                continue
+            break
+        *scripts, acked = answers
+        for answer in answers:
+            if isinstance(answer, Exception):
+                raise answer
+        if int(acked) < self.wait_replicas:
+            raise ReplicationShortError(node or "redis", int(acked), self.wait_replicas,
+                                        self.wait_timeout_ms)  # fmt: skip
+        return scripts
+
+    def _node_client(self, host: str, port: int | str) -> aioredis.Redis:
+        """A plain client of one cluster node, made once, with the cluster's
+        connection settings (password, TLS, timeouts)."""
+        assert isinstance(self.redis, RedisCluster)
+        name = f"{host}:{port}"
+        client = self._node_clients.get(name)
+        if client is None:
+            kwargs: dict[str, Any] = {**self.redis.get_connection_kwargs(), "host": host,
+                                      "port": int(port)}  # fmt: skip
+            kwargs.pop("response_callbacks", None)
+            client = aioredis.Redis(connection_pool=aioredis.ConnectionPool(**kwargs))
+            self._node_clients[name] = client
+        return client
+
+    async def aclose(self) -> None:
+        """Close the clients this store made (not the one it was given)."""
+        clients, self._node_clients = list(self._node_clients.values()), {}
+        for client in clients:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+                await client.connection_pool.disconnect()  # a pool given is not closed with it
 
     @property
     def _mode(self) -> str:
         """The scripts' fan-out argument: '0' broadcast, '1' interest, '2' sharded."""
         return "2" if self.sharded else "0" if self.replica_id is None else "1"
 
-    async def _ingest_by_slot(self, batch: Sequence[Routable], received_at: float) -> list[Any]:
+    async def _ingest_by_slot(self, batch: Sequence[Routable], received_at: float, *,
+                              waiting: bool = False) -> list[Any]:  # fmt: skip
         """One script call per slot, all pipelined (the client sends each node its
         calls together); answers put back in the batch's order. A teacher's items
-        stay in one call, in order, so per-teacher order holds."""
+        stay in one call, in order, so per-teacher order holds. ``waiting``: each
+        node's calls and a ``WAIT`` on one connection of that node, nodes at once."""
         groups = self._by_slot(range(len(batch)), lambda i: self.hist_key(batch[i].teacher_id))
-        answers = await self._pipelined(self._ingest, [
-            ([self.hist_key(batch[idx[0]].teacher_id)],
-             self._ingest_args([batch[i] for i in idx], received_at)) for idx in groups])  # fmt: skip
+        calls = [([self.hist_key(batch[idx[0]].teacher_id)],
+                  self._ingest_args([batch[i] for i in idx], received_at)) for idx in groups]  # fmt: skip
+        if waiting:
+            answers = await self._by_node_and_wait(calls)
+        else:
+            answers = await self._pipelined(self._ingest, calls)
         out: list[Any] = [None] * len(batch)
         for idx, answer in zip(groups, answers, strict=True):
             for i, v in zip(idx, answer, strict=True):
                 out[i] = v
+        return out
+
+    async def _by_node_and_wait(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Each primary's share of ``calls`` and a ``WAIT`` on one connection of
+        it, every primary at once; the answers in the order of ``calls``."""
+        assert isinstance(self.redis, RedisCluster)
+        if not self.redis.nodes_manager.slots_cache:
+            await self.redis.initialize()
+        by_node: dict[tuple[str, int | str], list[int]] = {}
+        for i, (keys, _args) in enumerate(calls):
+            node = self.redis.nodes_manager.get_node_from_slot(self.redis.keyslot(keys[0]))
+            by_node.setdefault((node.host, node.port), []).append(i)
+        parts = list(by_node.items())
+        results = await asyncio.gather(*[
+            self._run_and_wait(self._node_client(host, port), f"{host}:{port}",
+                               [calls[i] for i in idx]) for (host, port), idx in parts],
+            return_exceptions=True)  # fmt: skip
+        out: list[Any] = [None] * len(calls)
+        for (_node, idx), result in zip(parts, results, strict=True):
+            if isinstance(result, BaseException):
+                raise result  # unavailable, short of replicas, or refused (narrowed)
+            for i, answer in zip(idx, result, strict=True):
+                out[i] = answer
         return out
 
     def _by_slot(self, items: Iterable[_I], key: Callable[[_I], str]) -> list[list[_I]]:

@@ -373,7 +373,9 @@ class StackManager:
         replicas each, AOF on, a 1 s node timeout (a failover in about 2 s). A
         replica always stands for election (validity factor 0): on an idle dev
         cluster its last word from the primary can be older than the default
-        allows, and it would never take over."""
+        allows, and it would never take over. Ready once every replica is in
+        sync with its primary (the first sync starts at once, not after Redis'
+        5 s wait for more replicas), so a primary lost right away has a copy."""
         ports: list[int] = []
         while len(ports) < primaries * (1 + replicas):
             if (port := procs.free_port_pair()) not in ports:
@@ -386,7 +388,8 @@ class StackManager:
             argv = [self.settings.redis_server, "--port", str(port), "--bind", "127.0.0.1",
                     "--cluster-enabled", "yes", "--cluster-config-file", str(rdir / "nodes.conf"),
                     "--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0",
-                    "--repl-ping-replica-period", "1", "--save", "", "--appendonly", "yes",
+                    "--repl-ping-replica-period", "1", "--repl-diskless-sync-delay", "0",
+                    "--save", "", "--appendonly", "yes",
                     "--appendfsync", "everysec", "--dir", str(rdir), "--daemonize", "no"]  # fmt: skip
             proc = procs.spawn(argv, log_path)
             url = f"redis://127.0.0.1:{port}/0"
@@ -400,8 +403,8 @@ class StackManager:
         if create.returncode != 0:
             raise ComponentStartError("redis-cluster", "redis-cli --cluster create failed",
                                       (create.stdout + create.stderr)[-2000:])  # fmt: skip
-        _wait("redis-cluster", lambda: all(_cluster_ok(c.url, len(ports)) for c in comps), None,
-              Path(comps[0].log), timeout=60)  # fmt: skip
+        _wait("redis-cluster", lambda: all(_cluster_ok(c.url, len(ports), replicas) for c in comps),
+              None, Path(comps[0].log), timeout=60)  # fmt: skip
         return comps
 
     def start_redis_cluster(self, primaries: int = 3, replicas: int = 1) -> list[Component]:
@@ -581,18 +584,27 @@ def _ready_check(url: str) -> Callable[[], bool]:
     return lambda: _redis_ready(url)
 
 
-def _cluster_ok(url: str, nodes: int) -> bool:
-    """The node sees the whole cluster healthy: every slot served, every node known."""
+def _cluster_ok(url: str, nodes: int, replicas: int) -> bool:
+    """The node sees the whole cluster healthy: every slot served, every node
+    known, and its replication in sync (a primary with all ``replicas`` online, a
+    replica with its link to the primary up)."""
     import redis
 
     client = redis.Redis.from_url(url, socket_timeout=2)
     try:
         info: dict[str, Any] = client.cluster("info")  # type: ignore[assignment]
         known: dict[str, Any] = client.cluster("nodes")  # type: ignore[assignment]
+        repl: dict[str, Any] = client.info("replication")  # type: ignore[assignment]
     finally:
         client.close()
+    if repl.get("role") == "master":
+        online = [v for k, v in repl.items() if k.startswith("slave") and isinstance(v, dict)
+                  and v.get("state") == "online"]  # fmt: skip
+        in_sync = len(online) == replicas
+    else:
+        in_sync = repl.get("master_link_status") == "up"
     return (info.get("cluster_state") == "ok" and int(info.get("cluster_slots_ok", 0)) == 16384
-            and len(known) == nodes)  # fmt: skip
+            and len(known) == nodes and in_sync)  # fmt: skip
 
 
 def _redis_ready(url: str) -> bool:
