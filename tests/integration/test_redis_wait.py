@@ -189,15 +189,19 @@ async def test_the_router_commits_nothing_while_the_replica_lags(
             ids = [env.produce(notification("class_created", "ada", 0))]
             env.flush()
             await c.collect(1)
-            deadline = time.monotonic() + 20
-            while (
-                await asyncio.to_thread(
+
+            async def committed() -> int:
+                return await asyncio.to_thread(
                     _committed, stack.kafka_bootstrap, settings.group_id, env.topic
                 )
-                < 1
-            ):
-                assert time.monotonic() < deadline, "the first batch was never committed"
-                await asyncio.sleep(0.3)
+
+            async def until_committed(n: int, what: str) -> None:
+                deadline = time.monotonic() + 20
+                while await committed() < n:
+                    assert time.monotonic() < deadline, what
+                    await asyncio.sleep(0.3)
+
+            await until_committed(1, "the first batch was never committed")
             with _paused(replica.pid):
                 ids += [env.produce(notification("class_created", "ada", i)) for i in (1, 2)]
                 env.flush()
@@ -205,22 +209,9 @@ async def test_the_router_commits_nothing_while_the_replica_lags(
                 # live, but the batch is not committed while no replica has it.
                 await c.collect(3)
                 await asyncio.sleep(1.5)
-                assert (
-                    await asyncio.to_thread(
-                        _committed, stack.kafka_bootstrap, settings.group_id, env.topic
-                    )
-                    == 1
-                )
+                assert await committed() == 1
                 assert router.metrics.replication_short._value.get() >= 1
-            deadline = time.monotonic() + 20
-            while (
-                await asyncio.to_thread(
-                    _committed, stack.kafka_bootstrap, settings.group_id, env.topic
-                )
-                < 3
-            ):
-                assert time.monotonic() < deadline, "nothing committed after the replica came back"
-                await asyncio.sleep(0.3)
+            await until_committed(3, "nothing committed after the replica came back")
             await c.quiet(1.0)
             got = [f["id"] for f in c.notifications()]
             assert got == ids  # once each, in order: the batch sent again was deduplicated
