@@ -249,6 +249,8 @@ _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError, ClusterDownErr
 # A node's own client (waiting for replicas on a cluster) also meets these when
 # the slot map it went by is out of date: read the map again and retry.
 _STALE_MAP = (AskError, ReadOnlyError)
+# The slot map is read again at most this often (seconds) after failed calls.
+_MAP_REREAD_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -298,6 +300,8 @@ class Store:
         # Waiting on a cluster: a plain client per primary (WAIT must go on the
         # connection that ran the script, which the cluster client does not keep).
         self._node_clients: dict[str, aioredis.Redis] = {}
+        self._map_lock = asyncio.Lock()
+        self._map_read_at = 0.0  # monotonic time the slot map was last read again
         # Called with (call, seconds) after each call to Redis, failed or not.
         self._observe = observe
         self.prefix = prefix
@@ -360,8 +364,14 @@ class Store:
         read again first (from any node that answers), so the next call goes to
         the replica promoted in place of a dead primary."""
         if isinstance(self.redis, RedisCluster):
-            with contextlib.suppress(*_UNAVAILABLE):
-                await self.redis.nodes_manager.initialize()
+            # Every connection meets the dead node at once: one reading of the
+            # map serves them all (each reading replaces the client's node
+            # objects and their connections).
+            async with self._map_lock:
+                if time.monotonic() - self._map_read_at >= _MAP_REREAD_S:
+                    with contextlib.suppress(*_UNAVAILABLE):
+                        await self.redis.nodes_manager.initialize()
+                    self._map_read_at = time.monotonic()
             if self.on_failover is not None:
                 self.on_failover()
         return StoreUnavailableError(str(exc))
