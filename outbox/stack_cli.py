@@ -69,8 +69,13 @@ def up(
     state_dir: StateDir = None,
     redis: Annotated[
         str, typer.Option("--redis", help="single: one Redis; cluster: a Redis Cluster of 3 "
-                          "primaries and 3 replicas (sets OUTBOX_REDIS_CLUSTER in `stack env`).")
+                          "primaries and their replicas (sets OUTBOX_REDIS_CLUSTER in `stack env`).")
     ] = "single",
+    redis_replicas: Annotated[
+        int, typer.Option("--redis-replicas", min=1, max=3, help="With --redis cluster: replicas "
+                          "per primary. 2 leave a promoted replica one of its own, which "
+                          "OUTBOX_REDIS_WAIT_REPLICAS=1 needs to go on after a failover.")
+    ] = 1,
     connect_workers: Annotated[
         int, typer.Option("--connect-workers", min=1, max=4, help="Kafka Connect workers in one "
                           "group: 2 or more make a Connect cluster (the task moves when one dies).")
@@ -81,6 +86,9 @@ def up(
         raise typer.BadParameter(f"must be single or cluster, not {redis!r}", param_hint="--redis")
     s = _settings(state_dir)
     s.redis = "cluster" if redis == "cluster" else "single"
+    if redis_replicas != 1 and s.redis != "cluster":
+        raise typer.BadParameter("only with --redis cluster", param_hint="--redis-replicas")
+    s.redis_replicas = redis_replicas
     s.connect_workers = connect_workers
     typer.echo("starting broker, Kafka Connect, Postgres and Redis (Connect takes ~30 s)...")
     try:

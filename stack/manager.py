@@ -154,7 +154,7 @@ class StackManager:
         postgres = self._start_postgres()
         say(f"postgres  ready at {postgres.url}")
         if self.settings.redis == "cluster":
-            cluster = self._start_redis_cluster()
+            cluster = self._start_redis_cluster(replicas=self.settings.redis_replicas)
             redis = cluster[0]
             say(f"redis     a cluster of {len(cluster)} nodes, ready at {redis.url} and others")
         else:

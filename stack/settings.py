@@ -36,8 +36,11 @@ class StackSettings(BaseSettings):
     java: str = "java"
     jetty_dir: Path = Path("/usr/share/java")
     pg_user: str = "outbox-stack"
-    # `single`: one Redis; `cluster`: a Redis Cluster of 3 primaries + 3 replicas.
+    # `single`: one Redis; `cluster`: a Redis Cluster of 3 primaries, each with
+    # `redis_replicas` replicas (2 keep a replica behind a promoted one, which a
+    # router waiting for replicas needs: OUTBOX_REDIS_WAIT_REPLICAS).
     redis: Literal["single", "cluster"] = "single"
+    redis_replicas: int = Field(default=1, ge=1, le=3)
     # Kafka Connect workers in the stack's one group (a Connect cluster from 2).
     connect_workers: int = Field(default=1, ge=1, le=4)
     # Partitions of the notification topic created by `stack up`.

@@ -66,6 +66,8 @@ USAGE: list[tuple[str, list[str]]] = [
     ("token --ttl -5", ["token", "--teacher", "t", "--ttl", "-5"]),
     ("dlq list --limit -1", ["dlq", "list", "--limit", "-1"]),
     ("stack logs -n -1", ["stack", "logs", "-n", "-1"]),
+    ("stack up --redis-replicas 2 without a cluster", ["stack", "up", "--redis-replicas", "2"]),
+    ("stack up --redis-replicas 9", ["stack", "up", "--redis", "cluster", "--redis-replicas", "9"]),
     ("an unknown command", ["nope"]),
 ]
 
