@@ -372,6 +372,7 @@ class Store:
                     with contextlib.suppress(*_UNAVAILABLE):
                         await self.redis.nodes_manager.initialize()
                     self._map_read_at = time.monotonic()
+                    await self._drop_node_clients(set(self.redis.nodes_manager.nodes_cache))
             if self.on_failover is not None:
                 self.on_failover()
         return StoreUnavailableError(str(exc))
@@ -483,7 +484,12 @@ class Store:
 
     async def aclose(self) -> None:
         """Close the clients this store made (not the one it was given)."""
-        clients, self._node_clients = list(self._node_clients.values()), {}
+        await self._drop_node_clients(set())
+
+    async def _drop_node_clients(self, keep: set[str]) -> None:
+        """Close the node clients of nodes not in ``keep`` (names ``host:port``)."""
+        gone = [name for name in self._node_clients if name not in keep]
+        clients = [self._node_clients.pop(name) for name in gone]
         for client in clients:
             with contextlib.suppress(Exception):
                 await client.aclose()
