@@ -37,9 +37,16 @@ def _routable(teacher: str, i: int = 0) -> Routable:
     return decode(n.to_json().encode(), [("id", uuid.uuid4().hex.encode())])
 
 
-def _store(client: aioredis.Redis | RedisCluster, prefix: str, wait: int = 1) -> Store:
+# How long WAIT may take where a replica is expected to answer (a loaded 2-core
+# machine can take well over 300 ms), and where it is paused and cannot.
+PATIENT_MS = 10_000
+SHORT_MS = 300
+
+
+def _store(client: aioredis.Redis | RedisCluster, prefix: str, wait: int = 1,
+           timeout_ms: int = PATIENT_MS) -> Store:  # fmt: skip
     return Store(client, prefix=prefix, dedupe_ttl_s=600, history_maxlen=100,
-                 history_ttl_s=600, wait_replicas=wait, wait_timeout_ms=300)  # fmt: skip
+                 history_ttl_s=600, wait_replicas=wait, wait_timeout_ms=timeout_ms)  # fmt: skip
 
 
 @contextmanager
@@ -94,6 +101,7 @@ async def test_a_batch_is_recorded_only_once_the_replica_has_it(
         assert all(isinstance(p, str) and p for p in positions)
         assert on_replica.xlen(store.hist_key("ada")) == 5  # WAIT returned: it is there
         with _paused(replica.pid):
+            store.wait_timeout_ms = fresh.wait_timeout_ms = SHORT_MS
             with pytest.raises(ReplicationShortError) as short:
                 await store.ingest(second, received_at=time.time())
             assert (short.value.replicas, short.value.wanted) == (0, 1)
@@ -104,6 +112,7 @@ async def test_a_batch_is_recorded_only_once_the_replica_has_it(
             # documented rule is the connection's writes).
             with pytest.raises(ReplicationShortError):
                 await fresh.ingest(second, received_at=time.time())
+        fresh.wait_timeout_ms = PATIENT_MS
         assert await fresh.ingest(second, received_at=time.time()) == [None, None, None]
         assert on_replica.xlen(store.hist_key("ada")) == 8
     finally:
@@ -113,7 +122,7 @@ async def test_a_batch_is_recorded_only_once_the_replica_has_it(
 
 
 async def test_without_any_replica_the_batch_waits(stack: StackState, unique: str) -> None:
-    store = _store(aioredis.Redis.from_url(stack.redis_url), f"w{unique}")
+    store = _store(aioredis.Redis.from_url(stack.redis_url), f"w{unique}", timeout_ms=SHORT_MS)
     try:
         with pytest.raises(ReplicationShortError) as short:
             await store.ingest([_routable("ada")], received_at=time.time())
@@ -150,11 +159,13 @@ async def test_on_a_cluster_each_primary_waits_for_its_own_replica(
         host, port = node_of[busy].host, int(node_of[busy].port)
         others = [t for t in teachers if (node_of[t].host, int(node_of[t].port)) != (host, port)]
         with _paused(_replica_of(redis_cluster, host, port).pid):
+            store.wait_timeout_ms = SHORT_MS
             with pytest.raises(ReplicationShortError) as short:
                 await store.ingest([_routable(busy, 1), _routable(others[0], 1)],
                                    received_at=time.time())  # fmt: skip
             assert short.value.node == f"{host}:{port}"
             # primaries whose replicas answer are not held up
+            store.wait_timeout_ms = PATIENT_MS
             assert (await store.ingest([_routable(others[1], 1)], received_at=time.time()))[0]
     finally:
         await store.aclose()
