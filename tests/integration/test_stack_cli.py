@@ -115,8 +115,13 @@ def test_up_stopped_half_way_by_sigterm_stops_what_it_started() -> None:
                 if line.strip().startswith("connect"):  # broker and Connect are running
                     break
             assert broker_port and port_open(broker_port)
-            connect = _processes_naming(f"{Path(d).resolve()}/connect-worker.properties")
-            assert len(connect) == 1  # Connect, by its worker file
+            # Connect, by its worker file (a moment after the line on a loaded machine)
+            worker_file = f"{Path(d).resolve()}/connect-worker.properties"
+            deadline = time.monotonic() + 10
+            while not (connect := _processes_naming(worker_file)) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            log = Path(d) / "connect.log"
+            assert len(connect) == 1, log.read_text()[-2000:] if log.exists() else "no connect.log"
             with open(f"/proc/{connect[0]}/cmdline", "rb") as f:
                 argv = f.read()
             assert b"ConnectDistributed" in argv and b"\0-Doutbox.stack.test=a b\0" in argv
