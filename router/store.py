@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -278,6 +278,32 @@ class Replay:
     head: str | None
 
 
+async def _evalsha_each(pipeline: Callable[[], Any], load: Callable[[], Awaitable[Any]],
+                        script: AsyncScript, calls: list[tuple[list[str], list[Any]]], *,
+                        then: tuple[Any, ...] | None = None) -> list[Any]:  # fmt: skip
+    """``script`` once per ``(keys, args)`` in one pipeline from ``pipeline()``,
+    then the command ``then`` if given; every answer in order. A node that never
+    saw the script (new, or a promoted replica) gets it from ``load()`` and the
+    calls are sent again: every script here is safe to run twice (ingest
+    deduplicates, leases are set again). Raises the first failed call
+    (unavailable: retried; refused: narrowed by the caller)."""
+    for attempt in range(2):
+        pipe = pipeline()
+        for keys, args in calls:
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        if then is not None:
+            pipe.execute_command(*then)
+        answers = await pipe.execute(raise_on_error=False)
+        if attempt == 0 and any(isinstance(a, NoScriptError) for a in answers):
+            await load()
+            continue
+        break
+    for answer in answers:
+        if isinstance(answer, Exception):
+            raise answer
+    return list(answers)
+
+
 def _s(v: bytes | str | None) -> str | None:
     if v is None:
         return None
@@ -448,21 +474,10 @@ class Store:
                 writes within ``wait_timeout_ms``.
             redis.RedisError: a call failed (the first failure).
         """
-        sha = self._ingest.sha
-        for attempt in range(2):
-            pipe = client.pipeline(transaction=False)
-            for keys, args in calls:
-                pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
-            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
-            answers = await pipe.execute(raise_on_error=False)
-            if attempt == 0 and any(isinstance(a, NoScriptError) for a in answers):
-                await client.script_load(self._ingest.script)  # a new or promoted node
-                continue
-            break
-        *scripts, acked = answers
-        for answer in answers:
-            if isinstance(answer, Exception):
-                raise answer
+        *scripts, acked = await _evalsha_each(
+            lambda: client.pipeline(transaction=False),
+            lambda: client.script_load(self._ingest.script), self._ingest, calls,
+            then=("WAIT", self.wait_replicas, self.wait_timeout_ms))  # fmt: skip
         if int(acked) < self.wait_replicas:
             raise ReplicationShortError(node or "redis", int(acked), self.wait_replicas,
                                         self.wait_timeout_ms)  # fmt: skip
@@ -554,24 +569,14 @@ class Store:
                          ) -> list[Any]:  # fmt: skip
         """Run a script once per ``(keys, args)``, every call of one slot, in one
         cluster pipeline; the answers in order. Raises the first failed call."""
-        assert isinstance(self.redis, RedisCluster)
-        for attempt in range(2):
-            pipe = self.redis.pipeline()
-            for keys, args in calls:
-                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            answers = await pipe.execute(raise_on_error=False)
-            if attempt == 0 and any(isinstance(a, NoScriptError) for a in answers):
-                # A node that never saw the script (new, or a promoted replica):
-                # load it everywhere and send the calls again; every script here
-                # is safe to run twice (ingest deduplicates, leases are set again).
-                await self.redis.execute_command("SCRIPT LOAD", script.script,
-                                                 target_nodes=RedisCluster.ALL_NODES)  # fmt: skip
-                continue
-            break
-        for answer in answers:
-            if isinstance(answer, Exception):  # unavailable (retried), or refused (narrowed)
-                raise answer
-        return list(answers)
+        cluster = self.redis
+        assert isinstance(cluster, RedisCluster)
+
+        async def load_everywhere() -> None:
+            await cluster.execute_command("SCRIPT LOAD", script.script,
+                                          target_nodes=RedisCluster.ALL_NODES)  # fmt: skip
+
+        return await _evalsha_each(cluster.pipeline, load_everywhere, script, calls)
 
     async def register(self, teachers: Sequence[str], *, lease_ms: int) -> None:
         """Register (or renew) this replica's lease on ``teachers``.
