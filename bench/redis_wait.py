@@ -23,7 +23,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
@@ -32,20 +31,6 @@ from bench.store import _records
 from router.store import Store
 from stack.manager import StackManager
 from stack.settings import StackSettings
-
-
-def _primary_and_replica(tmp: Path) -> tuple[list[StackManager], str]:
-    managers = [StackManager(StackSettings(), state_dir=tmp / name) for name in ("p", "r")]
-    primary, replica = (m.start_redis() for m in managers)
-    with redis.Redis.from_url(replica.url) as r, redis.Redis.from_url(primary.url) as p:
-        r.replicaof("127.0.0.1", primary.port)
-        deadline = time.monotonic() + 30
-        while r.info("replication").get("master_link_status") != "up" or \
-                p.info("replication").get("connected_slaves") != 1:  # fmt: skip
-            if time.monotonic() > deadline:
-                raise RuntimeError("the replica did not sync")
-            time.sleep(0.1)
-    return managers, primary.url
 
 
 async def _round(url: str, cluster: bool, wait: int, n: int, batch: int) -> dict[str, float]:
@@ -89,7 +74,8 @@ def main() -> None:
                 managers = [StackManager(StackSettings(), state_dir=tmp / "c")]
                 url = managers[0].start_redis_cluster()[0].url
             else:
-                managers, url = _primary_and_replica(tmp)
+                managers = [StackManager(StackSettings(), state_dir=tmp / "r")]
+                url = managers[0].start_redis_with_replicas(1)[0].url
             runs: dict[str, list[dict[str, float]]] = {"no wait": [], "wait 1": []}
             for r in range(args.rounds):
                 modes = [0, 1] if r % 2 == 0 else [1, 0]

@@ -331,11 +331,13 @@ class StackManager:
         create_database(admin, PG_DATABASE)
         return comp
 
-    def _start_redis(self, port: int | None = None) -> Component:
+    def _start_redis(
+        self, port: int | None = None, *, name: str = "redis", replica_of: Component | None = None
+    ) -> Component:
         port = port or procs.free_port()
-        rdir = self.state_dir / "redis"
+        rdir = self.state_dir / name
         rdir.mkdir(parents=True, exist_ok=True)
-        log_path = self.state_dir / "redis.log"
+        log_path = self.state_dir / f"{name}.log"
         argv = [
             self.settings.redis_server,
             "--port",
@@ -352,12 +354,16 @@ class StackManager:
             str(rdir),
             "--daemonize",
             "no",
+            "--repl-diskless-sync-delay",
+            "0",
         ]
+        if replica_of is not None:
+            argv += ["--replicaof", "127.0.0.1", str(replica_of.port)]
         proc = procs.spawn(argv, log_path)
         url = f"redis://127.0.0.1:{port}/0"
         comp = self._register(
             Component(
-                name="redis",
+                name=name,
                 pid=proc.pid,
                 port=port,
                 url=url,
@@ -365,8 +371,26 @@ class StackManager:
                 expect="redis-server",
             )
         )
-        _wait("redis", lambda: _redis_ready(url), proc, log_path, timeout=30)
+        _wait(name, lambda: _redis_ready(url), proc, log_path, timeout=30)
         return comp
+
+    def start_redis_with_replicas(self, replicas: int = 1) -> list[Component]:
+        """Start only a Redis primary and ``replicas`` replicas of it (plain
+        replication, no cluster), each a process with its own data directory and
+        log; ready once every replica is in sync. The primary comes first. For
+        the tests and benchmarks of ``OUTBOX_REDIS_WAIT_REPLICAS``."""
+        out: list[Component] = []
+
+        def start() -> Component:
+            out.append(self._start_redis())
+            for i in range(1, replicas + 1):
+                out.append(self._start_redis(name=f"redis-replica-{i}", replica_of=out[0]))
+            _wait("redis replication", lambda: _replicas_in_sync(out[0].url, out[1:]), None,
+                  Path(out[-1].log), timeout=60)  # fmt: skip
+            return out[0]
+
+        self._start_alone(start)
+        return out
 
     def _start_redis_cluster(self, primaries: int = 3, replicas: int = 1) -> list[Component]:
         """A Redis Cluster on loopback: ``primaries`` primaries with ``replicas``
@@ -605,6 +629,25 @@ def _cluster_ok(url: str, nodes: int, replicas: int) -> bool:
         in_sync = repl.get("master_link_status") == "up"
     return (info.get("cluster_state") == "ok" and int(info.get("cluster_slots_ok", 0)) == 16384
             and len(known) == nodes and in_sync)  # fmt: skip
+
+
+def _replicas_in_sync(primary_url: str, replicas: list[Component]) -> bool:
+    """The primary has every replica ``online`` and every replica's link is up."""
+    import redis
+
+    def replication(url: str) -> dict[str, Any]:
+        client = redis.Redis.from_url(url, socket_timeout=2)
+        try:
+            return client.info("replication")  # type: ignore[return-value]
+        finally:
+            client.close()
+
+    primary = replication(primary_url)
+    online = [v for k, v in primary.items() if k.startswith("slave") and isinstance(v, dict)
+              and v.get("state") == "online"]  # fmt: skip
+    return len(online) == len(replicas) and all(
+        replication(r.url).get("master_link_status") == "up" for r in replicas
+    )
 
 
 def _redis_ready(url: str) -> bool:

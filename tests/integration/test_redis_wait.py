@@ -62,27 +62,14 @@ def _paused(pid: int) -> Iterator[None]:
 
 @pytest.fixture
 def primary_and_replica() -> Iterator[tuple[Component, Component]]:
-    """A Redis primary and one replica of it, each a process of its own."""
+    """A Redis primary and one replica of it, each a process of its own, in sync."""
     tmp = Path(tempfile.mkdtemp(prefix="outbox-test-wait-"))
-    managers = [StackManager(StackSettings(), state_dir=tmp / name) for name in ("p", "r")]
+    manager = StackManager(StackSettings(), state_dir=tmp)
     try:
-        primary, replica = (m.start_redis() for m in managers)
-        r = redis.Redis.from_url(replica.url)
-        p = redis.Redis.from_url(primary.url)
-        try:
-            r.replicaof("127.0.0.1", primary.port)
-            deadline = time.monotonic() + 20
-            while p.info("replication").get("connected_slaves") != 1 or \
-                    r.info("replication").get("master_link_status") != "up":  # fmt: skip
-                assert time.monotonic() < deadline, "the replica did not sync"
-                time.sleep(0.1)
-        finally:
-            r.close()
-            p.close()
+        primary, replica = manager.start_redis_with_replicas(1)
         yield primary, replica
     finally:
-        for m in managers:
-            m.stop_started()
+        manager.stop_started()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
