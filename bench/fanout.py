@@ -10,6 +10,10 @@ connection each), produces ``--messages`` notifications spread over all
 teachers and waits until every client has its share. Reported per replica: CPU
 seconds for the run and frames written. Then the same with one replica holding
 every teacher, for the single-replica case. Modes alternate run by run.
+``even_split_over_broadcast``, from the same runs: one replica's CPU for
+everything divided by ``--replicas`` (a share of ingest and of deliveries,
+nothing foreign), over broadcast's CPU per replica; a fan-out that only drops
+foreign traffic lands about there.
 ``--redis cluster`` runs it against a Redis Cluster of its own (3 primaries, 3
 replicas on loopback); Redis figures are then the sum over all six nodes.
 """
@@ -224,8 +228,16 @@ def main() -> None:
                 by_mode.setdefault(mode, {})[f"x{replicas}"] = summary(
                     [sum(y["cpu_s"]) / sum(x["cpu_s"]) for x, y in zip(b, m, strict=True)]
                 )
+    # A replica doing a 1/R share of one replica's whole work (its share of
+    # ingest, its own deliveries, nothing foreign), over broadcast's cost per
+    # replica, within each run.
+    b1, br = results.get("broadcast x1"), results.get(f"broadcast x{args.replicas}")
+    even = (summary([x["cpu_s"][0] / args.replicas / (sum(y["cpu_s"]) / len(y["cpu_s"]))
+                      for x, y in zip(b1, br, strict=True)])
+             if b1 and br and args.replicas > 1 else None)  # fmt: skip
     out = {
         "settings": vars(args),
+        "even_split_over_broadcast": even,
         "results": agg,
         "raw": results,
         "cpu_ratio_over_broadcast": by_mode,
@@ -233,7 +245,8 @@ def main() -> None:
     }
     path = write_result("fanout" if args.redis == "single" else "fanout-cluster", out)
     print(json.dumps({"cpu_ratio_over_broadcast": {
-        mode: {k: v["median"] for k, v in r.items()} for mode, r in by_mode.items()}}))  # fmt: skip
+        mode: {k: v["median"] for k, v in r.items()} for mode, r in by_mode.items()},
+        "even_split_over_broadcast": even and even["median"]}))  # fmt: skip
     print(f"wrote {path}")
     shutil.rmtree(workdir, ignore_errors=True)
 
