@@ -35,12 +35,20 @@ from router.store import Store
 log = logging.getLogger(__name__)
 
 
+# RESP2 unless OUTBOX_REDIS_URL asks otherwise (``?protocol=3``): redis-py 8
+# speaks RESP3 by default; the router's replies and pub/sub are written and
+# tested against RESP2.
+RESP = 2
+
+
 def connect_redis(settings: RouterSettings) -> aioredis.Redis | RedisCluster:
     """The client for ``OUTBOX_REDIS_URL``: one Redis, or a cluster's client."""
     if settings.redis_cluster:
-        cluster: RedisCluster = RedisCluster.from_url(settings.redis_url, health_check_interval=10)
+        cluster: RedisCluster = RedisCluster.from_url(settings.redis_url, health_check_interval=10,
+                                                      protocol=RESP)  # fmt: skip
         return cluster
-    single: aioredis.Redis = aioredis.Redis.from_url(settings.redis_url, health_check_interval=10)
+    single: aioredis.Redis = aioredis.Redis.from_url(settings.redis_url, health_check_interval=10,
+                                                     protocol=RESP)  # fmt: skip
     return single
 
 
@@ -83,7 +91,7 @@ class Router:
         self.subscribed = asyncio.Event()
         self.sharded = (
             ShardedSubscriber(self.redis, self.store, self.interest,
-                              slot_map=RedisCluster.from_url(settings.redis_url)
+                              slot_map=RedisCluster.from_url(settings.redis_url, protocol=RESP)
                               if settings.redis_cluster else None,
                               dispatch=self._dispatch,
                               restored=self.hub.restored, connect=self._node_client,
@@ -180,7 +188,8 @@ class Router:
 
     def _node_client(self, host: str, port: int) -> aioredis.Redis:
         """A client of one node, with the settings of ``OUTBOX_REDIS_URL``."""
-        client: aioredis.Redis = aioredis.Redis.from_url(node_url(self.s.redis_url, host, port))
+        client: aioredis.Redis = aioredis.Redis.from_url(node_url(self.s.redis_url, host, port),
+                                                         protocol=RESP)  # fmt: skip
         return client
 
     async def _subscribe(self) -> None:
@@ -316,6 +325,8 @@ class Router:
         node = nodes[self._sub_turn % len(nodes)]
         self._sub_turn += 1
         client: aioredis.Redis = aioredis.Redis.from_url(
-            node_url(self.s.redis_url, node.host, int(node.port)), health_check_interval=10
+            node_url(self.s.redis_url, node.host, int(node.port)),
+            health_check_interval=10,
+            protocol=RESP,
         )
         return client

@@ -222,8 +222,12 @@ class ShardedSubscriber:
 
     async def _open(self, name: str, addr: tuple[str, int]) -> _Node:
         client = self._connect(*addr)
-        conn = client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
-        await conn.connect()
+        pool = client.connection_pool
+        # RESP2 whatever the URL asks for: under RESP3 the confirmations and
+        # messages read below would be push frames, which the connection hands
+        # to a push handler and never returns.
+        conn = pool.connection_class(**{**pool.connection_kwargs, "protocol": 2})
+        await conn.connect()  # type: ignore[no-untyped-call]
         node = _Node(name, conn)
         node.reader = asyncio.create_task(self._read(node), name=f"sharded-fanout-{name}")
         self._nodes[name] = node

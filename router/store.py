@@ -348,9 +348,9 @@ class Store:
         # again: what was registered there may not have reached its replica.
         self.on_failover: Callable[[], None] | None = None
         # A cluster client runs them as well (EVALSHA routed by the first key).
-        self._ingest = AsyncScript(client, _INGEST)  # type: ignore[arg-type]
-        self._ack = AsyncScript(client, _ACK)  # type: ignore[arg-type]
-        self._interest = AsyncScript(client, _INTEREST)  # type: ignore[arg-type]
+        self._ingest = AsyncScript(client, _INGEST)
+        self._ack = AsyncScript(client, _ACK)
+        self._interest = AsyncScript(client, _INTEREST)
 
     @property
     def channel(self) -> str:
@@ -623,7 +623,7 @@ class Store:
                                                max="+", count=self.history_maxlen)  # fmt: skip
         except _UNAVAILABLE as exc:
             raise await self._unavailable(exc) from exc
-        return len(rows)
+        return len(rows or ())
 
     async def replay(self, teacher_id: str, after: str | None) -> Replay:
         with self._timed("replay"):
@@ -655,8 +655,8 @@ class Store:
         except _UNAVAILABLE as exc:
             raise await self._unavailable(exc) from exc
         entries = []
-        for pos, fields in rows:
-            f = {_s(k): _s(v) for k, v in fields.items()}
+        for pos, fields in rows or ():
+            f = {_s(k): _s(v) for k, v in (fields or {}).items()}
             entries.append(HistoryEntry(_s(pos) or "", f.get("id") or "", f.get("n") or "{}",
                                         f.get("c") or None))  # fmt: skip
         return Replay(entries, recovered, head)
@@ -670,7 +670,7 @@ class Store:
         a priority. Items past their deadline are dropped from the set."""
         key = self.pending_key(teacher_id)
         try:
-            raw: dict[bytes, bytes] = await self.redis.hgetall(key)  # type: ignore[misc]
+            raw = await self.redis.hgetall(key)
         except _UNAVAILABLE as exc:
             raise await self._unavailable(exc) from exc
         items: list[PendingItem] = []
@@ -687,7 +687,7 @@ class Store:
                                      d["n"]))  # fmt: skip
         if expired:
             try:
-                await self.redis.hdel(key, *expired)  # type: ignore[misc]
+                await self.redis.hdel(key, *expired)
             except _UNAVAILABLE as exc:
                 raise await self._unavailable(exc) from exc
         items.sort(key=lambda it: (-it.rank, position_key(it.position)))

@@ -616,9 +616,9 @@ def _cluster_ok(url: str, nodes: int, replicas: int) -> bool:
 
     client = redis.Redis.from_url(url, socket_timeout=2)
     try:
-        info: dict[str, Any] = client.cluster("info")  # type: ignore[assignment]
-        known: dict[str, Any] = client.cluster("nodes")  # type: ignore[assignment]
-        repl: dict[str, Any] = client.info("replication")  # type: ignore[assignment]
+        info: dict[str, Any] = client.cluster("info")
+        known: dict[str, Any] = client.cluster("nodes")
+        repl: dict[str, Any] = client.info("replication")
     finally:
         client.close()
     if repl.get("role") == "master":
@@ -638,7 +638,7 @@ def _replicas_in_sync(primary_url: str, replicas: list[Component]) -> bool:
     def replication(url: str) -> dict[str, Any]:
         client = redis.Redis.from_url(url, socket_timeout=2)
         try:
-            return client.info("replication")  # type: ignore[return-value]
+            return client.info("replication")
         finally:
             client.close()
 

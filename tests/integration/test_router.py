@@ -232,6 +232,24 @@ async def test_by_interest_a_replica_receives_only_its_teachers(env: Env, fanout
         await cy.close()
 
 
+async def test_sharded_fan_out_on_a_resp3_url(env: Env) -> None:
+    """``OUTBOX_REDIS_URL`` may ask for RESP3 (``?protocol=3``); the sharded
+    fan-out reads its node connections itself and still hears its
+    subscriptions confirmed and its messages (under RESP3 they would be push
+    frames that the connection never returns)."""
+    s = env.settings.model_copy(update={"fanout": "sharded",
+                                        "redis_url": env.settings.redis_url + "?protocol=3"})  # fmt: skip
+    async with running_router(s) as router:
+        await wait_ready(router.port)
+        ada = await Client.open(router.port, env.token("ada"))
+        sent = [env.produce(notification("batch_files_uploaded", "ada", i)) for i in range(5)]
+        env.flush()
+        await ada.collect(5)
+        await ada.quiet(0.2)
+        assert [f["id"] for f in ada.notifications()] == sent
+        await ada.close()
+
+
 async def test_a_batch_over_many_slots_arrives_in_order_per_teacher(any_env: Env) -> None:
     """Teachers spread over every node of a cluster (and ids with braces, which
     must not break the hash tag): each gets its own, in commit order, once."""
