@@ -28,7 +28,7 @@ from router.fanout import Hub, parse_fanout
 from router.interest import Interest
 from router.metrics import RouterMetrics
 from router.server import WebSocketServer
-from router.settings import RouterSettings
+from router.settings import RouterSettings, session_calls
 from router.sharded import ShardedSubscriber
 from router.store import Store
 
@@ -44,11 +44,13 @@ RESP = 2
 def connect_redis(settings: RouterSettings) -> aioredis.Redis | RedisCluster:
     """The client for ``OUTBOX_REDIS_URL``: one Redis, or a cluster's client."""
     if settings.redis_cluster:
-        cluster: RedisCluster = RedisCluster.from_url(settings.redis_url, health_check_interval=10,
-                                                      protocol=RESP)  # fmt: skip
+        cluster: RedisCluster = RedisCluster.from_url(
+            settings.redis_url, health_check_interval=10, protocol=RESP,
+            max_connections=settings.redis_max_connections)  # fmt: skip
         return cluster
-    single: aioredis.Redis = aioredis.Redis.from_url(settings.redis_url, health_check_interval=10,
-                                                     protocol=RESP)  # fmt: skip
+    single: aioredis.Redis = aioredis.Redis.from_url(
+        settings.redis_url, health_check_interval=10, protocol=RESP,
+        max_connections=settings.redis_max_connections)  # fmt: skip
     return single
 
 
@@ -80,6 +82,7 @@ class Router:
                            replica_id=self.replica_id,
                            sharded=settings.fanout == "sharded",
                            wait_replicas=settings.redis_wait_replicas,
+                           calls_at_once=session_calls(settings.redis_max_connections),
                            wait_timeout_ms=settings.redis_wait_timeout_ms)  # fmt: skip
         # Which teachers this replica serves: leases (interest) or subscriptions (sharded).
         self.interest = Interest() if settings.fanout != "broadcast" else None

@@ -10,6 +10,18 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from contracts.notification import DEAD_LETTER_TOPIC, NOTIFICATION_TOPIC
 
+# Redis connections: at most OUTBOX_REDIS_MAX_CONNECTIONS per Redis node (redis-py
+# raises rather than waits beyond its pool's bound). A few are kept for the
+# router's own work (the ingest pipeline, the fan-out subscription, interest
+# registrations, readiness pings); the rest serve the connections' calls.
+REDIS_MAX_CONNECTIONS = 64
+REDIS_RESERVED_CONNECTIONS = 8
+
+
+def session_calls(max_connections: int) -> int:
+    """How many of the teachers' connections may call Redis at once."""
+    return max_connections - REDIS_RESERVED_CONNECTIONS
+
 
 class RouterSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OUTBOX_", extra="ignore")
@@ -36,6 +48,9 @@ class RouterSettings(BaseSettings):
     # replicas answer within the timeout, ingest waits and nothing is committed.
     redis_wait_replicas: int = Field(default=0, ge=0, le=16)
     redis_wait_timeout_ms: int = Field(default=1000, ge=1, le=60000)
+    # Connections to each Redis node (see REDIS_MAX_CONNECTIONS above).
+    redis_max_connections: int = Field(default=REDIS_MAX_CONNECTIONS,
+                                       ge=2 * REDIS_RESERVED_CONNECTIONS, le=10000)  # fmt: skip
     # broadcast: every replica receives every notification on one channel;
     # interest: a replica registers the teachers connected to it and receives
     # only theirs, on a channel of its own; sharded: a replica subscribes

@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -53,6 +53,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from contracts.protocol import position_key
 from router.decode import Routable
 from router.errors import PoisonMessageError, ReplicationShortError, StoreUnavailableError
+from router.settings import REDIS_MAX_CONNECTIONS, session_calls
 
 # Lease ends (interest fan-out) are Redis' own clock, in ms, in every script.
 _NOW_MS = """
@@ -317,8 +318,13 @@ class Store:
                  history_maxlen: int, history_ttl_s: int, pending_max: int = 500,
                  observe: Callable[[str, float], None] | None = None,
                  replica_id: str | None = None, sharded: bool = False,
-                 wait_replicas: int = 0, wait_timeout_ms: int = 1000) -> None:  # fmt: skip
+                 wait_replicas: int = 0, wait_timeout_ms: int = 1000,
+                 calls_at_once: int = session_calls(REDIS_MAX_CONNECTIONS)) -> None:  # fmt: skip
         self.redis = client
+        # The connections' own calls (replay, pending, ack) in flight at once; the
+        # others wait their turn. A thousand teachers connecting together would
+        # otherwise want a thousand Redis connections, beyond any pool's bound.
+        self._calls = asyncio.Semaphore(calls_at_once)
         # WAIT after each ingest call: replicas that must have it, and how long
         # Redis may take to say so. 0: the primary's answer is enough.
         self.wait_replicas = wait_replicas
@@ -413,6 +419,12 @@ class Store:
             yield
         finally:
             self._observe(call, time.perf_counter() - start)
+
+    @contextlib.asynccontextmanager
+    async def _session_call(self, call: str) -> AsyncIterator[None]:
+        async with self._calls:
+            with self._timed(call):
+                yield
 
     async def ping(self) -> bool:
         try:
@@ -618,7 +630,7 @@ class Store:
         if after is None:
             return 0
         try:
-            with self._timed("replay_count"):
+            async with self._session_call("replay_count"):
                 rows = await self.redis.xrange(self.hist_key(teacher_id), min=f"({after}",
                                                max="+", count=self.history_maxlen)  # fmt: skip
         except _UNAVAILABLE as exc:
@@ -626,7 +638,7 @@ class Store:
         return len(rows or ())
 
     async def replay(self, teacher_id: str, after: str | None) -> Replay:
-        with self._timed("replay"):
+        async with self._session_call("replay"):
             return await self._do_replay(teacher_id, after)
 
     async def _do_replay(self, teacher_id: str, after: str | None) -> Replay:
@@ -662,7 +674,7 @@ class Store:
         return Replay(entries, recovered, head)
 
     async def pending(self, teacher_id: str, *, now: datetime, limit: int) -> list[PendingItem]:
-        with self._timed("pending"):
+        async with self._session_call("pending"):
             return await self._do_pending(teacher_id, now=now, limit=limit)
 
     async def _do_pending(self, teacher_id: str, *, now: datetime, limit: int) -> list[PendingItem]:
@@ -694,7 +706,7 @@ class Store:
         return items[:limit]
 
     async def ack(self, teacher_id: str, event_id: str) -> bool:
-        with self._timed("ack"):
+        async with self._session_call("ack"):
             return await self._do_ack(teacher_id, event_id)
 
     async def _do_ack(self, teacher_id: str, event_id: str) -> bool:

@@ -232,6 +232,24 @@ async def test_by_interest_a_replica_receives_only_its_teachers(env: Env, fanout
         await cy.close()
 
 
+async def test_connections_syncing_at_once_wait_for_a_bounded_pool(env: Env) -> None:
+    """120 teachers connect at once to a router allowed 16 Redis connections (8
+    for the connections' calls): their syncs take turns instead of failing.
+    redis-py raises rather than waits beyond its pool's bound, so every one
+    getting its notification shows the calls waited."""
+    s = env.settings.model_copy(update={"redis_max_connections": 16})
+    teachers = [f"m{i}" for i in range(120)]
+    async with running_router(s) as router:
+        await wait_ready(router.port)
+        clients = await asyncio.gather(*(Client.open(router.port, env.token(t)) for t in teachers))
+        sent = {t: env.produce(notification("class_created", t, 0)) for t in teachers}
+        env.flush()
+        for t, c in zip(teachers, clients, strict=True):
+            await c.collect(1)
+            assert [f["id"] for f in c.notifications()] == [sent[t]]
+        await asyncio.gather(*(c.close() for c in clients))
+
+
 async def test_sharded_fan_out_on_a_resp3_url(env: Env) -> None:
     """``OUTBOX_REDIS_URL`` may ask for RESP3 (``?protocol=3``); the sharded
     fan-out reads its node connections itself and still hears its
