@@ -621,14 +621,18 @@ def _cluster_ok(url: str, nodes: int, replicas: int) -> bool:
         repl: dict[str, Any] = client.info("replication")
     finally:
         client.close()
+    return (info.get("cluster_state") == "ok" and int(info.get("cluster_slots_ok", 0)) == 16384
+            and len(known) == nodes and _in_sync(repl, replicas))  # fmt: skip
+
+
+def _in_sync(repl: dict[str, Any], replicas: int) -> bool:
+    """From a node's ``INFO replication``: a primary with all ``replicas``
+    online, or a replica with its link to the primary up."""
     if repl.get("role") == "master":
         online = [v for k, v in repl.items() if k.startswith("slave") and isinstance(v, dict)
                   and v.get("state") == "online"]  # fmt: skip
-        in_sync = len(online) == replicas
-    else:
-        in_sync = repl.get("master_link_status") == "up"
-    return (info.get("cluster_state") == "ok" and int(info.get("cluster_slots_ok", 0)) == 16384
-            and len(known) == nodes and in_sync)  # fmt: skip
+        return len(online) == replicas
+    return repl.get("master_link_status") == "up"
 
 
 def _replicas_in_sync(primary_url: str, replicas: list[Component]) -> bool:
@@ -642,12 +646,8 @@ def _replicas_in_sync(primary_url: str, replicas: list[Component]) -> bool:
         finally:
             client.close()
 
-    primary = replication(primary_url)
-    online = [v for k, v in primary.items() if k.startswith("slave") and isinstance(v, dict)
-              and v.get("state") == "online"]  # fmt: skip
-    return len(online) == len(replicas) and all(
-        replication(r.url).get("master_link_status") == "up" for r in replicas
-    )
+    return all(_in_sync(replication(url), len(replicas))
+               for url in [primary_url, *(r.url for r in replicas)])  # fmt: skip
 
 
 def _redis_ready(url: str) -> bool:
