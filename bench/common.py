@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -78,9 +79,25 @@ def write_result(name: str, data: dict[str, Any]) -> Path:
     return path
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def cleanup_on_sigterm() -> None:
+    """Make SIGTERM (``timeout``, ``kill``) raise SystemExit in this process, so the
+    ``finally`` blocks that stop what a benchmark started (its stack, its router,
+    its clients process) run; by default the signal ends the process without them
+    and leaves those behind. Idempotent; a no-op outside the main thread."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
 @contextmanager
 def bench_stack() -> Iterator[StackState]:
     """A running stack: the one in $OUTBOX_BENCH_STACK_DIR, or a fresh one stopped at the end."""
+    cleanup_on_sigterm()
     reuse = os.environ.get("OUTBOX_BENCH_STACK_DIR")
     if reuse:
         yield load(Path(reuse))
@@ -161,6 +178,8 @@ def server_cpu_seconds(pid: int) -> float:
 def python_proc(
     args: list[str], env: dict[str, str] | None = None, **kw: Any
 ) -> subprocess.Popen[str]:
+    """A Python child process of this benchmark (stopped by its ``finally``, even on SIGTERM)."""
+    cleanup_on_sigterm()
     return subprocess.Popen([sys.executable, *args], env=env, text=True, **kw)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from bench.common import pct, summary, write_result
+from bench.common import cleanup_on_sigterm, pct, summary, write_result
 from bench.store import _records
 from router.store import Store
 from stack.manager import StackManager
@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--topologies", default="single,cluster")
     args = ap.parse_args()
+    cleanup_on_sigterm()  # its stack is stopped in the finally below
     out: dict[str, Any] = {"settings": vars(args)}
     for topology in args.topologies.split(","):
         tmp = Path(tempfile.mkdtemp(prefix="outbox-bench-wait-"))

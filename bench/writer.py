@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from bench.common import summary, write_result
+from bench.common import cleanup_on_sigterm, summary, write_result
 from contracts import build_notification
 from relay.migrations import migrate
 from relay.resources import data_dir
@@ -72,6 +72,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
+    cleanup_on_sigterm()  # its stack is stopped in the finally below
     tmp = Path(tempfile.mkdtemp(prefix="outbox-bench-writer-"))
     tmp.chmod(0o755)
     # The embedded Postgres runs with fsync=off, so this measures the statements,
