@@ -250,22 +250,40 @@ async def test_connections_syncing_at_once_wait_for_a_bounded_pool(env: Env) -> 
         await asyncio.gather(*(c.close() for c in clients))
 
 
-async def test_sharded_fan_out_on_a_resp3_url(env: Env) -> None:
-    """``OUTBOX_REDIS_URL`` may ask for RESP3 (``?protocol=3``); the sharded
-    fan-out reads its node connections itself and still hears its
-    subscriptions confirmed and its messages (under RESP3 they would be push
-    frames that the connection never returns)."""
-    s = env.settings.model_copy(update={"fanout": "sharded",
+@pytest.mark.parametrize("fanout", ["broadcast", "interest", "sharded"])
+async def test_every_call_on_a_resp3_url(env: Env, fanout: str) -> None:
+    """``OUTBOX_REDIS_URL`` may ask for RESP3 (``?protocol=3``), whose replies
+    have other shapes (maps, push frames). Every call a connection makes still
+    works: live delivery, pending on connect, ack, replay on resume. The sharded
+    fan-out reads its node connections itself and forces RESP2 there (under
+    RESP3 its subscription confirmations would be push frames the connection
+    never returns)."""
+    s = env.settings.model_copy(update={"fanout": fanout,
                                         "redis_url": env.settings.redis_url + "?protocol=3"})  # fmt: skip
     async with running_router(s) as router:
         await wait_ready(router.port)
         ada = await Client.open(router.port, env.token("ada"))
-        sent = [env.produce(notification("batch_files_uploaded", "ada", i)) for i in range(5)]
+        sent = [env.produce(notification("batch_files_uploaded", "ada", i)) for i in range(3)]
+        crit = env.produce(notification("student_matching_deadline_approaching", "ada", 3))
+        imm = env.produce(notification("batch_file_corrupted", "ada", 4))
         env.flush()
         await ada.collect(5)
         await ada.quiet(0.2)
-        assert [f["id"] for f in ada.notifications()] == sent
+        assert [f["id"] for f in ada.notifications()] == [*sent, crit, imm]
+        pos = ada.notifications()[0]["position"]
+        await ada.ws.send(json.dumps({"type": "ack", "id": imm}))
+        await asyncio.sleep(0.5)
         await ada.close()
+        # the pending one not acknowledged first, then the replay after pos
+        # (without what was just sent as pending)
+        again = await Client.open(router.port, env.token("ada"), resume=pos)
+        await again.collect(4)
+        await again.quiet(0.2)
+        assert [f["id"] for f in again.notifications() if f["pending"]] == [crit]
+        assert [f["id"] for f in again.notifications() if f["replayed"]] == [*sent[1:], imm]
+        done = next(f for f in again.frames if f["type"] == "replay_done")
+        assert (done["recovered"], done["replayed"], done["pending"]) == (True, 3, 1)
+        await again.close()
 
 
 async def test_a_batch_over_many_slots_arrives_in_order_per_teacher(any_env: Env) -> None:
