@@ -14,6 +14,11 @@ every teacher, for the single-replica case. Modes alternate run by run.
 everything divided by ``--replicas`` (a share of ingest and of deliveries,
 nothing foreign), over broadcast's CPU per replica; a fan-out that only drops
 foreign traffic lands about there.
+``unit_costs_us``, per mode and run: what a replica spends on each notification
+of its own (its ingest share and its deliveries: the mode's CPU per replica over
+N/R) and what broadcast spends beyond that on each foreign one (the difference
+over N(R-1)/R). The ratio to broadcast is own / (own + (R-1) x foreign), so it
+is at most 0.5 exactly when own <= (R-1) x foreign (``own_needed_for_half``).
 ``--redis cluster`` runs it against a Redis Cluster of its own (3 primaries, 3
 replicas on loopback); Redis figures are then the sum over all six nodes.
 """
@@ -183,6 +188,22 @@ def run(stack: StackState, target: RedisTarget, mode: str, replicas: int, args: 
             "cluster_bus_publishes_per_notification": stats["bus_publishes"] / args.messages}  # fmt: skip
 
 
+def unit_costs_us(broadcast_cpu_s: list[float], mode_cpu_s: list[float], messages: int
+                  ) -> dict[str, float]:  # fmt: skip
+    """One run's per-notification costs, in us (pure): ``own``, a replica's CPU
+    per notification of its own share under the mode; ``foreign``, what a
+    broadcast replica spends beyond that per notification of the others'; and
+    ``own_needed_for_half``, the ``own`` at which the mode would cost half of
+    broadcast per replica with this ``foreign``."""
+    r = len(mode_cpu_s)
+    if r < 2 or len(broadcast_cpu_s) != r:
+        raise ValueError("needs two or more replicas, as many in both modes")
+    mode, broadcast = sum(mode_cpu_s) / r, sum(broadcast_cpu_s) / r
+    own = 1e6 * mode / (messages / r)
+    foreign = 1e6 * (broadcast - mode) / (messages * (r - 1) / r)
+    return {"own": own, "foreign": foreign, "own_needed_for_half": (r - 1) * foreign}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--messages", type=int, default=100_000)
@@ -228,6 +249,13 @@ def main() -> None:
                 by_mode.setdefault(mode, {})[f"x{replicas}"] = summary(
                     [sum(y["cpu_s"]) / sum(x["cpu_s"]) for x, y in zip(b, m, strict=True)]
                 )
+    units: dict[str, dict[str, Any]] = {}
+    b, n = results.get(f"broadcast x{args.replicas}"), args.messages
+    for mode in modes[1:]:
+        m = results.get(f"{mode} x{args.replicas}")
+        if b and m and args.replicas > 1:
+            per_run = [unit_costs_us(x["cpu_s"], y["cpu_s"], n) for x, y in zip(b, m, strict=True)]
+            units[mode] = {k: summary([u[k] for u in per_run]) for k in per_run[0]}
     # A replica doing a 1/R share of one replica's whole work (its share of
     # ingest, its own deliveries, nothing foreign), over broadcast's cost per
     # replica, within each run.
@@ -238,6 +266,7 @@ def main() -> None:
     out = {
         "settings": vars(args),
         "even_split_over_broadcast": even,
+        "unit_costs_us": units,
         "results": agg,
         "raw": results,
         "cpu_ratio_over_broadcast": by_mode,
@@ -246,7 +275,9 @@ def main() -> None:
     path = write_result("fanout" if args.redis == "single" else "fanout-cluster", out)
     print(json.dumps({"cpu_ratio_over_broadcast": {
         mode: {k: v["median"] for k, v in r.items()} for mode, r in by_mode.items()},
-        "even_split_over_broadcast": even and even["median"]}))  # fmt: skip
+        "even_split_over_broadcast": even and even["median"],
+        "unit_costs_us": {mode: {k: round(v["median"], 1) for k, v in u.items()}
+                          for mode, u in units.items()}}))  # fmt: skip
     print(f"wrote {path}")
     shutil.rmtree(workdir, ignore_errors=True)
 
