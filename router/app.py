@@ -14,12 +14,14 @@ import errno
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from router.auth import Verifier
 from router.consumer import Ingestor
@@ -41,16 +43,21 @@ log = logging.getLogger(__name__)
 RESP = 2
 
 
+def redis_options(settings: RouterSettings) -> dict[str, Any]:
+    """What every Redis client of the router is made with (options in the URL,
+    such as ``?socket_timeout=``, win over these)."""
+    return {"protocol": RESP, "socket_timeout": settings.redis_timeout_s,
+            "socket_connect_timeout": settings.redis_timeout_s}  # fmt: skip
+
+
 def connect_redis(settings: RouterSettings) -> aioredis.Redis | RedisCluster:
     """The client for ``OUTBOX_REDIS_URL``: one Redis, or a cluster's client."""
+    kw = {**redis_options(settings), "health_check_interval": settings.redis_health_check_s,
+          "max_connections": settings.redis_max_connections}  # fmt: skip
     if settings.redis_cluster:
-        cluster: RedisCluster = RedisCluster.from_url(
-            settings.redis_url, health_check_interval=10, protocol=RESP,
-            max_connections=settings.redis_max_connections)  # fmt: skip
+        cluster: RedisCluster = RedisCluster.from_url(settings.redis_url, **kw)
         return cluster
-    single: aioredis.Redis = aioredis.Redis.from_url(
-        settings.redis_url, health_check_interval=10, protocol=RESP,
-        max_connections=settings.redis_max_connections)  # fmt: skip
+    single: aioredis.Redis = aioredis.Redis.from_url(settings.redis_url, **kw)
     return single
 
 
@@ -94,12 +101,13 @@ class Router:
         self.subscribed = asyncio.Event()
         self.sharded = (
             ShardedSubscriber(self.redis, self.store, self.interest,
-                              slot_map=RedisCluster.from_url(settings.redis_url, protocol=RESP)
+                              slot_map=RedisCluster.from_url(settings.redis_url, **redis_options(settings))
                               if settings.redis_cluster else None,
                               dispatch=self._dispatch,
                               restored=self.hub.restored, connect=self._node_client,
                               subscribed=self.subscribed,
-                              teachers_gauge=self.metrics.fanout_teachers.set)
+                              teachers_gauge=self.metrics.fanout_teachers.set,
+                              ping_every_s=settings.redis_health_check_s)
             if self.interest is not None and settings.fanout == "sharded" else None
         )  # fmt: skip
         self.server = WebSocketServer(settings, store=self.store, hub=self.hub, verifier=self.verifier,
@@ -192,7 +200,7 @@ class Router:
     def _node_client(self, host: str, port: int) -> aioredis.Redis:
         """A client of one node, with the settings of ``OUTBOX_REDIS_URL``."""
         client: aioredis.Redis = aioredis.Redis.from_url(node_url(self.s.redis_url, host, port),
-                                                         protocol=RESP)  # fmt: skip
+                                                         **redis_options(self.s))  # fmt: skip
         return client
 
     async def _subscribe(self) -> None:
@@ -221,7 +229,7 @@ class Router:
                     first = False
                     self.subscribed.set()
                     backoff = 0.2
-                    async for msg in ps.listen():
+                    async for msg in self._messages(ps):
                         if msg.get("type") == "message":
                             self._dispatch(msg["data"])
             except (RedisError, RedisClusterException, OSError) as exc:
@@ -233,6 +241,28 @@ class Router:
                 if client is not None and client is not self.redis:
                     await client.aclose()
 
+    async def _messages(self, ps: Any) -> AsyncIterator[dict[str, Any]]:
+        """The subscription's messages, as ``ps.listen()`` gives them, with a
+        ping each OUTBOX_REDIS_HEALTH_CHECK_S while nothing arrives. A node that
+        answers none of three in a row is hung or cut off without its connection
+        closing, and is given up on: without this, a subscription on it would
+        wait for ever, hearing nothing."""
+        loop = asyncio.get_running_loop()
+        every = self.s.redis_health_check_s
+        heard = pinged = loop.time()
+        while True:
+            msg = await ps.get_message(timeout=every)
+            now = loop.time()
+            if msg is not None:  # a pong too
+                heard = now
+                yield msg
+            elif now - heard > 3 * every:
+                raise RedisTimeoutError(f"the subscription's node answered nothing in "
+                                        f"{now - heard:.1f} s")  # fmt: skip
+            if now - pinged >= every:
+                await ps.ping()
+                pinged = now
+
     async def _listen_by_interest(self, ps: Any, interest: Interest) -> None:
         """The subscription loop of interest fan-out: once Redis confirms this
         replica's own channel, a sender task registers the teachers connected
@@ -242,7 +272,7 @@ class Router:
         and the connections catch up once all is back."""
         sender: asyncio.Task[None] | None = None
         try:
-            async for msg in ps.listen():
+            async for msg in self._messages(ps):
                 if sender is not None and sender.done():
                     sender.result()  # its failure is the subscription's
                 kind = msg.get("type")
@@ -328,8 +358,6 @@ class Router:
         node = nodes[self._sub_turn % len(nodes)]
         self._sub_turn += 1
         client: aioredis.Redis = aioredis.Redis.from_url(
-            node_url(self.s.redis_url, node.host, int(node.port)),
-            health_check_interval=10,
-            protocol=RESP,
+            node_url(self.s.redis_url, node.host, int(node.port)), **redis_options(self.s)
         )
         return client

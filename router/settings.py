@@ -48,6 +48,15 @@ class RouterSettings(BaseSettings):
     # replicas answer within the timeout, ingest waits and nothing is committed.
     redis_wait_replicas: int = Field(default=0, ge=0, le=16)
     redis_wait_timeout_ms: int = Field(default=1000, ge=1, le=60000)
+    # A Redis call (and a connection attempt) that gets no answer in this long
+    # fails, as if the node were down: a node that hangs or is cut off without
+    # closing its connections (a partition) is then failed over from, instead
+    # of holding ingest for ever. Longer than OUTBOX_REDIS_WAIT_TIMEOUT_MS.
+    redis_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    # Each subscription pings its node this often when nothing else arrives; a
+    # node that answers nothing for three of these is given up on, and the
+    # connections it served catch up from wherever the subscription is made again.
+    redis_health_check_s: float = Field(default=10.0, gt=0, le=300)
     # Connections to each Redis node (see REDIS_MAX_CONNECTIONS above).
     redis_max_connections: int = Field(default=REDIS_MAX_CONNECTIONS,
                                        ge=2 * REDIS_RESERVED_CONNECTIONS, le=10000)  # fmt: skip
@@ -114,6 +123,16 @@ class RouterSettings(BaseSettings):
     # Pending action items kept per teacher; past it new ones are delivered live
     # and kept in history, but not re-sent on connect (docs/protocol.md).
     pending_max: int = Field(default=500, ge=1)
+
+    @model_validator(mode="after")
+    def _redis_timeouts(self) -> RouterSettings:
+        if self.redis_wait_replicas and self.redis_timeout_s * 1000 <= self.redis_wait_timeout_ms:
+            raise ValueError(
+                f"OUTBOX_REDIS_TIMEOUT_S ({self.redis_timeout_s:g} s) must be longer than "
+                f"OUTBOX_REDIS_WAIT_TIMEOUT_MS ({self.redis_wait_timeout_ms} ms): Redis answers "
+                "WAIT only when that runs out; raise the first or lower the second"
+            )
+        return self
 
     @model_validator(mode="after")
     def _secret_file(self) -> RouterSettings:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -40,16 +41,17 @@ from router.store import Store
 
 log = logging.getLogger(__name__)
 
-_PING_EVERY_S = 10.0  # a node that answers nothing for three of these is gone
+_SILENT_PINGS = 3  # a node that answers none of this many pings in a row is gone
 
 
 class _Node:
     """One node's connection: SSUBSCRIBE / SUNSUBSCRIBE out, messages in."""
 
-    def __init__(self, name: str, conn: AbstractConnection) -> None:
+    def __init__(self, name: str, conn: AbstractConnection, now: float) -> None:
         self.name = name
         self.conn = conn
         self.reader: asyncio.Task[None] | None = None
+        self.heard = now  # when the node last said anything (loop time)
 
     async def send(self, command: str, channels: list[str]) -> None:
         # One command per channel: on a cluster every channel of one command
@@ -75,7 +77,8 @@ class ShardedSubscriber:
                  restored: Callable[[Iterable[str] | None], None],
                  connect: Callable[[str, int], aioredis.Redis],
                  subscribed: asyncio.Event,
-                 teachers_gauge: Callable[[int], None] | None = None) -> None:  # fmt: skip
+                 teachers_gauge: Callable[[int], None] | None = None,
+                 ping_every_s: float = 10.0) -> None:  # fmt: skip
         self.redis = redis
         # On a cluster: a client of its own, only to read who owns which slot
         # (read again after a loss by closing and initializing it, which closes
@@ -88,6 +91,7 @@ class ShardedSubscriber:
         self._connect = connect  # a client for one node (host, port), for its settings
         self.subscribed = subscribed
         self._gauge = teachers_gauge
+        self._ping_every = ping_every_s
         self._nodes: dict[str, _Node] = {}
         self._teacher_of: dict[bytes, str] = {}  # channel -> teacher
         self._node_of: dict[str, str] = {}  # teacher -> the node its SSUBSCRIBE went to
@@ -130,7 +134,7 @@ class ShardedSubscriber:
         self._node_of.clear()
         self._refresh = True
         self.interest.lost_some(self.interest.connected())
-        next_ping = loop.time() + _PING_EVERY_S
+        next_ping = loop.time() + self._ping_every
         backoff = 0.2
         while True:
             if self._refresh:
@@ -155,12 +159,20 @@ class ShardedSubscriber:
             backoff = 0.2
             if loop.time() >= next_ping:
                 await self._ping_all()
-                next_ping = loop.time() + _PING_EVERY_S
+                next_ping = loop.time() + self._ping_every
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.interest.wake.wait(), max(0.0, next_ping - loop.time()))
 
     async def _ping_all(self) -> None:
+        """Ping every node; give up on one that said nothing since the last
+        pings (hung, or cut off without its connection closing)."""
+        now = asyncio.get_running_loop().time()
         for node in list(self._nodes.values()):
+            silent = now - node.heard
+            if silent > _SILENT_PINGS * self._ping_every:
+                self._node_lost(node, f"no answer in {silent:.1f} s")
+                await node.close()
+                continue
             try:
                 await node.conn.send_packed_command(node.conn.pack_command("PING"),
                                                     check_health=False)  # fmt: skip
@@ -228,7 +240,7 @@ class ShardedSubscriber:
         # to a push handler and never returns.
         conn = pool.connection_class(**{**pool.connection_kwargs, "protocol": 2})
         await conn.connect()  # type: ignore[no-untyped-call]
-        node = _Node(name, conn)
+        node = _Node(name, conn, asyncio.get_running_loop().time())
         node.reader = asyncio.create_task(self._read(node), name=f"sharded-fanout-{name}")
         self._nodes[name] = node
         return node
@@ -236,9 +248,14 @@ class ShardedSubscriber:
     async def _read(self, node: _Node) -> None:
         """Everything one node says, in order; the first doubt ends this node's
         subscriptions (its teachers subscribe again, wherever their slots are)."""
+        loop = asyncio.get_running_loop()
         try:
             while True:
-                msg = await node.conn.read_response(timeout=3 * _PING_EVERY_S)
+                # No timeout per read (math.inf: none, not even the socket's):
+                # the pings of _session notice a silent node, and a message
+                # costs no timer.
+                msg = await node.conn.read_response(timeout=math.inf)
+                node.heard = loop.time()
                 self._handle(node, msg)
         except asyncio.CancelledError:
             raise

@@ -9,6 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client import generate_latest
+from pydantic import ValidationError
 
 from contracts import InvalidNotificationError, build_notification
 from contracts.catalog import CATALOG
@@ -240,3 +241,17 @@ def test_each_worker_gets_its_index_and_admin_port() -> None:
         "/bin",
     )
     assert "OUTBOX_ADMIN_PORT" not in worker_env({}, 1, None)
+
+
+def test_the_redis_timeout_outlasts_wait() -> None:
+    # WAIT is answered only when its own timeout runs out: a call timeout no
+    # longer than that would fail every batch a replica is slow for.
+    with pytest.raises(ValidationError, match="OUTBOX_REDIS_TIMEOUT_S .2 s. must be longer"):
+        RouterSettings(redis_wait_replicas=1, redis_wait_timeout_ms=2000, redis_timeout_s=2)
+    assert RouterSettings(redis_wait_replicas=1, redis_wait_timeout_ms=2000, redis_timeout_s=2.5)
+    assert RouterSettings(redis_wait_timeout_ms=60000).redis_timeout_s == 5.0  # not waiting
+    for bad in (0, -1, 301):
+        with pytest.raises(ValidationError):
+            RouterSettings(redis_timeout_s=bad)
+        with pytest.raises(ValidationError):
+            RouterSettings(redis_health_check_s=bad)

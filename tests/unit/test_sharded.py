@@ -41,7 +41,7 @@ def _confirm(sub: ShardedSubscriber, node: Any, teacher: str) -> None:
 
 async def test_a_confirmed_subscription_lets_the_connection_sync() -> None:
     sub, dispatched, restored = _subscriber()
-    node: Any = _Node("n1", None)  # type: ignore[arg-type]
+    node: Any = _Node("n1", None, 0.0)  # type: ignore[arg-type]
     fut = sub.interest.acquire("ada")
     assert sub.interest.pending_changes()[0] == ["ada"]
     _subscribed(sub, node, "ada")
@@ -57,8 +57,8 @@ async def test_a_confirmed_subscription_lets_the_connection_sync() -> None:
 
 async def test_a_lost_node_costs_only_its_own_teachers_a_catch_up() -> None:
     sub, _, restored = _subscriber()
-    n1: Any = _Node("n1", None)  # type: ignore[arg-type]
-    n2: Any = _Node("n2", None)  # type: ignore[arg-type]
+    n1: Any = _Node("n1", None, 0.0)  # type: ignore[arg-type]
+    n2: Any = _Node("n2", None, 0.0)  # type: ignore[arg-type]
     for t in ("ada", "bo", "cy"):
         sub.interest.acquire(t)
     sub.interest.pending_changes()
@@ -79,7 +79,7 @@ async def test_a_lost_node_costs_only_its_own_teachers_a_catch_up() -> None:
 
 async def test_an_unsubscription_nobody_asked_for_subscribes_that_teacher_again() -> None:
     sub, _, restored = _subscriber()
-    node: Any = _Node("n1", None)  # type: ignore[arg-type]
+    node: Any = _Node("n1", None, 0.0)  # type: ignore[arg-type]
     for t in ("gone", "moved", "stays"):
         sub.interest.acquire(t)
     sub.interest.pending_changes()
@@ -98,3 +98,42 @@ async def test_an_unsubscription_nobody_asked_for_subscribes_that_teacher_again(
     _subscribed(sub, node, "moved")
     _confirm(sub, node, "moved")
     assert restored == [["moved"]]
+
+
+class _Conn:
+    """A node connection that records what is sent to it."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Any, ...]] = []
+        self.closed = False
+
+    def pack_command(self, *args: Any) -> tuple[Any, ...]:
+        return args
+
+    async def send_packed_command(self, packed: tuple[Any, ...], check_health: bool = True) -> None:
+        self.sent.append(packed)
+
+    async def disconnect(self) -> None:
+        self.closed = True
+
+
+async def test_a_node_silent_for_three_pings_is_given_up_on() -> None:
+    """A hung or cut-off node closes nothing; having said nothing for three ping
+    intervals (10 s each by default) is what gives it away."""
+    sub, _, _ = _subscriber()
+    now = asyncio.get_running_loop().time()
+    quiet, talking = _Conn(), _Conn()
+    n1: Any = _Node("n1", quiet, now - 31)  # type: ignore[arg-type]
+    n2: Any = _Node("n2", talking, now - 29)  # type: ignore[arg-type]
+    for t in ("ada", "cy"):
+        sub.interest.acquire(t)
+    sub.interest.pending_changes()
+    _subscribed(sub, n1, "ada")
+    _subscribed(sub, n2, "cy")
+    _confirm(sub, n1, "ada")
+    _confirm(sub, n2, "cy")
+    await sub._ping_all()
+    assert "n1" not in sub._nodes and quiet.closed and quiet.sent == []
+    assert "n2" in sub._nodes and talking.sent == [("PING",)] and not talking.closed
+    assert sub.losses == 1
+    assert sub.interest.pending_changes()[0] == ["ada"]  # only ada subscribes again
