@@ -246,7 +246,7 @@ def test_each_worker_gets_its_index_and_admin_port() -> None:
 def test_the_redis_timeout_outlasts_wait() -> None:
     # WAIT is answered only when its own timeout runs out: a call timeout no
     # longer than that would fail every batch a replica is slow for.
-    with pytest.raises(ValidationError, match="OUTBOX_REDIS_TIMEOUT_S .2 s. must be longer"):
+    with pytest.raises(ValidationError, match=r"OUTBOX_REDIS_TIMEOUT_S \(2 s\) must be longer"):
         RouterSettings(redis_wait_replicas=1, redis_wait_timeout_ms=2000, redis_timeout_s=2)
     assert RouterSettings(redis_wait_replicas=1, redis_wait_timeout_ms=2000, redis_timeout_s=2.5)
     assert RouterSettings(redis_wait_timeout_ms=60000).redis_timeout_s == 5.0  # not waiting
