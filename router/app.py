@@ -30,7 +30,7 @@ from router.fanout import Hub, parse_fanout
 from router.interest import Interest
 from router.metrics import RouterMetrics
 from router.server import WebSocketServer
-from router.settings import RouterSettings, session_calls
+from router.settings import SILENT_PINGS, RouterSettings, session_calls
 from router.sharded import ShardedSubscriber
 from router.store import Store
 
@@ -244,7 +244,7 @@ class Router:
     async def _messages(self, ps: Any) -> AsyncIterator[dict[str, Any]]:
         """The subscription's messages, as ``ps.listen()`` gives them, with a
         ping each OUTBOX_REDIS_HEALTH_CHECK_S while nothing arrives. A node that
-        answers none of three in a row is hung or cut off without its connection
+        answers none of SILENT_PINGS in a row is hung or cut off without its connection
         closing, and is given up on: without this, a subscription on it would
         wait for ever, hearing nothing."""
         loop = asyncio.get_running_loop()
@@ -256,7 +256,7 @@ class Router:
             if msg is not None:  # a pong too
                 heard = now
                 yield msg
-            elif now - heard > 3 * every:
+            elif now - heard > SILENT_PINGS * every:
                 raise RedisTimeoutError(f"the subscription's node answered nothing in "
                                         f"{now - heard:.1f} s")  # fmt: skip
             if now - pinged >= every:

@@ -18,6 +18,12 @@ REDIS_MAX_CONNECTIONS = 64
 REDIS_RESERVED_CONNECTIONS = 8
 
 
+# A subscription's node that answers none of this many pings in a row (one each
+# OUTBOX_REDIS_HEALTH_CHECK_S) is given up on: hung, or cut off without its
+# connection closing.
+SILENT_PINGS = 3
+
+
 def session_calls(max_connections: int) -> int:
     """How many of the teachers' connections may call Redis at once."""
     return max_connections - REDIS_RESERVED_CONNECTIONS
@@ -54,7 +60,7 @@ class RouterSettings(BaseSettings):
     # of holding ingest for ever. Longer than OUTBOX_REDIS_WAIT_TIMEOUT_MS.
     redis_timeout_s: float = Field(default=5.0, gt=0, le=300)
     # Each subscription pings its node this often when nothing else arrives; a
-    # node that answers nothing for three of these is given up on, and the
+    # node that answers nothing for SILENT_PINGS of these is given up on, and the
     # connections it served catch up from wherever the subscription is made again.
     redis_health_check_s: float = Field(default=10.0, gt=0, le=300)
     # Connections to each Redis node (see REDIS_MAX_CONNECTIONS above).

@@ -37,11 +37,10 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisClusterException, RedisError
 
 from router.interest import Interest
+from router.settings import SILENT_PINGS
 from router.store import Store
 
 log = logging.getLogger(__name__)
-
-_SILENT_PINGS = 3  # a node that answers none of this many pings in a row is gone
 
 
 class _Node:
@@ -169,7 +168,7 @@ class ShardedSubscriber:
         now = asyncio.get_running_loop().time()
         for node in list(self._nodes.values()):
             silent = now - node.heard
-            if silent > _SILENT_PINGS * self._ping_every:
+            if silent > SILENT_PINGS * self._ping_every:
                 self._node_lost(node, f"no answer in {silent:.1f} s")
                 await node.close()
                 continue
