@@ -100,25 +100,38 @@ class Relay:
             )
         return self._pg
 
+    async def _drop_db(self) -> None:
+        """Forget the connection after a failure (the next use opens a new one)."""
+        pg, self._pg = self._pg, None
+        if pg is not None:
+            with contextlib.suppress(Exception):
+                await pg.close()
+
+    def _silent_db(self) -> str:
+        return (f"Postgres answered nothing in {self.s.pg_timeout_s:g} s (OUTBOX_PG_TIMEOUT_S); "
+                "is it hung, or the network to it cut?")  # fmt: skip
+
     async def slot_stats(self) -> SlotStats | None:
         try:
-            db = await self._db()
-            row = await (await db.execute(SLOT_SQL, (self.s.slot_name,))).fetchone()
-            fallback = None if row else await (await db.execute(NO_SLOT_SQL)).fetchone()
-            rows = await (await db.execute(EVENTS_BACKLOG_SQL)).fetchall()
+            async with asyncio.timeout(self.s.pg_timeout_s):
+                db = await self._db()
+                row = await (await db.execute(SLOT_SQL, (self.s.slot_name,))).fetchone()
+                fallback = None if row else await (await db.execute(NO_SLOT_SQL)).fetchone()
+                rows = await (await db.execute(EVENTS_BACKLOG_SQL)).fetchall()
             waiting = {str(r[0]): int(str(r[1])) for r in rows}
             for topic in set(waiting) | set(self.events_seen):
                 self.metrics.events_backlog.labels(topic).set(waiting.get(topic, 0))
             self.events_seen = set(waiting) | self.events_seen
             return from_row(self.s.slot_name, row, fallback)
-        except psycopg.Error as exc:
-            self.slot_error = first_line(str(exc))
+        except (psycopg.Error, TimeoutError) as exc:
+            if isinstance(exc, TimeoutError):
+                self.slot_error = self._silent_db()
+            else:
+                self.slot_error = first_line(str(exc))
             if isinstance(exc, psycopg.errors.UndefinedTable):
                 self.slot_error += "; is the database migrated? run `outbox db migrate`"
             log.warning("cannot read slot health: %s", self.slot_error)
-            if self._pg is not None:
-                await self._pg.close()
-            self._pg = None
+            await self._drop_db()
             return None
 
     async def observe(self) -> Observation:
@@ -265,14 +278,18 @@ class Relay:
     async def _janitor(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                n = await self.janitor.tick(await self._db())
+                async with asyncio.timeout(self.s.pg_timeout_s):
+                    n = await self.janitor.tick(await self._db())
                 self.metrics.janitor_deleted.inc(n)
+            except TimeoutError:
+                log.warning("janitor skipped a round: %s", self._silent_db())
+                await self._drop_db()
             except psycopg.Error as exc:
                 log.warning("janitor skipped a round: %s", str(exc).strip())
-                self._pg = None
+                await self._drop_db()
             except Exception:
                 log.exception("janitor round failed; trying again next round")
-                self._pg = None
+                await self._drop_db()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.s.janitor_interval_s)
 

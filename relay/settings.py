@@ -60,6 +60,12 @@ class RelaySettings(BaseSettings):
     slot_critical_bytes: int = 8 << 30
     heartbeat_warn_s: float = 60.0
 
+    # A Postgres query of the relay (slot health, a janitor round) that gets no
+    # answer in this long fails: a database that hangs or is cut off without
+    # closing the connection is reported (slot health unknown) instead of
+    # stopping the supervision loop.
+    pg_timeout_s: float = Field(default=10.0, gt=0, le=300)
+
     janitor_enabled: bool = True
     janitor_interval_s: float = Field(default=10.0, gt=0)
     janitor_batch: int = Field(default=1000, ge=1)

@@ -39,6 +39,10 @@ class TcpProxy:
         self.server: asyncio.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
         self.handlers: set[asyncio.Future[None]] = set()
+        # Cleared: bytes are read but held, the connections stay open (a peer
+        # that hangs, or a network that drops everything without a reset).
+        self.flowing = asyncio.Event()
+        self.flowing.set()
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
@@ -68,10 +72,10 @@ class TcpProxy:
             self.handlers.discard(done)
             done.set_result(None)
 
-    @staticmethod
-    async def _pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, OSError):
             while data := await r.read(65536):
+                await self.flowing.wait()
                 w.write(data)
                 await w.drain()
         w.transport.abort()
@@ -133,3 +137,37 @@ async def test_connect_unreachable_is_reported_and_supervision_resumes(
         consumer.close()
         await proxy.stop()
         delete_connector(s, stack.connect_url)
+
+
+async def test_a_silent_database_is_reported_not_waited_on(stack: StackState, db: Database,
+                                                           unique: str) -> None:  # fmt: skip
+    """Postgres behind a proxy that stops passing bytes but keeps the connection
+    open: the slot-health read gives up after OUTBOX_PG_TIMEOUT_S (and psycopg's
+    bounded try to cancel the query) and says why, instead of holding the
+    supervision loop for ever, and reads again once the database answers."""
+    dsn = urlsplit(db.dsn)
+    assert dsn.hostname is not None and dsn.port is not None
+    proxy = TcpProxy(dsn.hostname, dsn.port)
+    await proxy.start()
+    via = db.dsn.replace(f"{dsn.hostname}:{dsn.port}", f"127.0.0.1:{proxy.port}")
+    relay = Relay(relay_settings_for(stack, db, unique, pg_dsn=via, pg_timeout_s=1.0,
+                                     relay_http_port=0, janitor_enabled=False))  # fmt: skip
+    try:
+        await relay.slot_stats()
+        assert relay.slot_error is None
+        proxy.flowing.clear()
+        t0 = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(relay.slot_stats(), 15) is None
+        took = asyncio.get_running_loop().time() - t0
+        assert relay.slot_error is not None and "answered nothing in 1 s" in relay.slot_error
+        # the timeout, then psycopg's try to cancel the query on the server,
+        # bounded by psycopg at 5 s + 5 s
+        assert took < 15, f"the slot read took {took:.1f} s"
+        proxy.flowing.set()
+        relay.slot_error = None
+        await asyncio.wait_for(relay.slot_stats(), 15)
+        assert relay.slot_error is None
+    finally:
+        proxy.flowing.set()
+        await relay.aclose()
+        await proxy.stop()
