@@ -77,7 +77,7 @@ async def test_redis_outage_delays_but_loses_and_doubles_nothing(env: Env, tmp_p
         mgr.stop_started()
 
 
-@pytest.mark.parametrize("fanout", ["broadcast", "sharded"])
+@pytest.mark.parametrize("fanout", ["broadcast", "interest", "sharded"])
 async def test_a_silent_redis_fails_readiness_at_once_and_loses_nothing(env: Env, tmp_path: Path,
                                                                        fanout: str) -> None:  # fmt: skip
     """A Redis that stops answering without closing its connections (SIGSTOP: a
