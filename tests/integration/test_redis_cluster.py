@@ -188,48 +188,58 @@ async def test_a_silent_primary_is_left_for_its_replica(stack: StackState, uniqu
     try:
         nodes = manager.start_redis_cluster(replicas=1)
         with make_env(stack, unique, nodes[0].url) as env:
-            settings = env.settings.model_copy(
-                update={"fanout": fanout, "redis_timeout_s": 2.0, "redis_health_check_s": 1.0}
-            )
-            async with running_router(settings) as router:
-                await wait_ready(router.port)
-                busy = await Client.open(router.port, env.token("busy"))
-                calm = await Client.open(router.port, env.token("calm"))
-                if fanout == "broadcast":
-                    # Its one subscription is on the first node by address
-                    # (Router._subscriber_client): that one goes silent.
-                    victim = min(nodes, key=lambda n: n.port)
-                else:  # the primary of the busy teacher's slot and subscription
-                    rc = RedisCluster.from_url(nodes[0].url)
-                    try:
-                        await rc.initialize()
-                        owner = rc.nodes_manager.get_node_from_slot(
-                            rc.keyslot(router.store.hist_key("busy")))  # fmt: skip
-                        victim = next(n for n in nodes if n.port == int(owner.port))
-                    finally:
-                        await rc.aclose()
-                ids = [
-                    env.produce(notification("batch_files_uploaded", "busy", i)) for i in range(5)
-                ]
-                env.flush()
-                await busy.collect(5)
-                victim_pid = victim.pid
-                os.kill(victim_pid, signal.SIGSTOP)
-                stopped_at = time.monotonic()
-                for i in range(5, 25):
-                    ids.append(env.produce(notification("batch_files_uploaded", "busy", i)))
-                calm_ids = [env.produce(notification("class_created", "calm", i)) for i in range(5)]
-                env.flush()
-                got, resumes = await _collect_resuming(busy, router.port, env.token("busy"),
-                                                       set(ids), timeout=60)  # fmt: skip
-                calm_got, _ = await _collect_resuming(calm, router.port, env.token("calm"),
-                                                      set(calm_ids), timeout=30)  # fmt: skip
-                print(f"\nsilent primary ({fanout}): busy {len(set(got))} of {len(ids)}, calm "
-                      f"{len(set(calm_got))} of {len(calm_ids)}, {time.monotonic() - stopped_at:.1f} s "
-                      f"after SIGSTOP, {resumes} resumes")  # fmt: skip
-                assert set(got) == set(ids)
-                assert set(calm_got) == set(calm_ids)
-                assert len(got) - len(set(got)) <= env.settings.batch_max
+            try:
+                settings = env.settings.model_copy(
+                    update={"fanout": fanout, "redis_timeout_s": 2.0, "redis_health_check_s": 1.0}
+                )
+                async with running_router(settings) as router:
+                    await wait_ready(router.port)
+                    busy = await Client.open(router.port, env.token("busy"))
+                    calm = await Client.open(router.port, env.token("calm"))
+                    if fanout == "broadcast":
+                        # Its one subscription is on the first node by address
+                        # (Router._subscriber_client): that one goes silent.
+                        victim = min(nodes, key=lambda n: n.port)
+                    else:  # the primary of the busy teacher's slot and subscription
+                        rc = RedisCluster.from_url(nodes[0].url)
+                        try:
+                            await rc.initialize()
+                            owner = rc.nodes_manager.get_node_from_slot(
+                                rc.keyslot(router.store.hist_key("busy")))  # fmt: skip
+                            victim = next(n for n in nodes if n.port == int(owner.port))
+                        finally:
+                            await rc.aclose()
+                    ids = [
+                        env.produce(notification("batch_files_uploaded", "busy", i))
+                        for i in range(5)
+                    ]
+                    env.flush()
+                    await busy.collect(5)
+                    victim_pid = victim.pid
+                    os.kill(victim_pid, signal.SIGSTOP)
+                    stopped_at = time.monotonic()
+                    for i in range(5, 25):
+                        ids.append(env.produce(notification("batch_files_uploaded", "busy", i)))
+                    calm_ids = [
+                        env.produce(notification("class_created", "calm", i)) for i in range(5)
+                    ]
+                    env.flush()
+                    got, resumes = await _collect_resuming(busy, router.port, env.token("busy"),
+                                                           set(ids), timeout=60)  # fmt: skip
+                    calm_got, _ = await _collect_resuming(calm, router.port, env.token("calm"),
+                                                          set(calm_ids), timeout=30)  # fmt: skip
+                    print(f"\nsilent primary ({fanout}): busy {len(set(got))} of {len(ids)}, calm "
+                          f"{len(set(calm_got))} of {len(calm_ids)}, {time.monotonic() - stopped_at:.1f} s "
+                          f"after SIGSTOP, {resumes} resumes")  # fmt: skip
+                    assert set(got) == set(ids)
+                    assert set(calm_got) == set(calm_ids)
+                    assert len(got) - len(set(got)) <= env.settings.batch_max
+            finally:
+                # Awake before make_env's cleanup, which talks to nodes[0] (the
+                # victim, when it is the first by port).
+                if victim_pid:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(victim_pid, signal.SIGCONT)
     finally:
         if victim_pid:
             with contextlib.suppress(ProcessLookupError):
