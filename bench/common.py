@@ -12,6 +12,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -88,8 +89,6 @@ def cleanup_on_sigterm() -> None:
     ``finally`` blocks that stop what a benchmark started (its stack, its router,
     its clients process) run; by default the signal ends the process without them
     and leaves those behind. Idempotent; a no-op outside the main thread."""
-    import threading
-
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
 

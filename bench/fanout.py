@@ -249,17 +249,17 @@ def main() -> None:
                 by_mode.setdefault(mode, {})[f"x{replicas}"] = summary(
                     [sum(y["cpu_s"]) / sum(x["cpu_s"]) for x, y in zip(b, m, strict=True)]
                 )
+    b1, br = results.get("broadcast x1"), results.get(f"broadcast x{args.replicas}")
     units: dict[str, dict[str, Any]] = {}
-    b, n = results.get(f"broadcast x{args.replicas}"), args.messages
     for mode in modes[1:]:
         m = results.get(f"{mode} x{args.replicas}")
-        if b and m and args.replicas > 1:
-            per_run = [unit_costs_us(x["cpu_s"], y["cpu_s"], n) for x, y in zip(b, m, strict=True)]
+        if br and m and args.replicas > 1:
+            per_run = [unit_costs_us(x["cpu_s"], y["cpu_s"], args.messages)
+                       for x, y in zip(br, m, strict=True)]  # fmt: skip
             units[mode] = {k: summary([u[k] for u in per_run]) for k in per_run[0]}
     # A replica doing a 1/R share of one replica's whole work (its share of
     # ingest, its own deliveries, nothing foreign), over broadcast's cost per
     # replica, within each run.
-    b1, br = results.get("broadcast x1"), results.get(f"broadcast x{args.replicas}")
     even = (summary([x["cpu_s"][0] / args.replicas / (sum(y["cpu_s"]) / len(y["cpu_s"]))
                       for x, y in zip(b1, br, strict=True)])
              if b1 and br and args.replicas > 1 else None)  # fmt: skip

@@ -123,16 +123,16 @@ class Relay:
                 self.metrics.events_backlog.labels(topic).set(waiting.get(topic, 0))
             self.events_seen = set(waiting) | self.events_seen
             return from_row(self.s.slot_name, row, fallback)
-        except (psycopg.Error, TimeoutError) as exc:
-            if isinstance(exc, TimeoutError):
-                self.slot_error = self._silent_db()
-            else:
-                self.slot_error = first_line(str(exc))
+        except TimeoutError:
+            why = self._silent_db()
+        except psycopg.Error as exc:
+            why = first_line(str(exc))
             if isinstance(exc, psycopg.errors.UndefinedTable):
-                self.slot_error += "; is the database migrated? run `outbox db migrate`"
-            log.warning("cannot read slot health: %s", self.slot_error)
-            await self._drop_db()
-            return None
+                why += "; is the database migrated? run `outbox db migrate`"
+        self.slot_error = why
+        log.warning("cannot read slot health: %s", why)
+        await self._drop_db()
+        return None
 
     async def observe(self) -> Observation:
         self.slot = await self.slot_stats()

@@ -18,15 +18,15 @@ REDIS_MAX_CONNECTIONS = 64
 REDIS_RESERVED_CONNECTIONS = 8
 
 
+def session_calls(max_connections: int) -> int:
+    """How many of the teachers' connections may call Redis at once."""
+    return max_connections - REDIS_RESERVED_CONNECTIONS
+
+
 # A subscription's node that answers none of this many pings in a row (one each
 # OUTBOX_REDIS_HEALTH_CHECK_S) is given up on: hung, or cut off without its
 # connection closing.
 SILENT_PINGS = 3
-
-
-def session_calls(max_connections: int) -> int:
-    """How many of the teachers' connections may call Redis at once."""
-    return max_connections - REDIS_RESERVED_CONNECTIONS
 
 
 class RouterSettings(BaseSettings):

@@ -241,8 +241,5 @@ async def test_a_silent_primary_is_left_for_its_replica(stack: StackState, uniqu
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(victim_pid, signal.SIGCONT)
     finally:
-        if victim_pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(victim_pid, signal.SIGCONT)
         manager.stop_started()
         shutil.rmtree(tmp, ignore_errors=True)
