@@ -242,26 +242,59 @@ class Router:
                     await client.aclose()
 
     async def _messages(self, ps: Any) -> AsyncIterator[dict[str, Any]]:
-        """The subscription's messages, as ``ps.listen()`` gives them, with a
-        ping each OUTBOX_REDIS_HEALTH_CHECK_S while nothing arrives. A node that
-        answers none of SILENT_PINGS in a row is hung or cut off without its connection
-        closing, and is given up on: without this, a subscription on it would
-        wait for ever, hearing nothing."""
+        """The subscription's messages, as ``ps.listen()`` gives them, watched for
+        silence: a node that answers none of SILENT_PINGS pings in a row (one each
+        OUTBOX_REDIS_HEALTH_CHECK_S while nothing arrives) is hung or cut off
+        without its connection closing, and is given up on (RedisTimeoutError);
+        without this, a subscription on it would wait for ever, hearing nothing.
+
+        The reads block without a timer: a read with a timeout arms and cancels
+        one per message, and on a cluster, where each slot's part of a batch is
+        a message of its own, that was about a tenth of a broadcast replica's
+        CPU. A watchdog task wakes once per interval instead, pings, and
+        interrupts the read once the node has been silent too long."""
         loop = asyncio.get_running_loop()
         every = self.s.redis_health_check_s
-        heard = pinged = loop.time()
-        while True:
-            msg = await ps.get_message(timeout=every)
-            now = loop.time()
-            if msg is not None:  # a pong too
-                heard = now
-                yield msg
-            elif now - heard > SILENT_PINGS * every:
-                raise RedisTimeoutError(f"the subscription's node answered nothing in "
-                                        f"{now - heard:.1f} s")  # fmt: skip
-            if now - pinged >= every:
-                await ps.ping()
-                pinged = now
+        reader = asyncio.current_task()
+        assert reader is not None
+        waiting_since = loop.time()  # when the reader last began to wait on the node
+        reading = False  # it waits on the node (not on its caller)
+        silent_for = 0.0
+
+        async def watch() -> None:
+            nonlocal silent_for
+            while True:
+                await asyncio.sleep(every)
+                quiet = loop.time() - waiting_since
+                if reading and quiet > SILENT_PINGS * every:
+                    silent_for = quiet
+                    reader.cancel()
+                    return
+                if quiet >= every:
+                    # A failed ping is the reader's to see; a ping never answered
+                    # is what the rule above notices.
+                    with contextlib.suppress(RedisError, OSError):
+                        await ps.ping()
+
+        watchdog = asyncio.create_task(watch(), name="fanout-silence-watch")
+        try:
+            while True:
+                reading, waiting_since = True, loop.time()
+                try:
+                    msg = await ps.get_message(timeout=None)
+                except asyncio.CancelledError:
+                    if silent_for and reader.uncancel() == 0:  # the watchdog's, and only it
+                        raise RedisTimeoutError(f"the subscription's node answered nothing in "
+                                                f"{silent_for:.1f} s") from None  # fmt: skip
+                    raise
+                finally:
+                    reading = False
+                if msg is not None:  # None: a health-check pong
+                    yield msg
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
 
     async def _listen_by_interest(self, ps: Any, interest: Interest) -> None:
         """The subscription loop of interest fan-out: once Redis confirms this
