@@ -14,7 +14,7 @@ import errno
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -229,9 +229,10 @@ class Router:
                     first = False
                     self.subscribed.set()
                     backoff = 0.2
-                    async for msg in self._messages(ps):
-                        if msg.get("type") == "message":
-                            self._dispatch(msg["data"])
+                    async with contextlib.aclosing(self._messages(ps)) as messages:
+                        async for msg in messages:
+                            if msg.get("type") == "message":
+                                self._dispatch(msg["data"])
             except (RedisError, RedisClusterException, OSError) as exc:
                 self.subscribed.clear()
                 log.warning("fan-out subscription lost (%s); retrying in %.1f s", exc, backoff)
@@ -241,7 +242,7 @@ class Router:
                 if client is not None and client is not self.redis:
                     await client.aclose()
 
-    async def _messages(self, ps: Any) -> AsyncIterator[dict[str, Any]]:
+    async def _messages(self, ps: Any) -> AsyncGenerator[dict[str, Any], None]:
         """The subscription's messages, as ``ps.listen()`` gives them, watched for
         silence: a node that answers none of SILENT_PINGS pings in a row (one each
         OUTBOX_REDIS_HEALTH_CHECK_S while nothing arrives) is hung or cut off
@@ -252,7 +253,8 @@ class Router:
         one per message, and on a cluster, where each slot's part of a batch is
         a message of its own, that was about a tenth of a broadcast replica's
         CPU. A watchdog task wakes once per interval instead, pings, and
-        interrupts the read once the node has been silent too long."""
+        interrupts the read once the node has been silent too long. Iterate it
+        in ``contextlib.aclosing``, so the watchdog ends with the loop."""
         loop = asyncio.get_running_loop()
         every = self.s.redis_health_check_s
         reader = asyncio.current_task()
@@ -305,17 +307,18 @@ class Router:
         and the connections catch up once all is back."""
         sender: asyncio.Task[None] | None = None
         try:
-            async for msg in self._messages(ps):
-                if sender is not None and sender.done():
-                    sender.result()  # its failure is the subscription's
-                kind = msg.get("type")
-                if kind == "message":
-                    self._dispatch(msg["data"])
-                elif kind == "subscribe" and sender is None:
-                    interest.lost()
-                    self.subscribed.set()
-                    sender = asyncio.create_task(self._send_interest(interest),
-                                                 name="interest-sender")  # fmt: skip
+            async with contextlib.aclosing(self._messages(ps)) as messages:
+                async for msg in messages:
+                    if sender is not None and sender.done():
+                        sender.result()  # its failure is the subscription's
+                    kind = msg.get("type")
+                    if kind == "message":
+                        self._dispatch(msg["data"])
+                    elif kind == "subscribe" and sender is None:
+                        interest.lost()
+                        self.subscribed.set()
+                        sender = asyncio.create_task(self._send_interest(interest),
+                                                     name="interest-sender")  # fmt: skip
         finally:
             if sender is not None:
                 sender.cancel()
