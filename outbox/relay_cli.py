@@ -295,10 +295,11 @@ def relay_status(
                 out["health"] = "unhealthy"
                 out["message"] = (f"connector {s.connector_name} does not exist; `outbox connector "
                                   "apply` creates it (a running relay daemon does so itself)")  # fmt: skip
-            if relay.slot is None and relay.slot_error:
-                details = out.get("details")
-                out["details"] = [*(details if isinstance(details, list) else []),
-                                  f"slot health: {relay.slot_error}"]  # fmt: skip
+            details = out.get("details")
+            details = details if isinstance(details, list) else []
+            if relay.slot is None and relay.slot_error and not any(
+                    relay.slot_error in str(d) for d in details):  # fmt: skip
+                out["details"] = [*details, f"slot health: {relay.slot_error}"]
             return out
         finally:
             await relay.aclose()

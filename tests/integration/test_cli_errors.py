@@ -166,3 +166,13 @@ def test_one_shot_status_says_what_is_missing(stack: StackState) -> None:
     assert "creating it" not in out.stdout  # the one-shot command creates nothing
     assert "run `outbox db migrate`" in out.stdout  # the stack's own database is not migrated
     assert "Traceback" not in out.stderr and out.stderr.strip() == ""
+
+
+def test_one_shot_status_names_an_unreachable_database_once(stack: StackState) -> None:
+    out = run(["relay", "status", "--one-shot"], OUTBOX_CONNECT_URL=stack.connect_url,
+              OUTBOX_PG_DSN=f"postgresql://postgres@127.0.0.1:{free_port()}/outbox",
+              OUTBOX_CONNECTOR_NAME=f"absent-{free_port()}")  # fmt: skip
+    assert out.returncode == 1, out.stdout + out.stderr
+    problems = [ln for ln in out.stdout.splitlines() if ln.startswith("problem")]
+    assert len([p for p in problems if "Connection refused" in p]) == 1, out.stdout
+    assert "cannot read slot health from Postgres" in out.stdout
