@@ -447,15 +447,13 @@ class Store:
             return []
         try:
             with self._timed("ingest"):
-                if self.wait_replicas and self.cluster:
-                    result = await self._ingest_by_slot(batch, received_at, waiting=True)
+                if self.cluster:
+                    result = await self._ingest_by_slot(batch, received_at)
                 elif self.wait_replicas:
                     assert isinstance(self.redis, aioredis.Redis)
-                    [result] = await self._run_and_wait(self.redis, "", [
+                    [result] = await self._run_on(self.redis, "", [
                         ([self.hist_key(batch[0].teacher_id)],
                          self._ingest_args(batch, received_at))])  # fmt: skip
-                elif self.cluster:
-                    result = await self._ingest_by_slot(batch, received_at)
                 else:
                     result = await self._ingest(keys=[self.hist_key(batch[0].teacher_id)],
                                                 args=self._ingest_args(batch, received_at))  # fmt: skip
@@ -476,19 +474,23 @@ class Store:
                 f"{received_at:.6f}", self.pending_max, self._mode,
                 "1" if self.wait_replicas else "0"]  # fmt: skip
 
-    async def _run_and_wait(self, client: aioredis.Redis, node: str,
-                            calls: list[tuple[list[str], list[Any]]]) -> list[Any]:  # fmt: skip
-        """The ingest script once per ``(keys, args)`` and then ``WAIT``, all on one
-        connection of ``client`` (a pipeline); the scripts' answers in order.
+    async def _run_on(self, client: aioredis.Redis, node: str,
+                      calls: list[tuple[list[str], list[Any]]]) -> list[Any]:  # fmt: skip
+        """The ingest script once per ``(keys, args)``, and then ``WAIT`` when
+        waiting for replicas, all on one connection of ``client`` (a pipeline);
+        the scripts' answers in order.
 
         Raises:
             ReplicationShortError: fewer than ``wait_replicas`` replicas had the
                 writes within ``wait_timeout_ms``.
             redis.RedisError: a call failed (the first failure).
         """
+        pipeline, load = (lambda: client.pipeline(transaction=False),
+                          lambda: client.script_load(self._ingest.script))  # fmt: skip
+        if not self.wait_replicas:
+            return await _evalsha_each(pipeline, load, self._ingest, calls)
         *scripts, acked = await _evalsha_each(
-            lambda: client.pipeline(transaction=False),
-            lambda: client.script_load(self._ingest.script), self._ingest, calls,
+            pipeline, load, self._ingest, calls,
             then=("WAIT", self.wait_replicas, self.wait_timeout_ms))  # fmt: skip
         if int(acked) < self.wait_replicas:
             raise ReplicationShortError(node or "redis", int(acked), self.wait_replicas,
@@ -527,28 +529,27 @@ class Store:
         """The scripts' fan-out argument: '0' broadcast, '1' interest, '2' sharded."""
         return "2" if self.sharded else "0" if self.replica_id is None else "1"
 
-    async def _ingest_by_slot(self, batch: Sequence[Routable], received_at: float, *,
-                              waiting: bool = False) -> list[Any]:  # fmt: skip
-        """One script call per slot, all pipelined (the client sends each node its
-        calls together); answers put back in the batch's order. A teacher's items
-        stay in one call, in order, so per-teacher order holds. ``waiting``: each
-        node's calls and a ``WAIT`` on one connection of that node, nodes at once."""
+    async def _ingest_by_slot(self, batch: Sequence[Routable], received_at: float
+                              ) -> list[Any]:  # fmt: skip
+        """One script call per slot; each node's calls pipelined on one connection
+        of it (and a ``WAIT`` after them when waiting for replicas), nodes at
+        once; answers put back in the batch's order. A teacher's items stay in
+        one call, in order, so per-teacher order holds."""
         groups = self._by_slot(range(len(batch)), lambda i: self.hist_key(batch[i].teacher_id))
         calls = [([self.hist_key(batch[idx[0]].teacher_id)],
                   self._ingest_args([batch[i] for i in idx], received_at)) for idx in groups]  # fmt: skip
-        if waiting:
-            answers = await self._by_node_and_wait(calls)
-        else:
-            answers = await self._pipelined(self._ingest, calls)
+        answers = await self._by_node(calls)
         out: list[Any] = [None] * len(batch)
         for idx, answer in zip(groups, answers, strict=True):
             for i, v in zip(idx, answer, strict=True):
                 out[i] = v
         return out
 
-    async def _by_node_and_wait(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        """Each primary's share of ``calls`` and a ``WAIT`` on one connection of
-        it, every primary at once; the answers in the order of ``calls``."""
+    async def _by_node(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Each primary's share of ``calls`` (and a ``WAIT``) on one connection of
+        it, every primary at once, through the node's own client: the cluster
+        pipeline would find the slot and node of every call again. The answers
+        in the order of ``calls``."""
         assert isinstance(self.redis, RedisCluster)
         if not self.redis.nodes_manager.slots_cache:
             await self.redis.initialize()
@@ -558,8 +559,8 @@ class Store:
             by_node.setdefault((node.host, node.port), []).append(i)
         parts = list(by_node.items())
         results = await asyncio.gather(*[
-            self._run_and_wait(self._node_client(host, port), f"{host}:{port}",
-                               [calls[i] for i in idx]) for (host, port), idx in parts],
+            self._run_on(self._node_client(host, port), f"{host}:{port}",
+                         [calls[i] for i in idx]) for (host, port), idx in parts],
             return_exceptions=True)  # fmt: skip
         out: list[Any] = [None] * len(calls)
         for (_node, idx), result in zip(parts, results, strict=True):
