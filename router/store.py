@@ -281,13 +281,15 @@ class Replay:
 
 async def _evalsha_each(pipeline: Callable[[], Any], load: Callable[[], Awaitable[Any]],
                         script: AsyncScript, calls: list[tuple[list[str], list[Any]]], *,
-                        then: tuple[Any, ...] | None = None) -> list[Any]:  # fmt: skip
+                        then: tuple[Any, ...] | None = None,
+                        keep: tuple[type[Exception], ...] = ()) -> list[Any]:  # fmt: skip
     """``script`` once per ``(keys, args)`` in one pipeline from ``pipeline()``,
     then the command ``then`` if given; every answer in order. A node that never
     saw the script (new, or a promoted replica) gets it from ``load()`` and the
     calls are sent again: every script here is safe to run twice (ingest
     deduplicates, leases are set again). Raises the first failed call
-    (unavailable: retried; refused: narrowed by the caller)."""
+    (unavailable: retried; refused: narrowed by the caller), except an error of
+    a type in ``keep``, which is answered in the call's place."""
     for attempt in range(2):
         pipe = pipeline()
         for keys, args in calls:
@@ -300,7 +302,7 @@ async def _evalsha_each(pipeline: Callable[[], Any], load: Callable[[], Awaitabl
             continue
         break
     for answer in answers:
-        if isinstance(answer, Exception):
+        if isinstance(answer, Exception) and not isinstance(answer, keep):
             raise answer
     return list(answers)
 
@@ -487,8 +489,8 @@ class Store:
         """
         pipeline, load = (lambda: client.pipeline(transaction=False),
                           lambda: client.script_load(self._ingest.script))  # fmt: skip
-        if not self.wait_replicas:
-            return await _evalsha_each(pipeline, load, self._ingest, calls)
+        if not self.wait_replicas:  # a redirect is followed by the caller
+            return await _evalsha_each(pipeline, load, self._ingest, calls, keep=(AskError,))
         *scripts, acked = await _evalsha_each(
             pipeline, load, self._ingest, calls,
             then=("WAIT", self.wait_replicas, self.wait_timeout_ms))  # fmt: skip
@@ -567,6 +569,15 @@ class Store:
             if isinstance(result, BaseException):
                 raise result  # unavailable, short of replicas, or refused (narrowed)
             for i, answer in zip(idx, result, strict=True):
+                out[i] = answer
+        # A slot that moved (MOVED) or is moving (ASK: its keys are going to
+        # another primary) is for the cluster client, which follows redirects
+        # and learns the new map. Waiting for replicas never gets here: a WAIT
+        # covers only its own connection's writes, so such a batch is retried.
+        moved = [i for i, answer in enumerate(out) if isinstance(answer, AskError)]
+        if moved:
+            again = await self._pipelined(self._ingest, [calls[i] for i in moved])
+            for i, answer in zip(moved, again, strict=True):
                 out[i] = answer
         return out
 
