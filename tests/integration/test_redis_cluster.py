@@ -330,6 +330,10 @@ async def test_a_slot_moving_to_another_primary_does_not_stop_delivery(stack: St
                     print(f"\nslot {slot} moved ({fanout}): {len(set(got))} of {len(ids)}, "
                           f"{len(got) - len(set(got))} twice, {resumes} resumes")  # fmt: skip
                     assert got == ids  # each once, in order
+                    # the client learnt the new map: later batches go straight there
+                    assert isinstance(router.store.redis, RedisCluster)
+                    owner = router.store.redis.nodes_manager.get_node_from_slot(slot)
+                    assert int(owner.port) == primaries[dst_id][1]
                 finally:
                     src.close()
                     dst.close()
