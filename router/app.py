@@ -110,6 +110,11 @@ class Router:
                               ping_every_s=settings.redis_health_check_s)
             if self.interest is not None and settings.fanout == "sharded" else None
         )  # fmt: skip
+        if self.sharded is not None:
+            # A teacher whose slot is moving had its message published on the
+            # slot's new primary, while this replica still listens on the old
+            # one: its connections catch up from the history.
+            self.store.on_redirect = self.hub.restored
         self.server = WebSocketServer(settings, store=self.store, hub=self.hub, verifier=self.verifier,
                                       metrics=self.metrics, ready=self._ready,
                                       detail=self._ingest_detail, interest=self.interest)  # fmt: skip

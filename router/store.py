@@ -355,6 +355,10 @@ class Store:
         # Called after a cluster call met a dead node and the slot map was read
         # again: what was registered there may not have reached its replica.
         self.on_failover: Callable[[], None] | None = None
+        # Teachers whose batch part was redirected (their slot moved or is
+        # moving): a sharded message went out where the slot is now, which the
+        # subscription on the old primary does not hear.
+        self.on_redirect: Callable[[list[str]], None] | None = None
         # A cluster client runs them as well (EVALSHA routed by the first key).
         self._ingest = AsyncScript(client, _INGEST)
         self._ack = AsyncScript(client, _ACK)
@@ -540,18 +544,21 @@ class Store:
         groups = self._by_slot(range(len(batch)), lambda i: self.hist_key(batch[i].teacher_id))
         calls = [([self.hist_key(batch[idx[0]].teacher_id)],
                   self._ingest_args([batch[i] for i in idx], received_at)) for idx in groups]  # fmt: skip
-        answers = await self._by_node(calls)
+        answers, moved = await self._by_node(calls)
+        if moved and self.on_redirect is not None:
+            self.on_redirect(sorted({batch[groups[c][0]].teacher_id for c in moved}))
         out: list[Any] = [None] * len(batch)
         for idx, answer in zip(groups, answers, strict=True):
             for i, v in zip(idx, answer, strict=True):
                 out[i] = v
         return out
 
-    async def _by_node(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+    async def _by_node(self, calls: list[tuple[list[str], list[Any]]]
+                       ) -> tuple[list[Any], list[int]]:  # fmt: skip
         """Each primary's share of ``calls`` (and a ``WAIT``) on one connection of
         it, every primary at once, through the node's own client: the cluster
         pipeline would find the slot and node of every call again. The answers
-        in the order of ``calls``."""
+        in the order of ``calls``, and which calls were redirected."""
         assert isinstance(self.redis, RedisCluster)
         if not self.redis.nodes_manager.slots_cache:
             await self.redis.initialize()
@@ -579,7 +586,7 @@ class Store:
             again = await self._pipelined(self._ingest, [calls[i] for i in moved])
             for i, answer in zip(moved, again, strict=True):
                 out[i] = answer
-        return out
+        return out, moved
 
     def _by_slot(self, items: Iterable[_I], key: Callable[[_I], str]) -> list[list[_I]]:
         """``items`` grouped by the slot of their key, each group in order."""
