@@ -546,7 +546,7 @@ class Store:
                   self._ingest_args([batch[i] for i in idx], received_at)) for idx in groups]  # fmt: skip
         answers, moved = await self._by_node(calls)
         if moved and self.on_redirect is not None:
-            self.on_redirect(sorted({batch[groups[c][0]].teacher_id for c in moved}))
+            self.on_redirect(sorted({batch[i].teacher_id for c in moved for i in groups[c]}))
         out: list[Any] = [None] * len(batch)
         for idx, answer in zip(groups, answers, strict=True):
             for i, v in zip(idx, answer, strict=True):
