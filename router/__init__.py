@@ -8,5 +8,6 @@ Error tree::
     ├── AuthError               a token was refused (close code + reason)
     ├── PoisonMessageError      a Kafka message that cannot be routed (dead-lettered)
     └── StoreUnavailableError   Redis could not be reached
-        └── ReplicationShortError   Redis has a batch, too few of its replicas do yet
+        ├── ReplicationShortError   Redis has a batch, too few of its replicas do yet
+        └── SlotMovingError         a slot of the batch is moving (reshard): TRYAGAIN
 """

@@ -40,7 +40,12 @@ from confluent_kafka import (
 )
 
 from router.decode import Routable, decode
-from router.errors import PoisonMessageError, ReplicationShortError, StoreUnavailableError
+from router.errors import (
+    PoisonMessageError,
+    ReplicationShortError,
+    SlotMovingError,
+    StoreUnavailableError,
+)
 from router.metrics import RouterMetrics
 from router.settings import RouterSettings
 from router.store import Store
@@ -55,6 +60,9 @@ log = logging.getLogger(__name__)
 KAFKA_LOG = logging.getLogger("router.librdkafka")
 
 _CHUNK = 500  # notifications per Lua call
+# A batch whose slot a reshard is moving is sent again this often (seconds):
+# Redis ran nothing of it, and moving one slot's keys takes moments.
+SLOT_MOVING_RETRY_S = 0.1
 
 
 def dead_letter_headers(
@@ -287,6 +295,16 @@ class Ingestor:
                 if stop.is_set():
                     log.warning("stopping with a batch not recorded (%s); it will be re-read", exc)
                     return None
+                if isinstance(exc, SlotMovingError):
+                    # Nothing of that slot's call ran (the other slots' calls
+                    # did, and are duplicates when sent again), and a slot
+                    # moves in moments: try again soon, say so about once a second.
+                    self.metrics.slot_moving.inc()
+                    if retries % 10 == 0:
+                        log.warning("%s (retry %d, nothing committed)", exc, retries + 1)
+                    retries += 1
+                    await asyncio.sleep(SLOT_MOVING_RETRY_S)
+                    continue
                 log.warning("%s; retrying in %.1f s (nothing committed)", exc, backoff)
                 retries += 1
                 await asyncio.sleep(backoff)

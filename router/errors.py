@@ -69,3 +69,15 @@ class ReplicationShortError(StoreUnavailableError):
                 f"{self.wanted} replicas OUTBOX_REDIS_WAIT_REPLICAS asks for had it within "
                 f"{self.timeout_ms} ms; check the replicas (INFO replication) or lower the "
                 "setting")  # fmt: skip
+
+
+class SlotMovingError(StoreUnavailableError):
+    """A Redis Cluster slot of the batch is moving between primaries (a reshard):
+    its keys are split between the two, so Redis answers ``TRYAGAIN`` and runs
+    nothing of the call. The batch is sent again shortly; it goes through once
+    the slot has moved."""
+
+    def __str__(self) -> str:
+        return (f"a Redis Cluster slot of the batch is moving between primaries ({self.reason}); "
+                "the batch is sent again until the slot has moved. If this lasts, a reshard "
+                "has stopped half-way: finish it (redis-cli --cluster fix)")  # fmt: skip

@@ -110,6 +110,12 @@ class RouterMetrics:
             "had them in time",
             registry=r,
         )
+        self.slot_moving = Counter(
+            "outbox_router_redis_slot_moving",
+            "Batches sent again because a Redis Cluster slot they touch was moving between "
+            "primaries (TRYAGAIN during a reshard)",
+            registry=r,
+        )
         self.replays = Counter("outbox_router_replays", "Resume replays served", registry=r)
         self.replayed = Counter("outbox_router_replayed", "Frames sent from history", registry=r)
         self.slow_dropped = Counter(

@@ -15,8 +15,11 @@ hash tag, so every key of one teacher is in one slot)::
 One Lua script deduplicates, appends and publishes a batch atomically, so a
 notification is either recorded and announced, or not at all. On one Redis a
 batch is one script call; on a Redis Cluster it is split by slot, one call per
-slot (every key a call touches is in that slot), pipelined per node. An event
-belongs to one teacher, so deduplicating per teacher is deduplicating per event.
+slot, pipelined per node. A cluster call declares every key it touches (all in
+its slot): while a reshard has the slot's keys split between two primaries,
+Redis answers ``TRYAGAIN`` before running any of it (:class:`SlotMovingError`),
+where undeclared keys would fail half-way through the script. An event belongs
+to one teacher, so deduplicating per teacher is deduplicating per event.
 
 With ``wait_replicas`` set, each call is followed by ``WAIT`` on the same
 connection, and a batch counts as recorded only once that many replicas of
@@ -39,11 +42,13 @@ from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import (
     AskError,
-    ClusterDownError,
+    ClusterError,
     MasterDownError,
+    MovedError,
     NoScriptError,
     ReadOnlyError,
     RedisClusterException,
+    ResponseError,
     SlotNotCoveredError,
     TryAgainError,
 )
@@ -52,7 +57,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from contracts.protocol import position_key
 from router.decode import Routable
-from router.errors import PoisonMessageError, ReplicationShortError, StoreUnavailableError
+from router.errors import (
+    PoisonMessageError,
+    ReplicationShortError,
+    SlotMovingError,
+    StoreUnavailableError,
+)
 from router.settings import REDIS_MAX_CONNECTIONS, session_calls
 
 # Lease ends (interest fan-out) are Redis' own clock, in ms, in every script.
@@ -66,6 +76,8 @@ end
 _INGEST = (
     _NOW_MS
     + r"""
+-- KEYS[1]: the first item's history. On a cluster KEYS also holds every other
+-- key the call touches (Store.ingest_keys), which only Redis reads.
 local p = ARGV[1]
 local seen_ttl = tonumber(ARGV[2])
 local maxlen = ARGV[3]
@@ -192,7 +204,7 @@ return out
 """
 )
 
-# KEYS: pending, replicas (of one teacher). ARGV: event id, teacher, channel
+# KEYS: pending, replicas (interest fan-out only) of one teacher. ARGV: event id, teacher, channel
 # (broadcast), the replica channels' prefix (interest) or the teacher's channel
 # (sharded); '1' for interest, '2' for sharded.
 _ACK = (
@@ -242,14 +254,20 @@ return #KEYS
 _I = TypeVar("_I")
 _INTEREST_CHUNK = 500  # leases per script call on one Redis
 
-# Only these mean "Redis is not there" (or a cluster between two primaries);
-# any other Redis error (a script bug, a wrong key type) is a defect and is
-# raised as it is.
-_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError, ClusterDownError, TryAgainError,
+# Only these mean "Redis is not there" (or a cluster between two primaries, or
+# the cluster client out of redirects: ClusterError "TTL exhausted"); any other
+# Redis error (a script bug, a wrong key type) is a defect and is raised as it is.
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError, ClusterError, TryAgainError,
                 MasterDownError, SlotNotCoveredError, RedisClusterException)  # fmt: skip
-# A node's own client (waiting for replicas on a cluster) also meets these when
-# the slot map it went by is out of date: read the map again and retry.
-_STALE_MAP = (AskError, ReadOnlyError)
+# What a script meets on a node whose slot is moving when a key it touches is
+# not where the script runs. The ingest script declares its keys, so Redis
+# answers TRYAGAIN instead; should it still come, the call is sent again (as
+# for TRYAGAIN) rather than taken as a refusal of its items.
+_NON_LOCAL = "Script attempted to access a non local key"
+# A node's own client also meets these when the slot map it went by is out of
+# date (MOVED: the slot has moved; READONLY: the node is a replica now): read
+# the map again and retry. ASK (the slot is moving) is SlotMovingError.
+_STALE_MAP = (MovedError, ReadOnlyError)
 # The slot map is read again at most this often (seconds) after failed calls.
 _MAP_REREAD_S = 0.5
 
@@ -463,8 +481,18 @@ class Store:
                 else:
                     result = await self._ingest(keys=[self.hist_key(batch[0].teacher_id)],
                                                 args=self._ingest_args(batch, received_at))  # fmt: skip
+        except (TryAgainError, AskError) as exc:
+            if isinstance(exc, MovedError):
+                raise await self._unavailable(exc) from exc
+            # A slot is moving (its keys split between two primaries): not a
+            # failover, and the map is right; nothing of the slot's call ran.
+            raise SlotMovingError(str(exc)) from exc
         except (*_UNAVAILABLE, *_STALE_MAP) as exc:
             raise await self._unavailable(exc) from exc
+        except ResponseError as exc:
+            if self.cluster and str(exc).startswith(_NON_LOCAL):
+                raise SlotMovingError(str(exc)) from exc
+            raise
         out: list[str | PoisonMessageError | None] = []
         for x in result:
             v = _s(x) or None
@@ -494,7 +522,7 @@ class Store:
         pipeline, load = (lambda: client.pipeline(transaction=False),
                           lambda: client.script_load(self._ingest.script))  # fmt: skip
         if not self.wait_replicas:  # a redirect is followed by the caller
-            return await _evalsha_each(pipeline, load, self._ingest, calls, keep=(AskError,))
+            return await _evalsha_each(pipeline, load, self._ingest, calls, keep=(MovedError,))
         *scripts, acked = await _evalsha_each(
             pipeline, load, self._ingest, calls,
             then=("WAIT", self.wait_replicas, self.wait_timeout_ms))  # fmt: skip
@@ -542,8 +570,8 @@ class Store:
         once; answers put back in the batch's order. A teacher's items stay in
         one call, in order, so per-teacher order holds."""
         groups = self._by_slot(range(len(batch)), lambda i: self.hist_key(batch[i].teacher_id))
-        calls = [([self.hist_key(batch[idx[0]].teacher_id)],
-                  self._ingest_args([batch[i] for i in idx], received_at)) for idx in groups]  # fmt: skip
+        parts = [[batch[i] for i in idx] for idx in groups]
+        calls = [(self.ingest_keys(part), self._ingest_args(part, received_at)) for part in parts]
         answers, moved = await self._by_node(calls)
         if moved and self.on_redirect is not None:
             self.on_redirect(sorted({batch[i].teacher_id for c in moved for i in groups[c]}))
@@ -552,6 +580,26 @@ class Store:
             for i, v in zip(idx, answer, strict=True):
                 out[i] = v
         return out
+
+    def ingest_keys(self, items: Sequence[Routable]) -> list[str]:
+        """Every key the ingest script touches for ``items`` (of one slot), the
+        first item's history first (the script's ``KEYS[1]``): the history,
+        the pending items (if an item is one), the leases (interest fan-out) and
+        the wait marker (waiting for replicas) of each teacher, and each event's
+        claim. Declared, they let Redis answer ``TRYAGAIN`` for a slot a reshard
+        has split, before the script runs."""
+        keys: dict[str, None] = {}
+        for r in items:
+            tag = self.tag(r.teacher_id)
+            keys[f"{tag}:hist"] = None
+            if r.action_required:
+                keys[f"{tag}:pending"] = None
+            if self.replica_id is not None:
+                keys[f"{tag}:replicas"] = None
+            keys[f"{tag}:seen:{r.event_id}"] = None
+        if self.wait_replicas:
+            keys[f"{self.hist_key(items[0].teacher_id)}:wait"] = None
+        return list(keys)
 
     async def _by_node(self, calls: list[tuple[list[str], list[Any]]]
                        ) -> tuple[list[Any], list[int]]:  # fmt: skip
@@ -577,11 +625,11 @@ class Store:
                 raise result  # unavailable, short of replicas, or refused (narrowed)
             for i, answer in zip(idx, result, strict=True):
                 out[i] = answer
-        # A slot that moved (MOVED) or is moving (ASK: its keys are going to
-        # another primary) is for the cluster client, which follows redirects
-        # and learns the new map. Waiting for replicas never gets here: a WAIT
-        # covers only its own connection's writes, so such a batch is retried.
-        moved = [i for i, answer in enumerate(out) if isinstance(answer, AskError)]
+        # A slot that moved (MOVED) is for the cluster client, which follows the
+        # redirect and learns the new map. Waiting for replicas never gets here:
+        # a WAIT covers only its own connection's writes, so such a batch is
+        # retried. (A slot still moving was answered ASK or TRYAGAIN, raised.)
+        moved = [i for i, answer in enumerate(out) if isinstance(answer, MovedError)]
         if moved:
             again = await self._pipelined(self._ingest, [calls[i] for i in moved])
             for i, answer in zip(moved, again, strict=True):
@@ -733,8 +781,12 @@ class Store:
         try:
             channel = (self.teacher_channel(teacher_id) if self.sharded
                        else self.channel if self.replica_id is None else self.replica_channel(""))  # fmt: skip
-            n = await self._ack(keys=[self.pending_key(teacher_id), self.replicas_key(teacher_id)],
-                                args=[event_id, teacher_id, channel, self._mode])  # fmt: skip
+            # The leases only with interest fan-out: a key declared and never
+            # made would hold the ack back while a reshard moves the slot.
+            keys = [self.pending_key(teacher_id)]
+            if self.replica_id is not None:
+                keys.append(self.replicas_key(teacher_id))
+            n = await self._ack(keys=keys, args=[event_id, teacher_id, channel, self._mode])
         except _UNAVAILABLE as exc:
             raise await self._unavailable(exc) from exc
         return bool(n)

@@ -17,9 +17,13 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 from websockets.exceptions import ConnectionClosed
 
+from router.decode import Routable, decode
+from router.store import Store
 from stack.manager import StackManager
 from stack.procs import stop_pid
 from stack.settings import StackSettings
@@ -27,6 +31,12 @@ from stack.state import StackState
 from tests.fix_router import Client, make_env, notification, running_router, wait_ready
 
 BURST = 600
+
+
+def _routable(kind: str, teacher: str, i: int) -> Routable:
+    return decode(
+        notification(kind, teacher, i).to_json().encode(), [("id", f"{teacher}-{i}".encode())]
+    )
 
 
 def _has_all(c: Client, before: list[str], want: set[str]) -> Callable[[dict[str, Any]], bool]:
@@ -263,20 +273,38 @@ def _primaries(url: str) -> dict[str, tuple[str, int, list[tuple[int, int]]]]:
     return out
 
 
+def _neighbour(store_key: Callable[[str], str], slot: int) -> str:
+    """A teacher whose keys are in ``slot`` too."""
+    return next(t for t in (f"near-{k}" for k in range(1_000_000))
+                if key_slot(store_key(t).encode()) == slot)  # fmt: skip
+
+
+def _metric(router: Any, name: str, labels: dict[str, str] | None = None) -> float:
+    value = router.metrics.registry.get_sample_value(name, labels or {})
+    assert value is not None, name
+    return float(value)
+
+
 @pytest.mark.parametrize("fanout", ["broadcast", "sharded", "broadcast+wait"])
-async def test_a_slot_moving_to_another_primary_does_not_stop_delivery(stack: StackState,
-                                                                       unique: str,
-                                                                       fanout: str) -> None:  # fmt: skip
+async def test_a_slot_moving_to_another_primary_loses_and_repeats_nothing(stack: StackState,
+                                                                         unique: str,
+                                                                         fanout: str) -> None:  # fmt: skip
     """Resharding while notifications flow, done as `redis-cli --cluster
-    reshard` does it: the busy teacher's slot is set importing on another
-    primary and migrating on its own, its history key goes over first (so the
-    old primary answers ASK for it), then the rest of the slot follows and the
-    slot is handed over (MOVED from then on). Every notification arrives once,
-    in order, and also while the slot moves (with sharded fan-out the message
-    goes out on the new primary, which the subscription on the old one does not
-    hear: the teacher's connections catch up from the history instead); with
-    ``+wait`` a redirected batch is sent again once the slot has moved, since
-    a WAIT covers only the writes of its own connection."""
+    reshard` does it. The slot of a busy teacher and of a neighbour (another
+    teacher in the same slot) is set importing on another primary and migrating
+    on its own, and the busy teacher's history goes over first: the slot's keys
+    are split between two primaries. The ingest calls declare their keys, so
+    Redis answers TRYAGAIN for that slot and runs none of it; its batches wait
+    (nothing dead-lettered, nothing half-written) until the rest of the slot
+    follows and the slot is handed over (MOVED from then on: the router's client
+    learns the new owner). Every notification of both teachers arrives once, in
+    order. With sharded fan-out the message then goes out on the new primary,
+    which the subscription on the old one does not hear: the connections catch
+    up from the history. Before the keys were declared, a call ran on the primary
+    its first key pointed to: on the old one a new key failed the script ("Script
+    attempted to access a non local key", and the items were dead-lettered); on
+    the new one the neighbour's history was made anew beside the one still on
+    the old primary, and the reshard's MIGRATE then failed (BUSYKEY)."""
     tmp = Path(tempfile.mkdtemp(prefix="outbox-test-reshard-"))
     manager = StackManager(StackSettings(), state_dir=tmp / "state")
     try:
@@ -287,56 +315,105 @@ async def test_a_slot_moving_to_another_primary_does_not_stop_delivery(stack: St
                 "redis_wait_replicas": 1 if fanout.endswith("+wait") else 0})  # fmt: skip
             async with running_router(settings) as router:
                 await wait_ready(router.port)
-                busy = await Client.open(router.port, env.token("busy"))
                 hist = router.store.hist_key("busy")
+                slot = key_slot(hist.encode())
+                near = _neighbour(router.store.hist_key, slot)
+                clients = {t: await Client.open(router.port, env.token(t)) for t in ("busy", near)}
                 primaries = _primaries(nodes[0].url)
-                probe = redis.Redis.from_url(nodes[0].url)
-                slot = int(probe.execute_command("CLUSTER KEYSLOT", hist))
-                probe.close()
                 src_id = next(i for i, (_h, _p, rs) in primaries.items()
                               if any(a <= slot <= b for a, b in rs))  # fmt: skip
                 dst_id = next(i for i in primaries if i != src_id)
-                src = redis.Redis(host=primaries[src_id][0], port=primaries[src_id][1])
-                dst = redis.Redis(host=primaries[dst_id][0], port=primaries[dst_id][1])
-                try:
-                    ids = [env.produce(notification("batch_files_uploaded", "busy", i))
-                           for i in range(5)]  # fmt: skip
+                admin = {i: redis.Redis(host=h, port=port) for i, (h, port, _) in primaries.items()}
+                src, dst = admin[src_id], admin[dst_id]
+                dst_host, dst_port, _ = primaries[dst_id]
+                ids: dict[str, list[str]] = {"busy": [], near: []}
+
+                def produce(first: int, last: int) -> None:
+                    for i in range(first, last):
+                        for t, sent in ids.items():  # interleaved: both in every batch
+                            sent.append(env.produce(notification("batch_files_uploaded", t, i)))
                     env.flush()
-                    await busy.collect(5)
+
+                rejected = {"reason": "store_rejected"}
+                try:
+                    produce(0, 5)
+                    for c in clients.values():
+                        await c.collect(5)
                     dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", src_id)
                     src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", dst_id)
-                    src.execute_command("MIGRATE", primaries[dst_id][0], primaries[dst_id][1],
-                                        "", 0, 5000, "KEYS", hist)  # fmt: skip
-                    ids += [env.produce(notification("batch_files_uploaded", "busy", i))
-                            for i in range(5, 10)]  # fmt: skip
-                    env.flush()
-                    if not fanout.endswith("+wait"):  # live while the slot is half moved
-                        await busy.collect(10, timeout=20)
+                    src.execute_command("MIGRATE", dst_host, dst_port, "", 0, 5000, "KEYS", hist)
+                    produce(5, 10)
+                    # the split slot's batch is held back, not refused
+                    deadline = time.monotonic() + 20
+                    while _metric(router, "outbox_router_redis_slot_moving_total") == 0:
+                        dead = _metric(router, "outbox_router_dead_lettered_total", rejected)
+                        assert dead == 0, (
+                            f"{dead:.0f} notifications of the split slot dead-lettered"
+                        )
+                        assert time.monotonic() < deadline, (
+                            "the split slot's batch never met TRYAGAIN"
+                        )
+                        await asyncio.sleep(0.1)
                     left = src.execute_command("CLUSTER GETKEYSINSLOT", slot, 1000)
                     if left:
-                        src.execute_command("MIGRATE", primaries[dst_id][0], primaries[dst_id][1],
-                                            "", 0, 5000, "KEYS", *left)  # fmt: skip
-                    others = [i for i in primaries if i not in (src_id, dst_id)]
-                    for node_id in (dst_id, src_id, *others):
-                        host, port, _ = primaries[node_id]
-                        n = redis.Redis(host=host, port=port)
-                        n.execute_command("CLUSTER SETSLOT", slot, "NODE", dst_id)
-                        n.close()
-                    ids += [env.produce(notification("batch_files_uploaded", "busy", i))
-                            for i in range(10, 15)]  # fmt: skip
-                    env.flush()
-                    got, resumes = await _collect_resuming(busy, router.port, env.token("busy"),
-                                                           set(ids), timeout=30)  # fmt: skip
-                    print(f"\nslot {slot} moved ({fanout}): {len(set(got))} of {len(ids)}, "
-                          f"{len(got) - len(set(got))} twice, {resumes} resumes")  # fmt: skip
-                    assert got == ids  # each once, in order
+                        src.execute_command(
+                            "MIGRATE", dst_host, dst_port, "", 0, 5000, "KEYS", *left
+                        )
+                    for node_id in (
+                        dst_id,
+                        src_id,
+                        *[i for i in admin if i not in (src_id, dst_id)],
+                    ):
+                        admin[node_id].execute_command("CLUSTER SETSLOT", slot, "NODE", dst_id)
+                    produce(10, 15)
+                    for t, c in clients.items():
+                        got, resumes = await _collect_resuming(c, router.port, env.token(t),
+                                                               set(ids[t]), timeout=30)  # fmt: skip
+                        print(f"\nslot {slot} moved ({fanout}), {t}: {len(set(got))} of "
+                              f"{len(ids[t])}, {len(got) - len(set(got))} twice, {resumes} resumes")  # fmt: skip
+                        assert got == ids[t]  # each once, in order
+                    assert _metric(router, "outbox_router_dead_lettered_total", rejected) == 0
                     # the client learnt the new map: later batches go straight there
                     assert isinstance(router.store.redis, RedisCluster)
                     owner = router.store.redis.nodes_manager.get_node_from_slot(slot)
-                    assert int(owner.port) == primaries[dst_id][1]
+                    assert int(owner.port) == dst_port
                 finally:
-                    src.close()
-                    dst.close()
+                    for a in admin.values():
+                        a.close()
     finally:
         manager.stop_started()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.mark.parametrize("mode", ["broadcast", "interest", "sharded"])
+async def test_a_cluster_call_declares_every_key_the_ingest_script_makes(stack: StackState,
+                                                                         unique: str,
+                                                                         mode: str) -> None:  # fmt: skip
+    """Redis Cluster checks only the keys a call declares (that is what makes a
+    split slot answer TRYAGAIN above), while the ingest script names its keys
+    itself. Every key a batch leaves (two teachers, an action item, a duplicate,
+    interest leases) is one the call declared, and all are in one slot."""
+    client = aioredis.Redis.from_url(stack.redis_url)
+    prefix = f"declared-{unique}"
+    store = Store(client, prefix=prefix, dedupe_ttl_s=600, history_maxlen=100, history_ttl_s=600,
+                  replica_id="r1" if mode == "interest" else None, sharded=mode == "sharded")  # fmt: skip
+    try:
+        if mode == "interest":
+            await store.register(["ada", "bob"], lease_ms=60_000)
+        batch = [_routable("batch_files_uploaded", "ada", 0), _routable("batch_validation_failed", "bob", 1),
+                 _routable("batch_validation_failed", "ada", 2)]  # fmt: skip
+        batch.append(batch[0])  # a duplicate within the batch
+        positions = await store.ingest(batch, received_at=time.time())
+        assert [isinstance(p, str) for p in positions] == [True, True, True, False]
+        made = {k.decode() async for k in client.scan_iter(match=f"{prefix}:*")}
+        declared = store.ingest_keys(batch)
+        assert declared[0] == store.hist_key("ada")  # the script's KEYS[1]
+        assert len(made) >= 6 and made <= set(declared), made - set(declared)
+        by_slot = {t: {key_slot(k.encode()) for k in store.ingest_keys([r for r in batch if r.teacher_id == t])}
+                   for t in ("ada", "bob")}  # fmt: skip
+        assert all(len(slots) == 1 for slots in by_slot.values())
+    finally:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
