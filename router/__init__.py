@@ -9,5 +9,6 @@ Error tree::
     ├── PoisonMessageError      a Kafka message that cannot be routed (dead-lettered)
     └── StoreUnavailableError   Redis could not be reached
         ├── ReplicationShortError   Redis has a batch, too few of its replicas do yet
+        ├── StoreFullError          Redis is at its maxmemory (OOM): retried
         └── SlotMovingError         a slot of the batch is moving (reshard): TRYAGAIN
 """

@@ -81,3 +81,13 @@ class SlotMovingError(StoreUnavailableError):
         return (f"a Redis Cluster slot of the batch is moving between primaries ({self.reason}); "
                 "the batch is sent again until the slot has moved. If this lasts, a reshard "
                 "has stopped half-way: finish it (redis-cli --cluster fix)")  # fmt: skip
+
+
+class StoreFullError(StoreUnavailableError):
+    """Redis is at its ``maxmemory`` and evicts nothing (``noeviction``): it
+    refuses writes (OOM). Nothing of the batch is refused as bad; it is sent
+    again until Redis has room."""
+
+    def __str__(self) -> str:
+        return (f"Redis is out of memory ({self.reason}); free memory or raise its maxmemory: "
+                "the batch is sent again until Redis takes it")  # fmt: skip

@@ -14,15 +14,20 @@ hash tag, so every key of one teacher is in one slot)::
 
 One Lua script deduplicates, appends and publishes a batch atomically, so a
 notification is either recorded and announced, or not at all. On one Redis a
-batch is one script call; on a Redis Cluster it is split by slot, one call per
-slot, pipelined per node. A cluster call declares every key it touches (all in
-its slot): while a reshard has the slot's keys split between two primaries,
-Redis answers ``TRYAGAIN`` before running any of it (:class:`SlotMovingError`),
-where undeclared keys would fail half-way through the script. An event belongs
-to one teacher, so deduplicating per teacher is deduplicating per event.
+batch is one script call. On a Redis Cluster it is one call per primary, for
+the items of every slot it serves (Redis 7's ``allow-cross-slot-keys``). Each
+item's claim of its event id is the check that its slot is here and still: a
+node makes a new key only in a slot it owns and is not moving, so a refused
+claim (answered ``?``) means nothing of the item was written, and the teacher's
+later items are held back with it. Those items go again one call per slot,
+declaring every key they touch: while a reshard has a slot's keys split
+between two primaries Redis answers ``TRYAGAIN``/``ASK`` before running any of
+it (:class:`SlotMovingError`), and a slot that moved answers ``MOVED``, which
+the cluster client follows. An event belongs to one teacher, so deduplicating
+per teacher is deduplicating per event.
 
-With ``wait_replicas`` set, each call is followed by ``WAIT`` on the same
-connection, and a batch counts as recorded only once that many replicas of
+With ``wait_replicas`` set, calls are per slot (on a cluster), each node's
+followed by ``WAIT`` on the same connection, and a batch counts as recorded only once that many replicas of
 every primary it touched have it (:class:`ReplicationShortError` otherwise).
 """
 
@@ -46,6 +51,7 @@ from redis.exceptions import (
     MasterDownError,
     MovedError,
     NoScriptError,
+    OutOfMemoryError,
     ReadOnlyError,
     RedisClusterException,
     ResponseError,
@@ -61,6 +67,7 @@ from router.errors import (
     PoisonMessageError,
     ReplicationShortError,
     SlotMovingError,
+    StoreFullError,
     StoreUnavailableError,
 )
 from router.settings import REDIS_MAX_CONNECTIONS, session_calls
@@ -129,6 +136,9 @@ local function key_ok(key, want)
   end
   return t == 'none' or t == want
 end
+-- A teacher whose claim Redis refused: that teacher's later items are held
+-- back too (answered as the first), so what is recorded keeps its order.
+local held = {}
 for i = 1, #batch do
   local r = batch[i]
   local eid, teacher, n, created = r[1], r[2], r[3], r[4]
@@ -137,8 +147,22 @@ for i = 1, #batch do
   local hist = tag .. ':hist'
   local pend = tag .. ':pending'
   -- Claiming the event id first is the duplicate check (one call, not two);
-  -- an item that then cannot be recorded gives the claim back.
-  if not redis.call('SET', seen, '1', 'NX', 'EX', seen_ttl) then
+  -- an item that then cannot be recorded gives the claim back. A claim Redis
+  -- refuses is answered '?' and the reason, and nothing of the item is written:
+  -- on a cluster node that is a teacher whose slot is moving or is served
+  -- elsewhere (a claim written is a new key, which a node makes only in a
+  -- slot it owns and is not moving, so the teacher's other keys are here too);
+  -- anywhere, Redis out of memory.
+  local claim = held[teacher]
+  if claim == nil then
+    claim = redis.pcall('SET', seen, '1', 'NX', 'EX', seen_ttl)
+    if type(claim) == 'table' and claim.err then
+      held[teacher] = claim
+    end
+  end
+  if type(claim) == 'table' and claim.err then
+    out[i] = '?' .. tostring(claim.err)
+  elseif not claim then
     out[i] = ''
   elseif r[5] == 1 and not key_ok(pend, 'hash') then
     redis.call('DEL', seen)
@@ -203,6 +227,10 @@ end
 return out
 """
 )
+
+# A script of one call per cluster node touches the keys of every slot the
+# node serves (Redis 7's flag; the claim of each item is its locality check).
+_CROSS_SLOT = "#!lua flags=allow-cross-slot-keys\n"
 
 # KEYS: pending, replicas (interest fan-out only) of one teacher. ARGV: event id, teacher, channel
 # (broadcast), the replica channels' prefix (interest) or the teacher's channel
@@ -379,6 +407,8 @@ class Store:
         self.on_redirect: Callable[[list[str]], None] | None = None
         # A cluster client runs them as well (EVALSHA routed by the first key).
         self._ingest = AsyncScript(client, _INGEST)
+        # The same script, one call per cluster node for all of its slots.
+        self._ingest_node = AsyncScript(client, _CROSS_SLOT + _INGEST)
         self._ack = AsyncScript(client, _ACK)
         self._interest = AsyncScript(client, _INTEREST)
 
@@ -471,7 +501,9 @@ class Store:
             return []
         try:
             with self._timed("ingest"):
-                if self.cluster:
+                if self.cluster and not self.wait_replicas:
+                    result = await self._ingest_by_node(batch, received_at)
+                elif self.cluster:
                     result = await self._ingest_by_slot(batch, received_at)
                 elif self.wait_replicas:
                     assert isinstance(self.redis, aioredis.Redis)
@@ -489,14 +521,24 @@ class Store:
             raise SlotMovingError(str(exc)) from exc
         except (*_UNAVAILABLE, *_STALE_MAP) as exc:
             raise await self._unavailable(exc) from exc
+        except OutOfMemoryError as exc:  # full: nothing of the batch is refused, wait
+            raise StoreFullError(str(exc)) from exc
         except ResponseError as exc:
             if self.cluster and str(exc).startswith(_NON_LOCAL):
                 raise SlotMovingError(str(exc)) from exc
             raise
         out: list[str | PoisonMessageError | None] = []
+        held: str | None = None
         for x in result:
             v = _s(x) or None
+            if v and v[0] == "?":  # not recorded, and nothing refused: send again
+                held = held or v[1:]
             out.append(PoisonMessageError("store_rejected", v[1:]) if v and v[0] == "!" else v)
+        if held is not None:
+            # What was recorded was announced: sent again, it is a duplicate.
+            if held.startswith("OOM"):
+                raise StoreFullError(held)
+            raise StoreUnavailableError(f"Redis did not record part of the batch: {held}")
         return out
 
     def _ingest_args(self, batch: Sequence[Routable], received_at: float) -> list[str | int]:
@@ -562,6 +604,52 @@ class Store:
     def _mode(self) -> str:
         """The scripts' fan-out argument: '0' broadcast, '1' interest, '2' sharded."""
         return "2" if self.sharded else "0" if self.replica_id is None else "1"
+
+    async def _ingest_by_node(self, batch: Sequence[Routable], received_at: float
+                              ) -> list[Any]:  # fmt: skip
+        """One script call per primary for all of its items (of every slot it
+        serves), primaries at once; answers in the batch's order. A call per
+        slot costs the router and Redis far more: a batch's teachers are spread
+        over as many slots as there are teachers. Items whose claim the node
+        refused (their slot is moving, or served elsewhere: the map is stale)
+        were not written; they go again by slot (:meth:`_ingest_by_slot`), which
+        follows a slot that moved and raises :class:`SlotMovingError` for one
+        still moving. A teacher's items are on one node, in order."""
+        cluster = self.redis
+        assert isinstance(cluster, RedisCluster)
+        if not cluster.nodes_manager.slots_cache:
+            await cluster.initialize()
+        nodes = cluster.nodes_manager
+        by_node: dict[tuple[str, int | str], list[int]] = {}
+        for i, r in enumerate(batch):
+            node = nodes.get_node_from_slot(cluster.keyslot(self.hist_key(r.teacher_id)))
+            by_node.setdefault((node.host, node.port), []).append(i)
+        parts = list(by_node.items())
+        results = await asyncio.gather(*[
+            self._run_node_call(host, port, [batch[i] for i in idx], received_at)
+            for (host, port), idx in parts], return_exceptions=True)  # fmt: skip
+        out: list[Any] = [None] * len(batch)
+        again: list[int] = []
+        for (_node, idx), result in zip(parts, results, strict=True):
+            if isinstance(result, BaseException):
+                raise result  # unavailable (a dead node, a replica now) or refused (narrowed)
+            for i, answer in zip(idx, result, strict=True):
+                out[i] = answer
+                if (_s(answer) or "")[:1] == "?":
+                    again.append(i)
+        if again:
+            for i, answer in zip(again, await self._ingest_by_slot([batch[i] for i in again],
+                                                                   received_at), strict=True):  # fmt: skip
+                out[i] = answer
+        return out
+
+    async def _run_node_call(self, host: str, port: int | str, items: list[Routable],
+                             received_at: float) -> list[Any]:  # fmt: skip
+        client = self._node_client(host, port)
+        [answer] = await _evalsha_each(lambda: client.pipeline(transaction=False),
+                                       lambda: client.script_load(self._ingest_node.script),
+                                       self._ingest_node, [([], self._ingest_args(items, received_at))])  # fmt: skip
+        return list(answer)
 
     async def _ingest_by_slot(self, batch: Sequence[Routable], received_at: float
                               ) -> list[Any]:  # fmt: skip

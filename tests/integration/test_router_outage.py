@@ -9,10 +9,17 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import redis as redis_sync
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
+from router.decode import decode
+from router.errors import StoreFullError
+from router.store import Store
 from stack.manager import StackManager
 from stack.procs import stop_pid
 from stack.settings import StackSettings
@@ -128,5 +135,51 @@ async def test_a_silent_redis_fails_readiness_at_once_and_loses_nothing(env: Env
             await c.close()
         finally:
             r.stop()
+    finally:
+        mgr.stop_started()
+
+
+@pytest.mark.parametrize("where", ["single", "cluster"])
+async def test_a_full_redis_holds_the_batch_back_and_refuses_nothing(tmp_path: Path,
+                                                                     where: str) -> None:  # fmt: skip
+    """Redis at its maxmemory (noeviction) refuses writes with OOM. That is Redis
+    being unable to take anything, not the items being bad: the batch is
+    unavailable (retried, as for a Redis away), none of it is answered as
+    refused (dead-lettered), and once there is room it is recorded, in order.
+    On one Redis the claim inside the script meets the OOM; on a cluster the
+    node's call is refused before it runs."""
+    mgr = StackManager(StackSettings(), state_dir=tmp_path / "redis")
+    try:
+        if where == "single":
+            url = mgr.start_redis().url
+            admins = [redis_sync.Redis.from_url(url)]
+            client: Any = aioredis.Redis.from_url(url)
+        else:
+            nodes = mgr.start_redis_cluster(replicas=0)
+            admins = [redis_sync.Redis.from_url(n.url) for n in nodes]
+            client = RedisCluster.from_url(nodes[0].url)
+        store = Store(client, prefix="full", dedupe_ttl_s=600, history_maxlen=100,
+                      history_ttl_s=600)  # fmt: skip
+        batch = [decode(notification("batch_validation_failed", t, i).to_json().encode(),
+                        [("id", f"{t}-{i}".encode())]) for i in range(3) for t in ("ada", "bob")]  # fmt: skip
+        try:
+            for a in admins:
+                a.config_set("maxmemory-policy", "noeviction")
+                a.config_set("maxmemory", 1)  # below what any Redis uses: full
+            with pytest.raises(StoreFullError, match="out of memory") as full:
+                await store.ingest(batch, received_at=time.time())
+            print(f"\n{where}: {full.value}")
+            for a in admins:
+                a.config_set("maxmemory", 0)
+            positions = await store.ingest(batch, received_at=time.time())
+            assert all(isinstance(p, str) for p in positions), positions
+            for t in ("ada", "bob"):
+                got = [e.event_id for e in (await store.replay(t, "0-0")).entries]
+                assert got == [f"{t}-{i}" for i in range(3)]
+        finally:
+            for a in admins:
+                a.close()
+            await client.aclose()
+            await store.aclose()
     finally:
         mgr.stop_started()
