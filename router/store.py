@@ -27,8 +27,9 @@ the cluster client follows. An event belongs to one teacher, so deduplicating
 per teacher is deduplicating per event.
 
 With ``wait_replicas`` set, calls are per slot (on a cluster), each node's
-followed by ``WAIT`` on the same connection, and a batch counts as recorded only once that many replicas of
-every primary it touched have it (:class:`ReplicationShortError` otherwise).
+followed by ``WAIT`` on the same connection, and a batch counts as recorded
+only once that many replicas of every primary it touched have it
+(:class:`ReplicationShortError` otherwise).
 """
 
 from __future__ import annotations
