@@ -514,13 +514,13 @@ class Store:
                 else:
                     result = await self._ingest(keys=[self.hist_key(batch[0].teacher_id)],
                                                 args=self._ingest_args(batch, received_at))  # fmt: skip
+        except _STALE_MAP as exc:
+            raise await self._unavailable(exc) from exc
         except (TryAgainError, AskError) as exc:
-            if isinstance(exc, MovedError):
-                raise await self._unavailable(exc) from exc
             # A slot is moving (its keys split between two primaries): not a
             # failover, and the map is right; nothing of the slot's call ran.
             raise SlotMovingError(str(exc)) from exc
-        except (*_UNAVAILABLE, *_STALE_MAP) as exc:
+        except _UNAVAILABLE as exc:
             raise await self._unavailable(exc) from exc
         except OutOfMemoryError as exc:  # full: nothing of the batch is refused, wait
             raise StoreFullError(str(exc)) from exc
@@ -616,37 +616,19 @@ class Store:
         were not written; they go again by slot (:meth:`_ingest_by_slot`), which
         follows a slot that moved and raises :class:`SlotMovingError` for one
         still moving. A teacher's items are on one node, in order."""
-        cluster = self.redis
-        assert isinstance(cluster, RedisCluster)
-        if not cluster.nodes_manager.slots_cache:
-            await cluster.initialize()
-        nodes = cluster.nodes_manager
-        by_node: dict[tuple[str, int | str], list[int]] = {}
-        for i, r in enumerate(batch):
-            node = nodes.get_node_from_slot(cluster.keyslot(self.hist_key(r.teacher_id)))
-            by_node.setdefault((node.host, node.port), []).append(i)
-        parts = list(by_node.items())
-        results = await asyncio.gather(*[
-            self._run_node_call(host, port, [batch[i] for i in idx], received_at)
-            for (host, port), idx in parts], return_exceptions=True)  # fmt: skip
-        out: list[Any] = [None] * len(batch)
-        again: list[int] = []
-        for (_node, idx), result in zip(parts, results, strict=True):
-            if isinstance(result, BaseException):
-                raise result  # unavailable (a dead node, a replica now) or refused (narrowed)
-            for i, answer in zip(idx, result, strict=True):
-                out[i] = answer
-                if (_s(answer) or "")[:1] == "?":
-                    again.append(i)
+        out = await self._on_each_primary(
+            [self.hist_key(r.teacher_id) for r in batch],
+            lambda client, _node, idx: self._run_node_call(client, [batch[i] for i in idx],
+                                                           received_at))  # fmt: skip
+        again = [i for i, answer in enumerate(out) if (_s(answer) or "")[:1] == "?"]
         if again:
             for i, answer in zip(again, await self._ingest_by_slot([batch[i] for i in again],
                                                                    received_at), strict=True):  # fmt: skip
                 out[i] = answer
         return out
 
-    async def _run_node_call(self, host: str, port: int | str, items: list[Routable],
+    async def _run_node_call(self, client: aioredis.Redis, items: list[Routable],
                              received_at: float) -> list[Any]:  # fmt: skip
-        client = self._node_client(host, port)
         [answer] = await _evalsha_each(lambda: client.pipeline(transaction=False),
                                        lambda: client.script_load(self._ingest_node.script),
                                        self._ingest_node, [([], self._ingest_args(items, received_at))])  # fmt: skip
@@ -690,30 +672,43 @@ class Store:
             keys[f"{self.hist_key(items[0].teacher_id)}:wait"] = None
         return list(keys)
 
+    async def _on_each_primary(self, keys: Sequence[str],
+                               run: Callable[[aioredis.Redis, str, list[int]], Awaitable[list[Any]]]
+                               ) -> list[Any]:  # fmt: skip
+        """Item ``i`` (of ``keys``) goes to the primary of ``keys[i]``: ``run(the
+        node's own client, "host:port", its items' indices)`` on every primary
+        at once, and the answers back in the items' order. Raises the first
+        failure (unavailable, short of replicas, or refused: narrowed)."""
+        cluster = self.redis
+        assert isinstance(cluster, RedisCluster)
+        if not cluster.nodes_manager.slots_cache:
+            await cluster.initialize()
+        by_node: dict[tuple[str, int | str], list[int]] = {}
+        for i, key in enumerate(keys):
+            node = cluster.nodes_manager.get_node_from_slot(cluster.keyslot(key))
+            by_node.setdefault((node.host, node.port), []).append(i)
+        parts = list(by_node.items())
+        results = await asyncio.gather(*[
+            run(self._node_client(host, port), f"{host}:{port}", idx) for (host, port), idx in parts],
+            return_exceptions=True)  # fmt: skip
+        out: list[Any] = [None] * len(keys)
+        for (_node, idx), result in zip(parts, results, strict=True):
+            if isinstance(result, BaseException):
+                raise result
+            for i, answer in zip(idx, result, strict=True):
+                out[i] = answer
+        return out
+
     async def _by_node(self, calls: list[tuple[list[str], list[Any]]]
                        ) -> tuple[list[Any], list[int]]:  # fmt: skip
         """Each primary's share of ``calls`` (and a ``WAIT``) on one connection of
         it, every primary at once, through the node's own client: the cluster
         pipeline would find the slot and node of every call again. The answers
         in the order of ``calls``, and which calls were redirected."""
-        assert isinstance(self.redis, RedisCluster)
-        if not self.redis.nodes_manager.slots_cache:
-            await self.redis.initialize()
-        by_node: dict[tuple[str, int | str], list[int]] = {}
-        for i, (keys, _args) in enumerate(calls):
-            node = self.redis.nodes_manager.get_node_from_slot(self.redis.keyslot(keys[0]))
-            by_node.setdefault((node.host, node.port), []).append(i)
-        parts = list(by_node.items())
-        results = await asyncio.gather(*[
-            self._run_on(self._node_client(host, port), f"{host}:{port}",
-                         [calls[i] for i in idx]) for (host, port), idx in parts],
-            return_exceptions=True)  # fmt: skip
-        out: list[Any] = [None] * len(calls)
-        for (_node, idx), result in zip(parts, results, strict=True):
-            if isinstance(result, BaseException):
-                raise result  # unavailable, short of replicas, or refused (narrowed)
-            for i, answer in zip(idx, result, strict=True):
-                out[i] = answer
+        out = await self._on_each_primary(
+            [keys[0] for keys, _args in calls],
+            lambda client, node, idx: self._run_on(client, node, [calls[i] for i in idx]),
+        )
         # A slot that moved (MOVED) is for the cluster client, which follows the
         # redirect and learns the new map. Waiting for replicas never gets here:
         # a WAIT covers only its own connection's writes, so such a batch is
