@@ -20,7 +20,9 @@ N/R) and what broadcast spends beyond that on each foreign one (the difference
 over N(R-1)/R). The ratio to broadcast is own / (own + (R-1) x foreign), so it
 is at most 0.5 exactly when own <= (R-1) x foreign (``own_needed_for_half``).
 ``--redis cluster`` runs it against a Redis Cluster of its own (3 primaries, 3
-replicas on loopback); Redis figures are then the sum over all six nodes.
+replicas on loopback); Redis figures are then the sum over all six nodes, and
+``redis_primary_cpu_s`` the primaries' share (what sizes a cluster: a replica
+only applies its primary's stream).
 """
 
 from __future__ import annotations
@@ -84,6 +86,21 @@ class RedisTarget:
     def cpu(self) -> float:
         """CPU seconds used by every node so far."""
         return sum(redis_cpu_seconds(url) for url in self.urls)
+
+    def primaries(self) -> list[str]:
+        """The URLs of the nodes that are primaries now (the one Redis, if single)."""
+        if not self.cluster:
+            return list(self.urls)
+        out = []
+        for url in self.urls:
+            r = redis.Redis.from_url(url)
+            try:
+                role: dict[str, Any] = r.info("replication")  # type: ignore[assignment]
+            finally:
+                r.close()
+            if role.get("role") == "master":
+                out.append(url)
+        return out
 
     def stats(self) -> dict[str, float]:
         """Commands processed, bytes sent to clients (pub/sub included, the
@@ -162,7 +179,9 @@ def run(stack: StackState, target: RedisTarget, mode: str, replicas: int, args: 
             assert c.stdout is not None and "ready" in c.stdout.readline()
             clients.append(c)
         cpu0 = [tree_cpu_seconds(p.pid) for _, p in servers]
+        primaries = target.primaries()
         redis0, stats0 = target.cpu(), target.stats()
+        primary0 = sum(redis_cpu_seconds(url) for url in primaries)
         t0 = time.monotonic()
         produce(stack.kafka_bootstrap, topic, args.messages, per, prefix)
         frames = []
@@ -172,6 +191,7 @@ def run(stack: StackState, target: RedisTarget, mode: str, replicas: int, args: 
         seconds = time.monotonic() - t0
         cpu = [tree_cpu_seconds(p.pid) - c0 for (_, p), c0 in zip(servers, cpu0, strict=True)]
         redis_s = target.cpu() - redis0
+        primary_s = sum(redis_cpu_seconds(url) for url in primaries) - primary0
         stats = {k: v - stats0[k] for k, v in target.stats().items()}
     finally:
         for c in clients:
@@ -181,7 +201,8 @@ def run(stack: StackState, target: RedisTarget, mode: str, replicas: int, args: 
             stop_server(p, "router")
         target.drop(f"b{group}")
     return {"mode": mode, "replicas": replicas, "teachers": per, "frames": frames, "seconds": seconds,
-            "cpu_s": cpu, "redis_cpu_s": redis_s, "expected": args.messages,
+            "cpu_s": cpu, "redis_cpu_s": redis_s, "redis_primary_cpu_s": primary_s,
+            "redis_primaries": len(primaries), "expected": args.messages,
             "redis_commands_per_notification": stats["commands"] / args.messages,
             "redis_bytes_out_per_notification": stats["bytes_out"] / args.messages,
             "redis_memory_bytes_per_notification": stats["memory"] / args.messages,
@@ -239,6 +260,7 @@ def main() -> None:
     for key, runs in results.items():
         agg[key] = {"cpu_s_per_replica": summary([sum(x["cpu_s"]) / len(x["cpu_s"]) for x in runs]),
                     "redis_cpu_s": summary([x["redis_cpu_s"] for x in runs]),
+                    "redis_primary_cpu_s": summary([x["redis_primary_cpu_s"] for x in runs]),
                     "seconds": summary([x["seconds"] for x in runs]),
                     "lost": sum(x["expected"] - sum(x["frames"]) for x in runs)}  # fmt: skip
     by_mode: dict[str, dict[str, Any]] = {}

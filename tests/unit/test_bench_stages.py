@@ -188,10 +188,40 @@ def test_the_capacity_model_scales_with_load_and_names_the_limit() -> None:
     # broadcast needs 25 replicas for the rest; interest needs 9 and wins.
     big = plan(u, 10_000, 50_000)
     assert big.fanout == "interest" and big.replicas == 9
-    assert big.redis_primaries == 4 and big.connect_tasks == 6
+    # No cluster measured: a cluster sized by one Redis' cost (2.5 cores -> 4).
+    assert big.redis_cluster and big.redis_primaries == 4 and big.connect_tasks == 6
     assert big.first_limit.startswith("router CPU")
     many = plan(u, 1_000_000, 1_000)
     assert many.replicas == 50 and many.first_limit.startswith("connections per replica")
+    assert not many.redis_cluster and many.redis_primaries == 1
+
+
+def test_the_capacity_model_sizes_a_cluster_by_the_clusters_costs() -> None:
+    from dataclasses import replace
+
+    from bench.capacity import ClusterUnits, Units, plan
+
+    one = Units(own_s=60e-6, foreign_s=1e-6, interest_own_s=65e-6, redis_s=20e-6,
+                redis_commands=3, redis_bytes_out=400, redis_memory=500, conn_bytes=34 * 1024,
+                source="test")  # fmt: skip
+    c = ClusterUnits(own_s=56e-6, foreign_s=2e-6, sharded_own_s=50e-6, primary_s=30e-6,
+                     source="test")  # fmt: skip
+    u = replace(one, cluster=c)
+    # 20k/s x 20 us is 0.4 core: one Redis, the cluster's costs play no part.
+    low = plan(u, 10_000, 20_000)
+    assert (low.redis_cluster, low.redis_primaries) == (False, 1)
+    assert low == plan(one, 10_000, 20_000)
+    # 50k/s x 20 us is 1 core, past one Redis' 0.7: a cluster, sized by its own
+    # 30 us (1.5 cores -> 3 primaries at 0.7 each), and its router costs:
+    # sharded 50k x 50 us / 0.7 -> 4 replicas; broadcast 56 us over 0.7 - 0.1 -> 5.
+    big = plan(u, 10_000, 50_000)
+    assert (big.redis_cluster, big.redis_primaries) == (True, 3)
+    assert (big.fanout, big.replicas) == ("sharded", 4)
+    # Never fewer than 3 primaries, even when 2 would carry the rate.
+    cheap = plan(replace(u, cluster=replace(c, primary_s=21e-6)), 10_000, 50_000)
+    assert cheap.redis_primaries == 3
+    # 100k/s: 3 cores of primaries -> 5.
+    assert plan(u, 10_000, 100_000).redis_primaries == 5
 
 
 def test_the_demo_batches_a_long_fast_load_more() -> None:
