@@ -28,7 +28,7 @@ class CloseCode(IntEnum):
     GOING_AWAY = 1001  # server shutting down; reconnect with resume
     POLICY_VIOLATION = 1008  # repeated malformed frames or rate-limit abuse
     MESSAGE_TOO_BIG = 1009  # a frame over the size limit
-    TRY_AGAIN_LATER = 1013  # the client read too slowly; its send queue overflowed
+    TRY_AGAIN_LATER = 1013  # send queue overflowed, or the teacher's replay budget is spent
     BAD_REQUEST = 4400  # the first frame was not an auth frame
     UNAUTHORIZED = 4401  # token missing, malformed, expired, wrong audience/issuer
     AUTH_TIMEOUT = 4408  # no auth frame within the auth timeout

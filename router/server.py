@@ -188,6 +188,8 @@ class WebSocketServer:
         self._unauthenticated: dict[str, int] = {}
         self.throttle = LogThrottle()
         self.limits = Limits.from_settings(settings)
+        # One replay budget per teacher for all its connections here.
+        self.budgets = self.limits.replay_budgets()
 
     # -- HTTP ---------------------------------------------------------------
 
@@ -300,7 +302,8 @@ class WebSocketServer:
         self._unauthenticated[ip] = self._unauthenticated.get(ip, 0) + 1
         try:
             session = Session(cid, limits=self.limits, verify=self.verifier.verify,
-                              now=self.clock(), resume=resume, authorization=header)  # fmt: skip
+                              now=self.clock(), resume=resume, authorization=header,
+                              budgets=self.budgets)  # fmt: skip
             link = _Link(self, ws, session)
             link.flush()
             while session.phase is Phase.AUTHENTICATING:
@@ -390,7 +393,7 @@ class WebSocketServer:
                     pending = await store.pending(req.teacher_id, now=datetime.now(UTC),
                                                   limit=req.limit)  # fmt: skip
                     replay = await store.replay(req.teacher_id, req.resume)
-                    replayed = session.sync_loaded(req, pending, replay)
+                    replayed = session.sync_loaded(req, pending, replay, self.clock())
                     if req.resume is not None:
                         self.metrics.replays.inc()
                         self.metrics.replayed.inc(replayed)

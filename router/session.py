@@ -11,7 +11,7 @@ Life of a session (docs/protocol.md):
 
     AUTHENTICATING --auth ok--> ADMITTING --room--> OPEN --...--> CLOSED
           |                         |                 |
-          +-- 4400/4401/4408 -------+-- 4429 ---------+-- 1008/1011/1013/4401
+          +-- 4400/4401/4408 -------+-- 4429/1013 ----+-- 1008/1011/1013/4401
 
 Once open, a sync (pending items, the missed history, ``replay_done``) runs
 first and again for each accepted ``resume`` frame; live items are held during
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,7 +47,7 @@ from contracts.protocol import (
     valid_position,
 )
 from router.errors import AuthError
-from router.limits import TokenBucket
+from router.limits import ReplayBudgets, TokenBucket
 
 if TYPE_CHECKING:
     from router.auth import Identity
@@ -199,6 +200,12 @@ class Limits:
     replay_rate_per_s: float = 100.0
     max_errors: int = 5
 
+    def replay_budgets(self) -> ReplayBudgets:
+        """Budgets by teacher for what syncs replay: ``replay_rate_per_s``
+        a second, with one whole history and the pending cap at once. One per
+        server, shared by every session (:class:`Session`'s ``budgets``)."""
+        return ReplayBudgets(self.replay_rate_per_s, self.history_maxlen + self.pending_max)
+
     @classmethod
     def from_settings(cls, s: RouterSettings) -> Limits:
         return cls(s.auth_timeout_s, s.jwt_leeway_s, s.max_connections_per_teacher,
@@ -225,6 +232,7 @@ class LoadSync:
     teacher_id: str
     resume: str | None
     limit: int
+    prepaid: int = 0  # taken from the teacher's replay budget when the resume was priced
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,9 +287,13 @@ class Session:
         now: float,
         resume: str | None = None,
         authorization: str | None = None,
+        budgets: ReplayBudgets | None = None,
     ) -> None:
         self.id = connection_id
         self.limits = limits
+        # What syncs replay is charged to the teacher, not to the connection:
+        # the server passes one set of budgets to all its sessions.
+        self._budgets = budgets if budgets is not None else limits.replay_budgets()
         self._verify = verify
         self.phase = Phase.AUTHENTICATING
         self.teacher_id: str | None = None
@@ -294,8 +306,6 @@ class Session:
         self._asked: list[StoreRequest] = []  # made, not yet answered, in order
         self._auth_deadline = now + limits.auth_timeout_s
         self._bucket = TokenBucket(limits.rate_limit_per_s, limits.rate_limit_burst)
-        # A resume costs what it replays: entries a second, one history as the burst.
-        self._replay_budget = TokenBucket(limits.replay_rate_per_s, limits.history_maxlen)
         self._errors = 0
         # The subscription came back during a sync: catch up when it is done.
         self._resync_wanted = False
@@ -369,11 +379,18 @@ class Session:
     def admitted(self, open_connections: int, now: float) -> bool:
         """The answer to :class:`Admit`: how many connections the teacher has
         open. True if this one is admitted (register it before anything else
-        is delivered); False and a 4429 close if not."""
+        is delivered); False and a 4429 close if not, or 1013 while the
+        teacher's replay budget is spent (its connections' syncs replayed
+        more than it allows: reconnecting in a loop buys no new budget)."""
         assert self.phase is Phase.ADMITTING and self.teacher_id is not None
         if open_connections >= self.limits.max_connections_per_teacher:
             self._close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections for this teacher",
                         "too_many")  # fmt: skip
+            return False
+        wait = self._budgets.wait_s(self.teacher_id, now)
+        if wait > 0:
+            self._close(CloseCode.TRY_AGAIN_LATER, f"this teacher's connections replayed too "
+                        f"much; reconnect in {math.ceil(wait)} s", "replay_budget")  # fmt: skip
             return False
         self.phase = Phase.OPEN
         self.sync.begin(self.resume)  # hold live items from now on: no gap
@@ -399,12 +416,15 @@ class Session:
     # -- inputs: the store's answers ------------------------------------------
 
     def sync_loaded(self, request: LoadSync, pending: Sequence[PendingItem],
-                    replay: Replay) -> int:  # fmt: skip
+                    replay: Replay, now: float) -> int:  # fmt: skip
         """The answer to :class:`LoadSync`: sends the pending items, the missed
-        history, the held live items and ``replay_done``. Returns how many
-        history entries were replayed."""
+        history, the held live items and ``replay_done``, and charges what was
+        read to the teacher's replay budget (into debt if need be: a sync that
+        started is served whole). Returns how many history entries were replayed."""
         if not self._answered(request):
             return 0
+        self._budgets.spend(self._teacher, len(pending) + len(replay.entries) - request.prepaid,
+                            now)  # fmt: skip
         sync = self.sync
         for p in pending:
             sync.mark_sent(p.event_id)
@@ -449,15 +469,15 @@ class Session:
         if not self._answered(request):
             return False
         self._pricing = None
-        if not self._replay_budget.take(cost, now):
+        if not self._budgets.take(self._teacher, cost, now):
             self._refuse("rate_limited", f"this resume would replay {cost} notifications; the "
-                         f"budget is {self.limits.replay_rate_per_s:g} a second, try again "
-                         "later")  # fmt: skip
+                         f"budget is {self.limits.replay_rate_per_s:g} a second for the "
+                         "teacher's connections, try again later")  # fmt: skip
             self._next()
             return False
         self.sync.begin(request.after)
         self._resync_wanted = False  # this sync reads the history after any outage
-        self._ask(LoadSync(self._teacher, request.after, self.limits.pending_max))
+        self._ask(LoadSync(self._teacher, request.after, self.limits.pending_max, cost))
         return True
 
     def ack_done(self, request: Ack, was_pending: bool) -> None:

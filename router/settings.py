@@ -110,8 +110,9 @@ class RouterSettings(BaseSettings):
     max_connections: int = Field(default=20000, ge=1)
     # Connections of one address still authenticating; past it they close 1013.
     max_unauthenticated_per_ip: int = Field(default=256, ge=1)
-    # Notifications a connection may have replayed per second by `resume` frames
-    # (the burst is one whole history).
+    # Notifications a teacher's connections on this process may have replayed per
+    # second, pending items and history, on connect and by `resume` frames (the
+    # burst is one whole history and the pending cap); reconnecting buys none.
     replay_rate_per_s: float = Field(default=100.0, gt=0)
     send_queue_max: int = Field(default=1000, ge=1)
     rate_limit_per_s: float = 20.0

@@ -9,6 +9,7 @@ import logging
 import socket
 from pathlib import Path
 
+import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -98,6 +99,50 @@ async def test_pending_items_are_capped_per_teacher(env: Env) -> None:
         again = await Client.open(router.port, env.token("busy"))
         pending = [f for f in again.notifications() if f["pending"]]
         assert [f["id"] for f in pending] == ids[:3]
+        await again.close()
+
+
+async def test_a_reconnect_loop_spends_the_teachers_replay_budget_not_the_others(
+    env: Env,
+) -> None:
+    # Burst: one history (20) and the pending cap (1); 5 entries a second.
+    s = env.settings.model_copy(update={"history_maxlen": 20, "pending_max": 1,
+                                        "replay_rate_per_s": 5.0})  # fmt: skip
+    async with running_router(s) as router:
+        await wait_ready(router.port)
+        watcher = await Client.open(router.port, env.token("loop"))
+        ids = [env.produce(notification("batch_processing_started", "loop", i)) for i in range(20)]
+        env.flush()
+        await watcher.collect(20)  # recorded
+        await watcher.close()
+        loop_token, url = env.token("loop"), f"ws://127.0.0.1:{router.port}/ws"
+        # Two whole replays: the first within the budget, the second into debt.
+        for _ in range(2):
+            c = await Client.open(router.port, loop_token, resume="0-0")
+            assert [f["id"] for f in c.notifications()] == ids
+            await c.close()
+        # Reconnecting again is refused before anything is read, saying when to come back.
+        ws = await connect(url)
+        await ws.send(json.dumps({"type": "auth", "token": loop_token, "resume": "0-0"}))
+        frames: list[dict[str, object]] = []
+        code, reason = await _closed_with(ws, frames=frames)
+        assert code == 1013 and reason.startswith("this teacher's connections replayed too much")
+        assert not [f for f in frames if f.get("type") == "notification"]
+        wait_s = int(reason.rsplit(" ", 2)[1])
+        assert 1 <= wait_s <= 4  # (1 + 19) / 5, less the time since
+        # Another teacher connects and is served live meanwhile.
+        other = await Client.open(router.port, env.token("bystander"), resume="0-0")
+        live = env.produce(notification("batch_processing_started", "bystander", 1))
+        env.flush()
+        assert [f["id"] for f in await other.collect(1)] == [live]
+        await other.close()
+        async with httpx.AsyncClient() as http:
+            metrics = (await http.get(f"http://127.0.0.1:{router.port}/metrics")).text
+        assert 'outbox_router_connections_rejected_total{reason="replay_budget"} 1.0' in metrics
+        # After the wait it named, the same resume is served whole again.
+        await asyncio.sleep(wait_s + 0.2)
+        again = await Client.open(router.port, loop_token, resume="0-0")
+        assert [f["id"] for f in again.notifications()] == ids
         await again.close()
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from router.auth import Verifier, mint
 from router.fanout import FanoutMessage, Hub
+from router.limits import ReplayBudgets
 from router.session import (
     Ack,
     Admit,
@@ -104,7 +105,7 @@ class ModelStore:
     def answer(self, session: Session, req: StoreRequest, now: float) -> None:
         if isinstance(req, LoadSync):
             session.sync_loaded(req, self.pending_items(req.teacher_id, req.limit),
-                                self.replay(req.teacher_id, req.resume))  # fmt: skip
+                                self.replay(req.teacher_id, req.resume), now)  # fmt: skip
         elif isinstance(req, LoadCatchUp):
             session.caught_up(req, self.replay(req.teacher_id, req.after))
         elif isinstance(req, CountReplay):
@@ -124,6 +125,7 @@ class Client:
     asked: list[StoreRequest] = field(default_factory=list)
     frames: list[dict[str, Any]] = field(default_factory=list)
     registered: bool = False
+    clock: float = T0  # the time of the last input, for the admission
 
     def flush(self) -> None:
         s = self.session
@@ -132,7 +134,7 @@ class Client:
         while s.requests:
             req = s.requests.pop(0)
             if isinstance(req, Admit):
-                if s.admitted(self.hub.registry.count(req.teacher_id), T0):
+                if s.admitted(self.hub.registry.count(req.teacher_id), self.clock):
                     self.hub.registry.add(req.teacher_id, self)
                     self.registered = True
                 self.flush()
@@ -145,6 +147,7 @@ class Client:
 
     def send(self, frame: dict[str, Any] | str | bytes, now: float = T0) -> None:
         raw = frame if isinstance(frame, str | bytes) else json.dumps(frame)
+        self.clock = now
         self.session.receive(raw, now)
         self.flush()
 
@@ -181,13 +184,17 @@ def connect(
     first: dict[str, Any] | str | bytes | None = None,
     now: float = T0,
     verifier: Verifier = VERIFIER,
+    budgets: ReplayBudgets | None = None,
 ) -> Client:
-    """A connection authenticated by header (default) or by a first frame."""
+    """A connection authenticated by header (default) or by a first frame;
+    ``budgets`` shared with other connections as the server shares them (by
+    default its own)."""
     if header is None and first is None and teacher is not None:
         header = "Bearer " + token(teacher)
     session = Session("c" + str(len(hub.registry) + 1), limits=limits or Limits(),
-                      verify=verifier.verify, now=now, resume=resume, authorization=header)  # fmt: skip
-    client = Client(session, hub)
+                      verify=verifier.verify, now=now, resume=resume, authorization=header,
+                      budgets=budgets)  # fmt: skip
+    client = Client(session, hub, clock=now)
     client.flush()
     if first is not None:
         client.send(first, now)

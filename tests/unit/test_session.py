@@ -372,7 +372,8 @@ def test_resume_over_the_replay_budget_is_refused(hub: Hub[Client], store: Model
     for _ in range(30):
         store.publish("t1")
     store.inflight.clear()
-    c = connect(hub, "t1", limits=Limits(replay_rate_per_s=1, history_maxlen=40))
+    # The burst is one history and the pending cap: 40 here.
+    c = connect(hub, "t1", limits=Limits(replay_rate_per_s=1, history_maxlen=40, pending_max=0))
     c.answer_all(store)
     c.send({"type": "resume", "position": "0-0"}, now=T0)
     c.answer_all(store, now=T0)
@@ -382,6 +383,89 @@ def test_resume_over_the_replay_budget_is_refused(hub: Hub[Client], store: Model
     assert [e["code"] for e in err] == ["rate_limited"]
     assert "would replay 30 notifications" in err[0]["message"]
     assert len(c.of("replay_done")) == 2
+
+
+# -- what syncs replay is charged to the teacher ----------------------------------
+
+
+def _charged(store: ModelStore, entries: int, *, pending: int = 0) -> None:
+    for _ in range(entries):
+        store.publish("t1")
+    for _ in range(pending):
+        store.publish("t1", action=True)
+    store.inflight.clear()
+
+
+def test_reconnecting_buys_no_new_replay_budget(hub: Hub[Client], store: ModelStore) -> None:
+    _charged(store, 30)
+    limits = Limits(replay_rate_per_s=1, history_maxlen=40, pending_max=0)
+    budgets = limits.replay_budgets()  # one per server, as the server holds it
+    first = connect(hub, "t1", limits=limits, resume="0-0", budgets=budgets)
+    first.answer_all(store)
+    assert len(first.of("notification")) == 30 and budgets.level("t1", T0) == 10
+    hub.registry.remove("t1", first)  # the client goes away; the budget stays
+    # Within the budget: served whole, even past it (10 left, 30 replayed).
+    second = connect(hub, "t1", limits=limits, resume="0-0", budgets=budgets)
+    second.answer_all(store)
+    assert len(second.of("notification")) == 30 and budgets.level("t1", T0) == -20
+    # Overdrawn: the next connection is refused before anything is read.
+    third = connect(hub, "t1", limits=limits, resume="0-0", budgets=budgets)
+    assert closed(third) == (1013, "this teacher's connections replayed too much; "
+                             "reconnect in 21 s")  # fmt: skip
+    assert third.asked == [] and third.session.closing is not None
+    assert third.session.closing.kind == "replay_budget"
+    # Another teacher's budget is its own.
+    other = connect(hub, "t2", limits=limits, resume="0-0", budgets=budgets)
+    other.answer_all(store)
+    assert other.of("replay_done") and other.session.closing is None
+    # Paid back after the wait it named: served again.
+    later = connect(hub, "t1", limits=limits, resume="1000-29", now=T0 + 21, budgets=budgets)
+    later.answer_all(store, now=T0 + 21)
+    assert [f["id"] for f in later.of("notification")] == ["ev-30"]
+
+
+def test_pending_items_sent_on_connect_are_charged(hub: Hub[Client], store: ModelStore) -> None:
+    _charged(store, 0, pending=5)
+    limits = Limits(replay_rate_per_s=2, history_maxlen=0, pending_max=5)
+    budgets = limits.replay_budgets()
+    c = connect(hub, "t1", limits=limits, budgets=budgets)  # no resume: the pending items only
+    c.answer_all(store)
+    assert len([f for f in c.of("notification") if f["pending"]]) == 5
+    assert budgets.level("t1", T0) == 0
+    refused = connect(hub, "t1", limits=limits, budgets=budgets)
+    assert closed(refused) == (1013, "this teacher's connections replayed too much; "
+                               "reconnect in 1 s")  # fmt: skip
+    ok = connect(hub, "t1", limits=limits, now=T0 + 0.6, budgets=budgets)
+    ok.answer_all(store, now=T0 + 0.6)
+    assert ok.session.closing is None and budgets.level("t1", T0 + 0.6) == pytest.approx(-3.8)
+
+
+def test_a_priced_resume_is_charged_once(hub: Hub[Client], store: ModelStore) -> None:
+    _charged(store, 30)
+    limits = Limits(replay_rate_per_s=1, history_maxlen=40, pending_max=0)
+    budgets = limits.replay_budgets()
+    c = connect(hub, "t1", limits=limits, budgets=budgets)
+    c.answer_all(store)
+    c.send({"type": "resume", "position": "0-0"})
+    c.answer_all(store)
+    assert len(c.of("notification")) == 30
+    assert budgets.level("t1", T0) == 10  # priced 30 and taken; the sync charged nothing more
+
+
+def test_replay_budgets_keep_only_those_not_full_again() -> None:
+    from router.limits import ReplayBudgets
+
+    b = ReplayBudgets(rate_per_s=10, burst=100)
+    for i in range(3000):
+        b.spend(f"t{i}", 50, now=float(i) * 0.001)  # 3 s of teachers, 5 s to refill each
+    assert len(b) == 3000  # none is full again yet: each is kept
+    assert b.level("t2999", 2.999) == pytest.approx(50)
+    # 10 s later every one is full again: the next new teacher sweeps them all.
+    for i in range(2000):
+        b.spend(f"u{i}", 1, now=20.0)
+    assert len(b) <= 2000
+    assert b.level("t0", 20.0) == 100  # a dropped budget is a full one
+    assert b.take("new", 0, 0.0) and b.wait_s("new", 0.0) == 0.0
 
 
 # -- lost and restored fan-out subscription -----------------------------------------
