@@ -266,7 +266,7 @@ Request = Admit | StoreRequest
 @dataclass(frozen=True, slots=True)
 class Close:
     """How the session ends. ``kind`` names the class of reason for metrics:
-    auth, protocol, too_many, policy, expired, slow, store, internal."""
+    auth, protocol, too_many, replay_budget, policy, expired, slow, store, internal."""
 
     code: int
     reason: str
