@@ -40,6 +40,7 @@ from bench.common import (
 )
 from bench.router import (
     SECRET,
+    client_latencies_ms,
     drop_keys,
     produce_all,
     produce_paced,
@@ -144,12 +145,7 @@ def phase(stack: StackState, args: argparse.Namespace, server: subprocess.Popen[
             loop.communicate(timeout=60)
         clients.send_signal(signal.SIGTERM)
         clients.communicate(timeout=120)
-    lat = []
-    with open(recv) as f:
-        for line in f:
-            _teacher, _cid, eid, t = json.loads(line)
-            if eid in sent:
-                lat.append(1000 * (t - sent[eid]))
+    lat = client_latencies_ms(recv, sent)
     out: dict[str, Any] = {"hostile": hostile is not None, "produced": len(sent),
                            "received": len(lat), "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
                            "router_cpu_per_s": (cpu1 - cpu0) / (t1 - t0)}  # fmt: skip

@@ -243,6 +243,18 @@ def produce_paced(bootstrap: str, topic: str, rate: int, seconds: float, teacher
     return sent
 
 
+def client_latencies_ms(recv: Path, sent: dict[str, float]) -> list[float]:
+    """Send -> receive in ms of every frame a clients process recorded (``recv``)
+    whose event id is in ``sent`` (event id -> send time)."""
+    out = []
+    with open(recv) as f:
+        for line in f:
+            _teacher, _cid, eid, t = json.loads(line)
+            if eid in sent:
+                out.append(1000 * (t - sent[eid]))
+    return out
+
+
 def latency_run(stack: StackState, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """A steady ``--latency-rate`` for ``--latency-seconds`` to ``--teachers`` connections;
     the router's own histogram of Kafka receipt -> frame written, and the clients'
@@ -266,12 +278,7 @@ def latency_run(stack: StackState, args: argparse.Namespace, workdir: Path) -> d
     recv = r.recv
     window = stages.diff(after, before)
     n = window[-1][1] if window else 0.0
-    client_ms = []
-    with open(recv) as f:
-        for line in f:
-            _teacher, _cid, eid, t = json.loads(line)
-            if eid in sent:
-                client_ms.append(1000 * (t - sent[eid]))
+    client_ms = client_latencies_ms(recv, sent)
     within_20 = next((c for le, c in window if le == 0.02), float("nan"))
     return {
         "rate_per_s": args.latency_rate, "seconds": args.latency_seconds, "produced": len(sent),
