@@ -400,7 +400,7 @@ class WebSocketServer:
                 elif isinstance(req, LoadCatchUp):
                     session.caught_up(req, await store.replay(req.teacher_id, req.after))
                 elif isinstance(req, CountReplay):
-                    cost = await store.replay_count(req.teacher_id, req.after)
+                    cost = await store.replay_count(req.teacher_id, req.after, req.limit)
                     if not session.replay_counted(req, cost, self.clock()):
                         self.metrics.rejected.labels("replay_budget").inc()
                 else:

@@ -245,10 +245,13 @@ class LoadCatchUp:
 
 @dataclass(frozen=True, slots=True)
 class CountReplay:
-    """How many entries a resume from ``after`` replays: :meth:`Session.replay_counted`."""
+    """How many entries a resume from ``after`` replays, counting at most
+    ``limit`` (one more than the teacher's budget has left, so pricing costs no
+    more than the budget allows): :meth:`Session.replay_counted`."""
 
     teacher_id: str
     after: str | None
+    limit: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +307,7 @@ class Session:
         self.closing: Close | None = None
         self.sync = SyncState()
         self._asked: list[StoreRequest] = []  # made, not yet answered, in order
+        self._clock = now  # the time of the latest input
         self._auth_deadline = now + limits.auth_timeout_s
         self._bucket = TokenBucket(limits.rate_limit_per_s, limits.rate_limit_burst)
         self._errors = 0
@@ -330,6 +334,7 @@ class Session:
 
     def receive(self, frame: str | bytes, now: float) -> None:
         """A frame from the client."""
+        self._clock = now
         if self.phase is Phase.CLOSED:
             return
         if self.phase is Phase.AUTHENTICATING:
@@ -383,6 +388,7 @@ class Session:
         teacher's replay budget is spent (its connections' syncs replayed
         more than it allows: reconnecting in a loop buys no new budget)."""
         assert self.phase is Phase.ADMITTING and self.teacher_id is not None
+        self._clock = now
         if open_connections >= self.limits.max_connections_per_teacher:
             self._close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections for this teacher",
                         "too_many")  # fmt: skip
@@ -423,6 +429,7 @@ class Session:
         started is served whole). Returns how many history entries were replayed."""
         if not self._answered(request):
             return 0
+        self._clock = now
         self._budgets.spend(self._teacher, len(pending) + len(replay.entries) - request.prepaid,
                             now)  # fmt: skip
         sync = self.sync
@@ -468,9 +475,11 @@ class Session:
         replay budget allows it (True), else an ``error`` frame (False)."""
         if not self._answered(request):
             return False
+        self._clock = now
         self._pricing = None
         if not self._budgets.take(self._teacher, cost, now):
-            self._refuse("rate_limited", f"this resume would replay {cost} notifications; the "
+            count = f"more than {request.limit - 1}" if cost >= request.limit else str(cost)
+            self._refuse("rate_limited", f"this resume would replay {count} notifications; the "
                          f"budget is {self.limits.replay_rate_per_s:g} a second for the "
                          "teacher's connections, try again later")  # fmt: skip
             self._next()
@@ -532,7 +541,9 @@ class Session:
         if self._waiting is not None:
             (position,) = self._waiting
             self._waiting = None
-            self._pricing = CountReplay(self._teacher, position)
+            left = max(0, math.floor(self._budgets.level(self._teacher, self._clock)))
+            self._pricing = CountReplay(self._teacher, position,
+                                        min(left, self.limits.history_maxlen) + 1)  # fmt: skip
             self._ask(self._pricing)
         elif self._resync_wanted:
             self.subscription_restored()

@@ -776,14 +776,15 @@ class Store:
         except _UNAVAILABLE as exc:
             raise await self._unavailable(exc) from exc
 
-    async def replay_count(self, teacher_id: str, after: str | None) -> int:
-        """How many entries a resume from ``after`` would replay (at most the history)."""
+    async def replay_count(self, teacher_id: str, after: str | None, limit: int) -> int:
+        """How many entries a resume from ``after`` would replay, counting at
+        most ``limit`` (and at most the history)."""
         if after is None:
             return 0
         try:
             async with self._session_call("replay_count"):
                 rows = await self.redis.xrange(self.hist_key(teacher_id), min=f"({after}",
-                                               max="+", count=self.history_maxlen)  # fmt: skip
+                                               max="+", count=min(limit, self.history_maxlen))  # fmt: skip
         except _UNAVAILABLE as exc:
             raise await self._unavailable(exc) from exc
         return len(rows or ())

@@ -6,14 +6,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import socket
 from pathlib import Path
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from router.store import Store
 from tests.fix_router import (
     Client,
     Env,
@@ -139,8 +142,26 @@ async def test_a_reconnect_loop_spends_the_teachers_replay_budget_not_the_others
         async with httpx.AsyncClient() as http:
             metrics = (await http.get(f"http://127.0.0.1:{router.port}/metrics")).text
         assert 'outbox_router_connections_rejected_total{reason="replay_budget"} 1.0' in metrics
-        # After the wait it named, the same resume is served whole again.
+        # After the wait it named, a connection is admitted again. A resume frame
+        # is priced first, counting no further than the budget allows: refused.
         await asyncio.sleep(wait_s + 0.2)
+        priced = await Client.open(router.port, loop_token)
+        await priced.ws.send(json.dumps({"type": "resume", "position": "0-0"}))
+        err = await priced.until(lambda f: f["type"] == "error")
+        m = re.search(r"would replay more than (\d+) notifications", str(err["message"]))
+        assert err["code"] == "rate_limited" and m and int(m.group(1)) < 20, err
+        await priced.close()
+        # The count itself stops at the limit it is given (XRANGE ... COUNT).
+        client = aioredis.Redis.from_url(env.stack.redis_url)
+        store = Store(client, prefix=s.redis_prefix, dedupe_ttl_s=60, history_maxlen=20,
+                      history_ttl_s=60)  # fmt: skip
+        try:
+            assert await store.replay_count("loop", "0-0", 3) == 3
+            assert await store.replay_count("loop", "0-0", 1000) == 20
+        finally:
+            await client.aclose()
+            await store.aclose()
+        # A sync on connect that starts is served whole.
         again = await Client.open(router.port, loop_token, resume="0-0")
         assert [f["id"] for f in again.notifications()] == ids
         await again.close()

@@ -109,7 +109,11 @@ class ModelStore:
         elif isinstance(req, LoadCatchUp):
             session.caught_up(req, self.replay(req.teacher_id, req.after))
         elif isinstance(req, CountReplay):
-            n = len(self.replay(req.teacher_id, req.after).entries) if req.after else 0
+            n = (
+                min(len(self.replay(req.teacher_id, req.after).entries), req.limit)
+                if req.after
+                else 0
+            )
             session.replay_counted(req, n, now)
         elif isinstance(req, Ack):
             session.ack_done(req, self.ack(req.teacher_id, req.event_id))

@@ -344,7 +344,7 @@ def test_mid_session_resume_is_a_new_sync(hub: Hub[Client], store: ModelStore) -
     c = connect(hub, "t1")
     c.answer_all(store)
     c.send({"type": "resume", "position": "0-0"})
-    assert c.asked == [CountReplay("t1", "0-0")]
+    assert c.asked == [CountReplay("t1", "0-0", 1001)]
     c.answer_all(store)
     assert kinds(c) == ["welcome", "notification/pending", "replay_done",
                         "notification/pending", "notification/replayed", "replay_done"]  # fmt: skip
@@ -361,7 +361,7 @@ def test_a_resume_during_a_sync_waits_for_it_and_the_newest_waiting_one_wins(
     c.send({"type": "resume", "position": "1000-2"})
     assert c.asked == [LoadSync("t1", "0-0", 500)]  # nothing asked while the sync runs
     c.answer_one(store)
-    assert c.asked == [CountReplay("t1", "1000-2")]
+    assert c.asked == [CountReplay("t1", "1000-2", 1001)]
     c.answer_all(store)
     assert kinds(c) == ["welcome", "notification/replayed", "notification/replayed",
                         "replay_done", "replay_done"]  # fmt: skip
@@ -381,7 +381,7 @@ def test_resume_over_the_replay_budget_is_refused(hub: Hub[Client], store: Model
     c.answer_all(store, now=T0 + 1)
     err = c.of("error")
     assert [e["code"] for e in err] == ["rate_limited"]
-    assert "would replay 30 notifications" in err[0]["message"]
+    assert "would replay more than 11 notifications" in err[0]["message"]
     assert len(c.of("replay_done")) == 2
 
 
@@ -532,7 +532,7 @@ def test_a_restore_while_a_resume_is_priced_is_covered_by_its_sync(
     c.answer_all(store)
     c.send({"type": "resume", "position": "0-0"})
     hub.restored()  # no catch-up of its own: the resume's sync reads the history after it
-    assert c.asked == [CountReplay("t1", "0-0")]
+    assert c.asked == [CountReplay("t1", "0-0", 1001)]
     c.answer_all(store)
     assert kinds(c)[1:] == ["replay_done", "notification/replayed", "replay_done"]
 

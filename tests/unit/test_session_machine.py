@@ -71,7 +71,8 @@ class SessionMachine(RuleBasedStateMachine):
         client = conn.client
         req = client.asked.pop(0)
         if isinstance(req, CountReplay):
-            n = len(self.store.replay(req.teacher_id, req.after).entries) if req.after else 0
+            n = (min(len(self.store.replay(req.teacher_id, req.after).entries), req.limit)
+                 if req.after else 0)  # fmt: skip
             if client.session.replay_counted(req, n, self._tick()):
                 conn.syncs.append(Sync(len(client.frames), req.after, self.store.seq, self.lost))
         else:
