@@ -381,8 +381,13 @@
         signIn("refused");
         return;
       }
-      setConn("offline", `Offline, reconnecting in ${Math.round(backoff / 1000)} s`);
-      setTimeout(connect, backoff + Math.random() * 250);
+      // 1013 may name how long to stay away (the teacher's replay budget):
+      // coming back sooner would only be refused again.
+      let wait = backoff;
+      const named = ev.code === 1013 && /reconnect in (\d+) s/.exec(ev.reason || "");
+      if (named) wait = Math.min(Math.max(wait, Number(named[1]) * 1000), 300000);
+      setConn("offline", `Offline, reconnecting in ${Math.round(wait / 1000)} s`);
+      setTimeout(connect, wait + Math.random() * 250);
       backoff = Math.min(backoff * 2, 15000);
     });
   }

@@ -209,3 +209,32 @@ async def test_sign_in_screens_say_what_to_do(pipeline: Pipeline, width: str) ->
             await page.screenshot(path=str(ARTIFACTS / f"signin-{kind}-{width}.png"))
             assert await axe_scan(page, f"signin-{kind}-{width}") == []
             await ctx.close()
+
+
+async def test_the_page_waits_as_long_as_a_1013_close_says(pipeline: Pipeline) -> None:
+    """The router closes 1013 "reconnect in N s" while a teacher's replay budget
+    is spent; the page says so and comes back no sooner (the first connection
+    is answered by a routed socket, every later one by the real router)."""
+    await wait_ready(pipeline.router.port, 60)
+    base = f"http://127.0.0.1:{pipeline.router.port}/"
+    token = mint(SECRET, "browser-wait", 3600, now=time.time())
+    attempts: list[float] = []
+
+    async def route(ws: Any) -> None:
+        attempts.append(time.monotonic())
+        if len(attempts) == 1:
+            await ws.close(code=1013, reason="this teacher's connections replayed too much; "
+                           "reconnect in 3 s")  # fmt: skip
+        else:
+            ws.connect_to_server()
+
+    async with chromium() as browser:
+        ctx = await browser.new_context(viewport=WIDTHS["desktop"])  # type: ignore[arg-type]
+        page = await ctx.new_page()
+        await page.route_web_socket("**/ws", route)
+        await page.goto(base + "?token=" + token)
+        await expect(page.locator("#conn-text")).to_have_text("Offline, reconnecting in 3 s",
+                                                              timeout=10000)  # fmt: skip
+        await expect(page.locator("#conn")).to_have_class("conn conn-online", timeout=15000)
+        await ctx.close()
+    assert len(attempts) == 2 and attempts[1] - attempts[0] >= 3.0, attempts
