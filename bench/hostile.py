@@ -4,12 +4,14 @@ teachers receiving live notifications at a steady rate; the others' latency and
 the router's CPU without the loop and with it, side by side.
 
     python -m bench.hostile [--loops 10] [--history 1000] [--seconds 15]
-                            [--rate 500] [--teachers 100] [--runs 2]
+                            [--rate 500] [--teachers 100] [--runs 2] [--attack replay|acks]
 
 The loop runs in a process of its own (``python -m bench.hostile loop ...``):
 ``--loops`` connections at once (the router's default allows 10 per teacher),
 each connecting, authenticating with ``resume`` "0-0", reading until
-``replay_done`` or the close, and connecting again. Reported per phase: the
+``replay_done`` or the close, and connecting again; with ``--attack acks``
+each connection instead sends 40 acks of unknown ids (a Redis call each) once
+synced, reads the 40 answers and connects again. Reported per phase: the
 victims' latency (producer send -> frame received) p50/p99, router CPU per
 second, and the loop's syncs, replayed frames and closes by code.
 """
@@ -52,10 +54,13 @@ from relay.topics import ensure_topic
 from stack.procs import free_port
 from stack.state import StackState
 
+ACKS = 40  # frames a new connection may send at once (OUTBOX_RATE_LIMIT_BURST)
 
-async def _loop(url: str, teacher: str, loops: int, out: str) -> None:
-    """``loops`` connections of ``teacher`` resyncing from "0-0" until SIGTERM;
-    writes a JSON summary to ``out``."""
+
+async def _loop(url: str, teacher: str, loops: int, out: str, attack: str = "replay") -> None:
+    """``loops`` connections of ``teacher`` reconnecting until SIGTERM, each
+    resyncing from "0-0" (``attack`` "replay") or sending ``ACKS`` acks of
+    unknown ids once synced ("acks"); writes a JSON summary to ``out``."""
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -71,7 +76,18 @@ async def _loop(url: str, teacher: str, loops: int, out: str) -> None:
             try:
                 async with connect(url, max_size=2**22, max_queue=None, open_timeout=10,
                                    ping_interval=None) as ws:  # fmt: skip
-                    await ws.send(json.dumps({"type": "auth", "token": token, "resume": "0-0"}))
+                    auth = {"type": "auth", "token": token}
+                    if attack == "replay":
+                        auth["resume"] = "0-0"
+                    await ws.send(json.dumps(auth))
+                    if attack == "acks":
+                        async for raw in ws:
+                            if isinstance(raw, str) and '"replay_done"' in raw:
+                                break
+                        for _ in range(ACKS):
+                            await ws.send(f'{{"type":"ack","id":"{uuid.uuid4()}"}}')
+                        tally["acks"] += ACKS
+                    answered = 0
                     async for raw in ws:
                         if isinstance(raw, str) and raw.startswith('{"type":"notification"'):
                             tally["frames"] += 1
@@ -80,6 +96,9 @@ async def _loop(url: str, teacher: str, loops: int, out: str) -> None:
                             break
                         elif isinstance(raw, str) and '"error"' in raw:
                             tally["error_frames"] += 1
+                            answered += 1
+                            if attack == "acks" and answered >= ACKS:
+                                break
             except ConnectionClosed as exc:
                 tally[f"closed {exc.rcvd.code if exc.rcvd else 'abnormal'}"] += 1
             except InvalidStatus as exc:
@@ -131,7 +150,7 @@ def phase(stack: StackState, args: argparse.Namespace, server: subprocess.Popen[
         assert clients.stdout is not None and "ready" in clients.stdout.readline()
         if hostile is not None:
             loop = python_proc(["-m", "bench.hostile", "loop", url, hostile, str(args.loops),
-                                str(loop_out)], stdout=subprocess.PIPE)  # fmt: skip
+                                str(loop_out), args.attack], stdout=subprocess.PIPE)  # fmt: skip
             assert loop.stdout is not None and "ready" in loop.stdout.readline()
             time.sleep(1)
         cpu0, t0 = tree_cpu_seconds(server.pid), time.monotonic()
@@ -155,6 +174,7 @@ def phase(stack: StackState, args: argparse.Namespace, server: subprocess.Popen[
         out["loop"] = tally
         out["loop_syncs_per_s"] = tally.get("syncs", 0) / secs
         out["loop_frames_per_s"] = tally.get("frames", 0) / secs
+        out["loop_acks_per_s"] = tally.get("acks", 0) / secs
     return out
 
 
@@ -172,7 +192,7 @@ def fresh_phase(stack: StackState, args: argparse.Namespace, workdir: Path,
                           {"OUTBOX_MAX_CONNECTIONS_PER_TEACHER": "10",
                            "OUTBOX_SEND_QUEUE_MAX": "10000"})  # fmt: skip
     try:
-        if hostile:
+        if hostile and args.attack == "replay":
             seed(stack, url, topic, loop_teacher, args.history)
         return phase(stack, args, server, url, topic, prefix, workdir,
                      loop_teacher if hostile else None)  # fmt: skip
@@ -183,8 +203,8 @@ def fresh_phase(stack: StackState, args: argparse.Namespace, workdir: Path,
 
 def main() -> None:
     if sys.argv[1:2] == ["loop"]:
-        url, teacher, loops, out = sys.argv[2:6]
-        asyncio.run(_loop(url, teacher, int(loops), out))
+        url, teacher, loops, out, attack = sys.argv[2:7]
+        asyncio.run(_loop(url, teacher, int(loops), out, attack))
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--loops", type=int, default=10, help="connections of the one teacher")
@@ -195,6 +215,9 @@ def main() -> None:
         "--teachers", type=int, default=100, help="well-behaved teachers, 1 connection each"
     )
     ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--attack", choices=("replay", "acks"), default="replay",
+                    help="what each connection of the loop does: a resume from 0-0, or "
+                    f"{ACKS} acks of unknown ids")  # fmt: skip
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="outbox-bench-hostile-"))
     runs: dict[str, list[dict[str, Any]]] = {"quiet": [], "hostile": []}
@@ -215,7 +238,10 @@ def main() -> None:
     agg = {kind: {k: summary([x[k] for x in rs])
                   for k in ("p50_ms", "p99_ms", "router_cpu_per_s")} for kind, rs in runs.items()}  # fmt: skip
     agg["hostile"]["loop_frames_per_s"] = summary([x["loop_frames_per_s"] for x in runs["hostile"]])
-    path = write_result("hostile", {"settings": vars(args), "results": agg, "raw": runs})
+    path = write_result(
+        "hostile" if args.attack == "replay" else f"hostile-{args.attack}",
+        {"settings": vars(args), "results": agg, "raw": runs},
+    )
     print(json.dumps({k: {m: v["median"] for m, v in d.items()} for k, d in agg.items()}))
     print(f"wrote {path}")
 
