@@ -1,5 +1,5 @@
-"""Rate limits (pure): a token bucket for per-connection messages, replay
-budgets by teacher, and a throttle for log lines a flood of clients could
+"""Rate limits (pure): a token bucket, budgets by teacher (the frames a
+teacher's connections send and have replayed), and a throttle for log lines a flood of clients could
 otherwise repeat thousands of times."""
 
 from __future__ import annotations
@@ -45,15 +45,15 @@ class TokenBucket:
 
 
 @dataclass
-class ReplayBudgets:
-    """What each teacher's connections may have replayed, on connect and on
-    resume (pending items and history entries): ``rate_per_s`` a second with
-    ``burst`` at once, one budget per teacher shared by all of its connections
-    here and kept when they close, so reconnecting does not buy a new one.
+class TeacherBudgets:
+    """A token bucket per teacher: what all of a teacher's connections here may
+    spend together (frames replayed by syncs, frames sent by the client),
+    ``rate_per_s`` a second with ``burst`` at once. A budget is kept when the
+    connections close, so reconnecting does not buy a new one.
 
     A budget that has refilled to its burst is the same as a new one and is
-    dropped, so what is kept is bounded by the teachers that replayed within
-    the last ``burst / rate_per_s`` seconds."""
+    dropped, so what is kept is bounded by the teachers that spent within the
+    last ``burst / rate_per_s`` seconds."""
 
     rate_per_s: float
     burst: int

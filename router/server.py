@@ -190,6 +190,7 @@ class WebSocketServer:
         self.limits = Limits.from_settings(settings)
         # One replay budget per teacher for all its connections here.
         self.budgets = self.limits.replay_budgets()
+        self.frame_budgets = self.limits.frame_budgets()
 
     # -- HTTP ---------------------------------------------------------------
 
@@ -303,7 +304,7 @@ class WebSocketServer:
         try:
             session = Session(cid, limits=self.limits, verify=self.verifier.verify,
                               now=self.clock(), resume=resume, authorization=header,
-                              budgets=self.budgets)  # fmt: skip
+                              budgets=self.budgets, frame_budgets=self.frame_budgets)  # fmt: skip
             link = _Link(self, ws, session)
             link.flush()
             while session.phase is Phase.AUTHENTICATING:

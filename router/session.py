@@ -47,7 +47,7 @@ from contracts.protocol import (
     valid_position,
 )
 from router.errors import AuthError
-from router.limits import ReplayBudgets, TokenBucket
+from router.limits import TeacherBudgets
 
 if TYPE_CHECKING:
     from router.auth import Identity
@@ -200,11 +200,18 @@ class Limits:
     replay_rate_per_s: float = 100.0
     max_errors: int = 5
 
-    def replay_budgets(self) -> ReplayBudgets:
+    def frame_budgets(self) -> TeacherBudgets:
+        """Budgets by teacher for the frames clients send after ``auth``:
+        ``rate_limit_per_s`` a second, ``rate_limit_burst`` at once, for all of
+        a teacher's connections together. One per server, shared by every
+        session (:class:`Session`'s ``frame_budgets``)."""
+        return TeacherBudgets(self.rate_limit_per_s, self.rate_limit_burst)
+
+    def replay_budgets(self) -> TeacherBudgets:
         """Budgets by teacher for what syncs replay: ``replay_rate_per_s``
         a second, with one whole history and the pending cap at once. One per
         server, shared by every session (:class:`Session`'s ``budgets``)."""
-        return ReplayBudgets(self.replay_rate_per_s, self.history_maxlen + self.pending_max)
+        return TeacherBudgets(self.replay_rate_per_s, self.history_maxlen + self.pending_max)
 
     @classmethod
     def from_settings(cls, s: RouterSettings) -> Limits:
@@ -290,13 +297,16 @@ class Session:
         now: float,
         resume: str | None = None,
         authorization: str | None = None,
-        budgets: ReplayBudgets | None = None,
+        budgets: TeacherBudgets | None = None,
+        frame_budgets: TeacherBudgets | None = None,
     ) -> None:
         self.id = connection_id
         self.limits = limits
         # What syncs replay is charged to the teacher, not to the connection:
         # the server passes one set of budgets to all its sessions.
         self._budgets = budgets if budgets is not None else limits.replay_budgets()
+        # So are the frames its clients send: a new connection brings no new allowance.
+        self._frames = frame_budgets if frame_budgets is not None else limits.frame_budgets()
         self._verify = verify
         self.phase = Phase.AUTHENTICATING
         self.teacher_id: str | None = None
@@ -309,7 +319,6 @@ class Session:
         self._asked: list[StoreRequest] = []  # made, not yet answered, in order
         self._clock = now  # the time of the latest input
         self._auth_deadline = now + limits.auth_timeout_s
-        self._bucket = TokenBucket(limits.rate_limit_per_s, limits.rate_limit_burst)
         self._errors = 0
         # The subscription came back during a sync: catch up when it is done.
         self._resync_wanted = False
@@ -341,7 +350,7 @@ class Session:
             self._first_frame(frame)
             return
         problem: tuple[str, str] | None = None
-        if not self._bucket.allow(now):
+        if not self._frames.take(self._teacher, 1, now):
             problem = ("rate_limited", "too many messages; slow down")
         elif isinstance(frame, bytes):
             problem = ("bad_frame", "binary frames are not supported; send JSON text")

@@ -115,6 +115,8 @@ class RouterSettings(BaseSettings):
     # burst is one whole history and the pending cap); reconnecting buys none.
     replay_rate_per_s: float = Field(default=100.0, gt=0)
     send_queue_max: int = Field(default=1000, ge=1)
+    # Frames a teacher's connections on this process may send per second after
+    # `auth`, together (the burst: at once); reconnecting buys none.
     rate_limit_per_s: float = 20.0
     rate_limit_burst: int = 40
     max_errors: int = 5

@@ -10,7 +10,7 @@ from typing import Any
 
 from router.auth import Verifier, mint
 from router.fanout import FanoutMessage, Hub
-from router.limits import ReplayBudgets
+from router.limits import TeacherBudgets
 from router.session import (
     Ack,
     Admit,
@@ -188,16 +188,17 @@ def connect(
     first: dict[str, Any] | str | bytes | None = None,
     now: float = T0,
     verifier: Verifier = VERIFIER,
-    budgets: ReplayBudgets | None = None,
+    budgets: TeacherBudgets | None = None,
+    frame_budgets: TeacherBudgets | None = None,
 ) -> Client:
     """A connection authenticated by header (default) or by a first frame;
-    ``budgets`` shared with other connections as the server shares them (by
-    default its own)."""
+    ``budgets`` and ``frame_budgets`` shared with other connections as the
+    server shares them (by default its own)."""
     if header is None and first is None and teacher is not None:
         header = "Bearer " + token(teacher)
     session = Session("c" + str(len(hub.registry) + 1), limits=limits or Limits(),
                       verify=verifier.verify, now=now, resume=resume, authorization=header,
-                      budgets=budgets)  # fmt: skip
+                      budgets=budgets, frame_budgets=frame_budgets)  # fmt: skip
     client = Client(session, hub, clock=now)
     client.flush()
     if first is not None:

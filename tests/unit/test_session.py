@@ -202,6 +202,32 @@ def test_rate_limit(hub: Hub[Client], store: ModelStore) -> None:
     assert len(c.asked) == 4
 
 
+def test_the_rate_limit_is_the_teachers_across_connections_and_reconnects(
+    hub: Hub[Client], store: ModelStore
+) -> None:
+    limits = Limits(rate_limit_per_s=1, rate_limit_burst=3, max_errors=100)
+    frames = limits.frame_budgets()  # one per server, as the server holds it
+    a = connect(hub, "t1", limits=limits, frame_budgets=frames)
+    b = connect(hub, "t1", limits=limits, frame_budgets=frames)
+    other = connect(hub, "t2", limits=limits, frame_budgets=frames)
+    for c in (a, b, other):
+        c.answer_all(store)
+    a.send({"type": "ack", "id": "x"}, now=T0)
+    a.send({"type": "ack", "id": "x"}, now=T0)
+    b.send({"type": "ack", "id": "x"}, now=T0)
+    b.send({"type": "ack", "id": "x"}, now=T0)  # the teacher's fourth: refused
+    assert (len(a.asked), len(b.asked)) == (2, 1)
+    assert [e["code"] for e in b.of("error")] == ["rate_limited"]
+    # A new connection of the same teacher brings no new allowance; another
+    # teacher's is its own.
+    fresh = connect(hub, "t1", limits=limits, frame_budgets=frames)
+    fresh.answer_all(store)
+    fresh.send({"type": "ack", "id": "x"}, now=T0)
+    other.send({"type": "ack", "id": "x"}, now=T0)
+    assert (len(fresh.asked), len(other.asked)) == (0, 1)
+    assert [e["code"] for e in fresh.of("error")] == ["rate_limited"]
+
+
 def test_rate_limit_violations_count_towards_the_policy_close(hub: Hub[Client]) -> None:
     c = connect(hub, "t1", limits=Limits(rate_limit_per_s=1, rate_limit_burst=1, max_errors=2))
     for _ in range(4):
@@ -453,9 +479,9 @@ def test_a_priced_resume_is_charged_once(hub: Hub[Client], store: ModelStore) ->
 
 
 def test_replay_budgets_keep_only_those_not_full_again() -> None:
-    from router.limits import ReplayBudgets
+    from router.limits import TeacherBudgets
 
-    b = ReplayBudgets(rate_per_s=10, burst=100)
+    b = TeacherBudgets(rate_per_s=10, burst=100)
     for i in range(3000):
         b.spend(f"t{i}", 50, now=float(i) * 0.001)  # 3 s of teachers, 5 s to refill each
     assert len(b) == 3000  # none is full again yet: each is kept
