@@ -172,19 +172,26 @@ def plan(u: Units, teachers: int, rate: int) -> Plan:
     """What ``teachers`` connected teachers at ``rate`` notifications/s need."""
     floor = max(math.ceil(teachers / MAX_CONNECTIONS),
                 math.ceil(teachers * u.conn_bytes / CONN_MEMORY_BYTES))  # fmt: skip
-    c = u.cluster
-    if rate * u.redis_s <= CORE_BUDGET or c is None:
-        # One Redis carries it (or no cluster was measured: sized by one Redis' costs).
-        redis = max(1, math.ceil(rate * u.redis_s / CORE_BUDGET))
-        own, foreign, redis_need = u.own_s, u.foreign_s, rate * u.redis_s / CORE_BUDGET
-        replicas, fanout = _replicas(rate, floor, own, foreign, {"interest": u.interest_own_s})
-        cluster = redis > 1
-    else:
-        redis_need = rate * c.primary_s / CORE_BUDGET
-        redis = math.ceil(redis_need)
-        own, foreign = c.own_s, c.foreign_s
-        replicas, fanout = _replicas(rate, floor, own, foreign, {"sharded": c.sharded_own_s})
-        cluster = True
+    # Past one Redis, a cluster with its own measured costs (if there are any).
+    c = u.cluster if rate * u.redis_s > CORE_BUDGET else None
+    if c is not None:
+        own, foreign, redis_s, others = (
+            c.own_s,
+            c.foreign_s,
+            c.primary_s,
+            {"sharded": c.sharded_own_s},
+        )
+    else:  # one Redis carries it (or no cluster was measured: sized by one Redis' costs)
+        own, foreign, redis_s, others = (
+            u.own_s,
+            u.foreign_s,
+            u.redis_s,
+            {"interest": u.interest_own_s},
+        )
+    replicas, fanout = _replicas(rate, floor, own, foreign, others)
+    redis_need = rate * redis_s / CORE_BUDGET
+    redis = max(1, math.ceil(redis_need))
+    cluster = c is not None or redis > 1
     if cluster:
         redis = max(redis, MIN_CLUSTER_PRIMARIES)
     tasks = math.ceil(rate / CONNECT_TASK_EVENTS_PER_S)

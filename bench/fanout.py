@@ -89,8 +89,6 @@ class RedisTarget:
 
     def primaries(self) -> list[str]:
         """The URLs of the nodes that are primaries now (the one Redis, if single)."""
-        if not self.cluster:
-            return list(self.urls)
         out = []
         for url in self.urls:
             r = redis.Redis.from_url(url)
@@ -130,12 +128,9 @@ class RedisTarget:
     def drop(self, prefix: str) -> None:
         """Remove a run's keys from every primary (one key per command: a
         cluster refuses keys of several slots in one)."""
-        for url in self.urls:
+        for url in self.primaries():
             r = redis.Redis.from_url(url)
             try:
-                role: dict[str, Any] = r.info("replication")  # type: ignore[assignment]
-                if role.get("role") != "master":
-                    continue
                 pipe = r.pipeline(transaction=False)
                 for key in r.scan_iter(match=f"{prefix}:*", count=5000):
                     pipe.unlink(key)

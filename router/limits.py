@@ -1,6 +1,6 @@
 """Rate limits (pure): a token bucket, budgets by teacher (the frames a
-teacher's connections send and have replayed), and a throttle for log lines a flood of clients could
-otherwise repeat thousands of times."""
+teacher's connections send and have replayed), and a throttle for log lines a
+flood of clients could otherwise repeat thousands of times."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ class TeacherBudgets:
             self._bucket(teacher, now).spend(cost, now)
 
     def wait_s(self, teacher: str, now: float) -> float:
-        """Seconds until ``teacher``'s budget is above zero again (0 if it is)."""
+        """Seconds until ``teacher``'s budget holds one again (0 if it is above zero)."""
         left = self.level(teacher, now)
         return 0.0 if left > 0 else (1 - left) / self.rate_per_s
 

@@ -188,8 +188,9 @@ class WebSocketServer:
         self._unauthenticated: dict[str, int] = {}
         self.throttle = LogThrottle()
         self.limits = Limits.from_settings(settings)
-        # One replay budget per teacher for all its connections here.
-        self.budgets = self.limits.replay_budgets()
+        # Per teacher, for all its connections here: what syncs replay, and
+        # the frames clients send.
+        self.replay_budgets = self.limits.replay_budgets()
         self.frame_budgets = self.limits.frame_budgets()
 
     # -- HTTP ---------------------------------------------------------------
@@ -304,7 +305,8 @@ class WebSocketServer:
         try:
             session = Session(cid, limits=self.limits, verify=self.verifier.verify,
                               now=self.clock(), resume=resume, authorization=header,
-                              budgets=self.budgets, frame_budgets=self.frame_budgets)  # fmt: skip
+                              replay_budgets=self.replay_budgets,
+                              frame_budgets=self.frame_budgets)  # fmt: skip
             link = _Link(self, ws, session)
             link.flush()
             while session.phase is Phase.AUTHENTICATING:

@@ -210,7 +210,7 @@ class Limits:
     def replay_budgets(self) -> TeacherBudgets:
         """Budgets by teacher for what syncs replay: ``replay_rate_per_s``
         a second, with one whole history and the pending cap at once. One per
-        server, shared by every session (:class:`Session`'s ``budgets``)."""
+        server, shared by every session (:class:`Session`'s ``replay_budgets``)."""
         return TeacherBudgets(self.replay_rate_per_s, self.history_maxlen + self.pending_max)
 
     @classmethod
@@ -297,14 +297,14 @@ class Session:
         now: float,
         resume: str | None = None,
         authorization: str | None = None,
-        budgets: TeacherBudgets | None = None,
+        replay_budgets: TeacherBudgets | None = None,
         frame_budgets: TeacherBudgets | None = None,
     ) -> None:
         self.id = connection_id
         self.limits = limits
         # What syncs replay is charged to the teacher, not to the connection:
-        # the server passes one set of budgets to all its sessions.
-        self._budgets = budgets if budgets is not None else limits.replay_budgets()
+        # the server passes one set of replay budgets to all its sessions.
+        self._replays = replay_budgets if replay_budgets is not None else limits.replay_budgets()
         # So are the frames its clients send: a new connection brings no new allowance.
         self._frames = frame_budgets if frame_budgets is not None else limits.frame_budgets()
         self._verify = verify
@@ -402,7 +402,7 @@ class Session:
             self._close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections for this teacher",
                         "too_many")  # fmt: skip
             return False
-        wait = self._budgets.wait_s(self.teacher_id, now)
+        wait = self._replays.wait_s(self.teacher_id, now)
         if wait > 0:
             self._close(CloseCode.TRY_AGAIN_LATER, f"this teacher's connections replayed too "
                         f"much; reconnect in {math.ceil(wait)} s", "replay_budget")  # fmt: skip
@@ -439,7 +439,7 @@ class Session:
         if not self._answered(request):
             return 0
         self._clock = now
-        self._budgets.spend(self._teacher, len(pending) + len(replay.entries) - request.prepaid,
+        self._replays.spend(self._teacher, len(pending) + len(replay.entries) - request.prepaid,
                             now)  # fmt: skip
         sync = self.sync
         for p in pending:
@@ -486,7 +486,7 @@ class Session:
             return False
         self._clock = now
         self._pricing = None
-        if not self._budgets.take(self._teacher, cost, now):
+        if not self._replays.take(self._teacher, cost, now):
             count = f"more than {request.limit - 1}" if cost >= request.limit else str(cost)
             self._refuse("rate_limited", f"this resume would replay {count} notifications; the "
                          f"budget is {self.limits.replay_rate_per_s:g} a second for the "
@@ -550,7 +550,7 @@ class Session:
         if self._waiting is not None:
             (position,) = self._waiting
             self._waiting = None
-            left = max(0, math.floor(self._budgets.level(self._teacher, self._clock)))
+            left = max(0, math.floor(self._replays.level(self._teacher, self._clock)))
             self._pricing = CountReplay(self._teacher, position,
                                         min(left, self.limits.history_maxlen) + 1)  # fmt: skip
             self._ask(self._pricing)

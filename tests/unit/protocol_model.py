@@ -188,17 +188,17 @@ def connect(
     first: dict[str, Any] | str | bytes | None = None,
     now: float = T0,
     verifier: Verifier = VERIFIER,
-    budgets: TeacherBudgets | None = None,
+    replay_budgets: TeacherBudgets | None = None,
     frame_budgets: TeacherBudgets | None = None,
 ) -> Client:
     """A connection authenticated by header (default) or by a first frame;
-    ``budgets`` and ``frame_budgets`` shared with other connections as the
+    ``replay_budgets`` and ``frame_budgets`` shared with other connections as the
     server shares them (by default its own)."""
     if header is None and first is None and teacher is not None:
         header = "Bearer " + token(teacher)
     session = Session("c" + str(len(hub.registry) + 1), limits=limits or Limits(),
                       verify=verifier.verify, now=now, resume=resume, authorization=header,
-                      budgets=budgets, frame_budgets=frame_budgets)  # fmt: skip
+                      replay_budgets=replay_budgets, frame_budgets=frame_budgets)  # fmt: skip
     client = Client(session, hub, clock=now)
     client.flush()
     if first is not None:

@@ -426,26 +426,26 @@ def test_reconnecting_buys_no_new_replay_budget(hub: Hub[Client], store: ModelSt
     _charged(store, 30)
     limits = Limits(replay_rate_per_s=1, history_maxlen=40, pending_max=0)
     budgets = limits.replay_budgets()  # one per server, as the server holds it
-    first = connect(hub, "t1", limits=limits, resume="0-0", budgets=budgets)
+    first = connect(hub, "t1", limits=limits, resume="0-0", replay_budgets=budgets)
     first.answer_all(store)
     assert len(first.of("notification")) == 30 and budgets.level("t1", T0) == 10
     hub.registry.remove("t1", first)  # the client goes away; the budget stays
     # Within the budget: served whole, even past it (10 left, 30 replayed).
-    second = connect(hub, "t1", limits=limits, resume="0-0", budgets=budgets)
+    second = connect(hub, "t1", limits=limits, resume="0-0", replay_budgets=budgets)
     second.answer_all(store)
     assert len(second.of("notification")) == 30 and budgets.level("t1", T0) == -20
     # Overdrawn: the next connection is refused before anything is read.
-    third = connect(hub, "t1", limits=limits, resume="0-0", budgets=budgets)
+    third = connect(hub, "t1", limits=limits, resume="0-0", replay_budgets=budgets)
     assert closed(third) == (1013, "this teacher's connections replayed too much; "
                              "reconnect in 21 s")  # fmt: skip
     assert third.asked == [] and third.session.closing is not None
     assert third.session.closing.kind == "replay_budget"
     # Another teacher's budget is its own.
-    other = connect(hub, "t2", limits=limits, resume="0-0", budgets=budgets)
+    other = connect(hub, "t2", limits=limits, resume="0-0", replay_budgets=budgets)
     other.answer_all(store)
     assert other.of("replay_done") and other.session.closing is None
     # Paid back after the wait it named: served again.
-    later = connect(hub, "t1", limits=limits, resume="1000-29", now=T0 + 21, budgets=budgets)
+    later = connect(hub, "t1", limits=limits, resume="1000-29", now=T0 + 21, replay_budgets=budgets)
     later.answer_all(store, now=T0 + 21)
     assert [f["id"] for f in later.of("notification")] == ["ev-30"]
 
@@ -454,14 +454,16 @@ def test_pending_items_sent_on_connect_are_charged(hub: Hub[Client], store: Mode
     _charged(store, 0, pending=5)
     limits = Limits(replay_rate_per_s=2, history_maxlen=0, pending_max=5)
     budgets = limits.replay_budgets()
-    c = connect(hub, "t1", limits=limits, budgets=budgets)  # no resume: the pending items only
+    c = connect(
+        hub, "t1", limits=limits, replay_budgets=budgets
+    )  # no resume: the pending items only
     c.answer_all(store)
     assert len([f for f in c.of("notification") if f["pending"]]) == 5
     assert budgets.level("t1", T0) == 0
-    refused = connect(hub, "t1", limits=limits, budgets=budgets)
+    refused = connect(hub, "t1", limits=limits, replay_budgets=budgets)
     assert closed(refused) == (1013, "this teacher's connections replayed too much; "
                                "reconnect in 1 s")  # fmt: skip
-    ok = connect(hub, "t1", limits=limits, now=T0 + 0.6, budgets=budgets)
+    ok = connect(hub, "t1", limits=limits, now=T0 + 0.6, replay_budgets=budgets)
     ok.answer_all(store, now=T0 + 0.6)
     assert ok.session.closing is None and budgets.level("t1", T0 + 0.6) == pytest.approx(-3.8)
 
@@ -470,7 +472,7 @@ def test_a_priced_resume_is_charged_once(hub: Hub[Client], store: ModelStore) ->
     _charged(store, 30)
     limits = Limits(replay_rate_per_s=1, history_maxlen=40, pending_max=0)
     budgets = limits.replay_budgets()
-    c = connect(hub, "t1", limits=limits, budgets=budgets)
+    c = connect(hub, "t1", limits=limits, replay_budgets=budgets)
     c.answer_all(store)
     c.send({"type": "resume", "position": "0-0"})
     c.answer_all(store)
