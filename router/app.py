@@ -24,6 +24,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from router.auth import Verifier
+from router.cancel import checkpoint
 from router.consumer import Ingestor
 from router.errors import StoreUnavailableError
 from router.fanout import Hub, parse_fanout
@@ -218,6 +219,7 @@ class Router:
         backoff = 0.2
         first = True
         while True:
+            checkpoint()
             client: aioredis.Redis | None = None
             try:
                 client = await self._subscriber_client()
@@ -271,6 +273,7 @@ class Router:
         async def watch() -> None:
             nonlocal silent_for
             while True:
+                checkpoint()  # ps.ping() may lose the loop's cancellation
                 await asyncio.sleep(every)
                 quiet = loop.time() - waiting_since
                 if reading and quiet > SILENT_PINGS * every:
@@ -288,6 +291,7 @@ class Router:
             while True:
                 reading, waiting_since = True, loop.time()
                 try:
+                    checkpoint()  # a cancellation the last call lost (health-check pings)
                     msg = await ps.get_message(timeout=None)
                 except asyncio.CancelledError:
                     if silent_for and reader.uncancel() == 0:  # the watchdog's, and only it
@@ -340,8 +344,10 @@ class Router:
         renewed = loop.time()
         backoff = 0.2
         while True:
+            checkpoint()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(interest.wake.wait(), max(0.0, next_renewal - loop.time()))
+                async with asyncio.timeout(max(0.0, next_renewal - loop.time())):
+                    await interest.wake.wait()
             if loop.time() >= next_renewal:
                 try:
                     await self.store.register(interest.renewals(), lease_ms=lease_ms)

@@ -33,6 +33,7 @@ from websockets.typing import Origin
 from contracts.protocol import CloseCode
 from contracts.words import catalog_json
 from router.auth import Verifier
+from router.cancel import checkpoint
 from router.errors import StoreUnavailableError
 from router.fanout import Hub
 from router.interest import Interest
@@ -312,7 +313,8 @@ class WebSocketServer:
             while session.phase is Phase.AUTHENTICATING:
                 wait = (session.deadline() or 0.0) - self.clock()
                 try:
-                    raw = await asyncio.wait_for(ws.recv(), max(0.0, wait))
+                    async with asyncio.timeout(max(0.0, wait)):
+                        raw = await ws.recv()
                 except TimeoutError:
                     session.tick(self.clock())
                 else:
@@ -389,6 +391,7 @@ class WebSocketServer:
         """Runs the session's store requests one at a time, in order."""
         session, store = link.session, self.store
         while True:
+            checkpoint()  # a cancellation redis-py lost ends the worker all the same
             req = await link.store_requests.get()
             try:
                 if isinstance(req, LoadSync):
@@ -428,7 +431,8 @@ class WebSocketServer:
         if fut is None or fut.done():
             return
         try:
-            await asyncio.wait_for(asyncio.shield(fut), self.s.start_timeout_s)
+            async with asyncio.timeout(self.s.start_timeout_s):
+                await asyncio.shield(fut)
         except TimeoutError:
             raise StoreUnavailableError("this replica's interest in the teacher was not "
                                         f"registered within {self.s.start_timeout_s:g} s") from None  # fmt: skip
@@ -448,12 +452,20 @@ class WebSocketServer:
         past that frames go through the queue and the writer task, which waits
         for the buffer to drain, and a client that stays behind overflows the
         queue and is closed 1013. This saves a task switch per frame.
+
+        A transport that is closing (the peer reset the connection during this
+        batch: asyncio closed it, and websockets hears of it next turn) takes
+        nothing more: the frames are dropped (the client resumes from its last
+        position) rather than written into a dead socket, which asyncio logs
+        as a warning per frame, or queued until the queue overflows.
         """
         transport = ws.transport
         high = transport.get_write_buffer_limits()[1]
         sent = self._sent
 
         def write(item: Outgoing) -> bool:
+            if transport.is_closing():
+                return True  # gone; see above
             if ws.protocol.state is not State.OPEN or transport.get_write_buffer_size() >= high:
                 return False
             try:

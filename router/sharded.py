@@ -36,6 +36,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisClusterException, RedisError
 
+from router.cancel import checkpoint
 from router.interest import Interest
 from router.settings import SILENT_PINGS
 from router.store import Store
@@ -110,6 +111,7 @@ class ShardedSubscriber:
     async def _run(self) -> None:
         backoff = 0.2
         while True:
+            checkpoint()
             try:
                 await self._session()
             except (RedisError, RedisClusterException, OSError) as exc:
@@ -136,6 +138,7 @@ class ShardedSubscriber:
         next_ping = loop.time() + self._ping_every
         backoff = 0.2
         while True:
+            checkpoint()  # redis-py may lose a cancellation (router/cancel.py)
             if self._refresh:
                 if self._map is not None:  # who owns which slot now
                     await self._map.aclose()
@@ -160,7 +163,8 @@ class ShardedSubscriber:
                 await self._ping_all()
                 next_ping = loop.time() + self._ping_every
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.interest.wake.wait(), max(0.0, next_ping - loop.time()))
+                async with asyncio.timeout(max(0.0, next_ping - loop.time())):
+                    await self.interest.wake.wait()
 
     async def _ping_all(self) -> None:
         """Ping every node; give up on one that said nothing since the last

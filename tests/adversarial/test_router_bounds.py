@@ -167,6 +167,51 @@ async def test_a_reconnect_loop_spends_the_teachers_replay_budget_not_the_others
         await again.close()
 
 
+async def test_connections_that_vanish_mid_sync_give_their_slots_back(env: Env) -> None:
+    # Clients that send their auth (resuming the whole history) and drop the
+    # TCP connection at once: the connection's tasks are cancelled while its
+    # sync's Redis calls are in flight. A cancellation lost there (Python
+    # 3.11's wait_for, inside redis-py, returns a result that completed in the
+    # same turn) kept the session's tasks waiting forever: the teacher's
+    # slots stayed taken until the router restarted.
+    s = env.settings.model_copy(update={"replay_rate_per_s": 1e9})
+    async with running_router(s) as router:
+        await wait_ready(router.port)
+        seeder = await Client.open(router.port, env.token("vanish"))
+        for i in range(200):
+            env.produce(notification("batch_processing_started", "vanish", i))
+        env.flush()
+        await seeder.collect(200)  # recorded
+        await seeder.close()
+        token, url = env.token("vanish"), f"ws://127.0.0.1:{router.port}/ws"
+        auth = json.dumps({"type": "auth", "token": token, "resume": "0-0"})
+        end = asyncio.get_running_loop().time() + 3
+        vanished = 0
+
+        async def vanish() -> None:
+            nonlocal vanished
+            while asyncio.get_running_loop().time() < end:
+                ws = await connect(url, ping_interval=None)
+                await ws.send(auth)
+                ws.transport.abort()
+                vanished += 1
+                await asyncio.sleep(0.001)
+
+        await asyncio.gather(*(vanish() for _ in range(s.max_connections_per_teacher)))
+        registry = router.hub.registry
+        for _ in range(50):
+            if registry.count("vanish") == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert vanished > 100
+        assert registry.count("vanish") == 0, f"{registry.count('vanish')} slots still held"
+        # The teacher's every slot is free again.
+        back = [await Client.open(router.port, token)
+                for _ in range(s.max_connections_per_teacher)]  # fmt: skip
+        for c in back:
+            await c.close()
+
+
 async def test_bad_sub_is_refused_with_one_log_line(
     env: Env, caplog: pytest.LogCaptureFixture
 ) -> None:
