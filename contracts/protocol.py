@@ -125,6 +125,8 @@ class ErrorFrame(_Frame):
     type: Literal["error"] = "error"
     code: str
     message: str
+    # The ``ack`` this error answers, when it answers one (absent otherwise).
+    id: str | None = None
 
 
 ServerFrame = Annotated[

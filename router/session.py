@@ -47,7 +47,7 @@ from contracts.protocol import (
     valid_position,
 )
 from router.errors import AuthError
-from router.limits import TeacherBudgets
+from router.limits import TeacherBudgets, TokenBucket
 
 if TYPE_CHECKING:
     from router.auth import Identity
@@ -63,6 +63,10 @@ STORE_DOWN = "store unavailable; reconnect with resume"
 INTERNAL = "internal error; reconnect with resume"
 NOT_AUTH = "first frame must be an auth frame"
 BAD_RESUME = "bad resume position"
+TOO_FAST = "too many messages; slow down"
+# This connection keeps to the limit; the teacher's others spent what they share.
+SHARED_SPENT = ("this teacher's connections sent too many messages together; try again "
+                "in a moment")  # fmt: skip
 
 # Keep the hand-built frame in step with the model (checked by a unit test).
 FRAME_FIELDS = tuple(NotificationFrame.model_fields)
@@ -305,8 +309,11 @@ class Session:
         # What syncs replay is charged to the teacher, not to the connection:
         # the server passes one set of replay budgets to all its sessions.
         self._replays = replay_budgets if replay_budgets is not None else limits.replay_budgets()
-        # So are the frames its clients send: a new connection brings no new allowance.
+        # So are the frames its clients send: a new connection brings no new
+        # allowance. What this connection sent lately (the same rate) tells
+        # whether a refusal is its own doing: see :meth:`receive`.
         self._frames = frame_budgets if frame_budgets is not None else limits.frame_budgets()
+        self._sent_lately = TokenBucket(limits.rate_limit_per_s, limits.rate_limit_burst)
         self._verify = verify
         self.phase = Phase.AUTHENTICATING
         self.teacher_id: str | None = None
@@ -349,10 +356,23 @@ class Session:
         if self.phase is Phase.AUTHENTICATING:
             self._first_frame(frame)
             return
-        problem: tuple[str, str] | None = None
+        limits = self.limits
+        self._sent_lately.spend(1, now)
         if not self._frames.take(self._teacher, 1, now):
-            problem = ("rate_limited", "too many messages; slow down")
-        elif isinstance(frame, bytes):
+            sent = limits.rate_limit_burst - self._sent_lately.level(now)
+            if sent <= 1:
+                # This connection sends one frame at a time (of what it sent
+                # lately, at the same rate, only this one is left): the
+                # teacher's others spent the allowance. Answered (naming the
+                # ack), not counted, so one tab sending too much never gets
+                # the teacher's other tabs closed.
+                self._send(ErrorFrame(code="rate_limited", message=SHARED_SPENT,
+                                      id=_ack_id(frame)).model_dump_json(exclude_none=True))  # fmt: skip
+            else:
+                self._refuse("rate_limited", TOO_FAST)
+            return
+        problem: tuple[str, str] | None = None
+        if isinstance(frame, bytes):
             problem = ("bad_frame", "binary frames are not supported; send JSON text")
         else:
             try:
@@ -504,8 +524,9 @@ class Session:
         pending for this teacher gets ``not_pending``, whether it never
         existed, was acknowledged already, expired, or belongs to someone else."""
         if self._answered(request) and not was_pending:
-            self._send(ErrorFrame(code="not_pending", message="no pending action item with this "
-                                  "id: already acknowledged, expired, or unknown").model_dump_json())  # fmt: skip
+            self._send(ErrorFrame(code="not_pending", id=request.event_id,
+                                  message="no pending action item with this id: already "
+                                  "acknowledged, expired, or unknown").model_dump_json())  # fmt: skip
 
     # -- inputs: the fan-out --------------------------------------------------
 
@@ -611,7 +632,7 @@ class Session:
         if self._errors > self.limits.max_errors:
             self._close(CloseCode.POLICY_VIOLATION, f"too many bad frames ({code})", "policy")
         else:
-            self._send(ErrorFrame(code=code, message=message).model_dump_json())
+            self._send(ErrorFrame(code=code, message=message).model_dump_json(exclude_none=True))
 
     def _close(self, code: int, reason: str, kind: str) -> None:
         if self.phase is not Phase.CLOSED:
@@ -619,3 +640,14 @@ class Session:
             self.closing = Close(code, reason, kind)
             self.outgoing.clear()
             self.requests.clear()
+
+
+def _ack_id(frame: str | bytes) -> str | None:
+    """The id of ``frame`` if it is an ``ack``, to name it in an answer."""
+    if isinstance(frame, bytes):
+        return None
+    try:
+        parsed = client_frame_adapter.validate_json(frame)
+    except ValidationError:
+        return None
+    return parsed.id if isinstance(parsed, AckFrame) else None

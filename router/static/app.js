@@ -300,6 +300,17 @@
     announce("Acknowledged: " + describe(rec.frame.notification).title, false);
   }
 
+  function ackRefused(id) {
+    const i = acking.indexOf(id);
+    if (i >= 0) acking.splice(i, 1);
+    const rec = items.get(id);
+    const b = rec && rec.el && rec.el.querySelector("button.ack");
+    if (!b) return;
+    b.disabled = false;
+    b.textContent = "Not acknowledged yet: try again";
+    announce("Not acknowledged yet: the inbox is busy. Please try again in a moment.", false);
+  }
+
   function ack(id, button) {
     if (!ws || ws.readyState !== WebSocket.OPEN) return;
     button.disabled = true;
@@ -367,8 +378,10 @@
         refreshCounts();
       } else if (f.type === "acked") {
         onAcked(f.id);
-      } else if (f.type === "error" && f.code === "not_pending" && acking.length) {
-        onAcked(acking[0]); // not pending any more: acknowledged elsewhere or expired
+      } else if (f.type === "error" && f.code === "not_pending" && (f.id || acking.length)) {
+        onAcked(f.id || acking[0]); // not pending any more: acknowledged elsewhere or expired
+      } else if (f.type === "error" && f.id) {
+        ackRefused(f.id); // not taken this time (too many at once): the teacher may try again
       }
     });
     ws.addEventListener("close", (ev) => {

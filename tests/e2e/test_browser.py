@@ -238,3 +238,48 @@ async def test_the_page_waits_as_long_as_a_1013_close_says(pipeline: Pipeline) -
         await expect(page.locator("#conn")).to_have_class("conn conn-online", timeout=15000)
         await ctx.close()
     assert len(attempts) == 2 and attempts[1] - attempts[0] >= 3.0, attempts
+
+
+async def test_an_ack_refused_for_now_can_be_tried_again(pipeline: Pipeline) -> None:
+    """An ``ack`` answered with an ``error`` naming its id (the teacher's tabs
+    sent too much together: ``rate_limited``) gives the teacher the button back,
+    saying so, on a page that stays live; the second try is acknowledged. The
+    first ack is answered by the routed socket, everything else by the router."""
+    await wait_ready(pipeline.router.port, 60)
+    teacher = "browser-busy"
+    item = await asyncio.to_thread(commit, pipeline, teacher, "batch_validation_failed", 1)
+    base = f"http://127.0.0.1:{pipeline.router.port}/"
+    token = mint(SECRET, teacher, 3600, now=time.time())
+    refused: list[str] = []
+
+    async def route(ws: Any) -> None:
+        server = ws.connect_to_server()
+
+        def from_page(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if frame.get("type") == "ack" and not refused:
+                refused.append(frame["id"])
+                ws.send(json.dumps({"type": "error", "code": "rate_limited", "id": frame["id"],
+                                    "message": "this teacher's connections sent too many "
+                                    "messages together; try again in a moment"}))  # fmt: skip
+            else:
+                server.send(message)
+
+        ws.on_message(from_page)
+
+    async with chromium() as browser:
+        ctx = await browser.new_context(viewport=WIDTHS["desktop"])  # type: ignore[arg-type]
+        page = await ctx.new_page()
+        await page.route_web_socket("**/ws", route)
+        await page.goto(base + "?token=" + token)
+        await expect(page.locator("#conn")).to_have_class("conn conn-online", timeout=15000)
+        button = page.locator(f'li[data-id="{item}"] button.ack')
+        await button.click()
+        await expect(button).to_have_text("Not acknowledged yet: try again", timeout=5000)
+        await expect(button).to_be_enabled()
+        await expect(page.locator("#conn")).to_have_class("conn conn-online")
+        await button.click()
+        acked = page.locator(f'li[data-id="{item}"] .state-acked')
+        await expect(acked).to_have_text("✓ Acknowledged", timeout=5000)
+        await ctx.close()
+    assert refused == [item]

@@ -228,6 +228,40 @@ def test_the_rate_limit_is_the_teachers_across_connections_and_reconnects(
     assert [e["code"] for e in fresh.of("error")] == ["rate_limited"]
 
 
+def test_a_flooding_connection_is_closed_and_the_teachers_others_are_not(
+    hub: Hub[Client], store: ModelStore
+) -> None:
+    limits = Limits(rate_limit_per_s=1, rate_limit_burst=10, max_errors=2)
+    frames = limits.frame_budgets()
+    calm = connect(hub, "t1", limits=limits, frame_budgets=frames)
+    calm.answer_all(store)
+    for k, at in enumerate((T0, T0 + 2, T0 + 4)):
+        # A tab sends all the teacher's allowance and more: closed at its third
+        # refusal (max_errors 2).
+        c = connect(hub, "t1", limits=limits, frame_budgets=frames, now=at)
+        c.answer_all(store)
+        for _ in range(13 if k == 0 else 5):
+            c.send({"type": "ack", "id": "x"}, now=at)
+        assert closed(c) == (1008, "too many bad frames (rate_limited)")
+        # The calm tab, one ack at a time, is refused meanwhile, naming the
+        # ack, and not counted: three errors, past max_errors, and it stays open.
+        calm.send({"type": "ack", "id": f"a{k}"}, now=at)
+    errors = calm.of("error")
+    assert [(e["code"], e.get("id")) for e in errors] == [("rate_limited", f"a{k}")
+                                                          for k in range(3)]  # fmt: skip
+    assert "sent too many messages together" in errors[0]["message"]
+    assert calm.session.closing is None
+    # The shared allowance refills (one a second) and its acks go through again.
+    calm.send({"type": "ack", "id": "a3"}, now=T0 + 6)
+    assert [r.event_id for r in calm.asked if isinstance(r, Ack)] == ["a3"]
+    # A frame sent right after another one is counted: the calm tab is not
+    # calm any more.
+    calm.send({"type": "ack", "id": "a4"}, now=T0 + 6)
+    calm.send({"type": "ack", "id": "a5"}, now=T0 + 6)
+    assert calm.of("error")[-1] == {"type": "error", "code": "rate_limited",
+                                    "message": "too many messages; slow down"}  # fmt: skip
+
+
 def test_rate_limit_violations_count_towards_the_policy_close(hub: Hub[Client]) -> None:
     c = connect(hub, "t1", limits=Limits(rate_limit_per_s=1, rate_limit_burst=1, max_errors=2))
     for _ in range(4):
