@@ -390,16 +390,18 @@
         signIn(ev.reason === "token expired" ? "expired" : "refused");
         return;
       }
-      if (ev.code === 4400 || ev.code === 1008) {
-        signIn("refused");
-        return;
-      }
+      // 4400 and 1008 say this page sent something the server did not take:
+      // the sign-in is fine. A bad position is given up for the whole
+      // retained history (shown once: items are kept by id); after 1008, a
+      // longer pause.
+      if (ev.code === 4400) position = "0-0";
+      let wait = ev.code === 1008 ? Math.max(backoff, 5000) : backoff;
       // 1013 may name how long to stay away (the teacher's replay budget):
       // coming back sooner would only be refused again.
-      let wait = backoff;
       const named = ev.code === 1013 && /reconnect in (\d+) s/.exec(ev.reason || "");
       if (named) wait = Math.min(Math.max(wait, Number(named[1]) * 1000), 300000);
-      setConn("offline", `Offline, reconnecting in ${Math.round(wait / 1000)} s`);
+      const why = ev.code === 1008 ? "Paused by the inbox server" : "Offline";
+      setConn("offline", `${why}, reconnecting in ${Math.round(wait / 1000)} s`);
       setTimeout(connect, wait + Math.random() * 250);
       backoff = Math.min(backoff * 2, 15000);
     });

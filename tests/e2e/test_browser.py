@@ -283,3 +283,33 @@ async def test_an_ack_refused_for_now_can_be_tried_again(pipeline: Pipeline) -> 
         await expect(acked).to_have_text("✓ Acknowledged", timeout=5000)
         await ctx.close()
     assert refused == [item]
+
+
+async def test_a_policy_close_pauses_the_page_and_keeps_the_sign_in(pipeline: Pipeline) -> None:
+    """1008 says the page sent what the server would not take, not that the
+    sign-in is bad: the page says it was paused, keeps its token and comes back
+    after a pause of at least 5 s (the first connection is answered by a
+    routed socket, the next by the real router)."""
+    await wait_ready(pipeline.router.port, 60)
+    base = f"http://127.0.0.1:{pipeline.router.port}/"
+    token = mint(SECRET, "browser-paused", 3600, now=time.time())
+    attempts: list[float] = []
+
+    async def route(ws: Any) -> None:
+        attempts.append(time.monotonic())
+        if len(attempts) == 1:
+            await ws.close(code=1008, reason="too many bad frames (rate_limited)")
+        else:
+            ws.connect_to_server()
+
+    async with chromium() as browser:
+        ctx = await browser.new_context(viewport=WIDTHS["desktop"])  # type: ignore[arg-type]
+        page = await ctx.new_page()
+        await page.route_web_socket("**/ws", route)
+        await page.goto(base + "?token=" + token)
+        await expect(page.locator("#conn-text")).to_have_text(
+            "Paused by the inbox server, reconnecting in 5 s", timeout=10000)  # fmt: skip
+        await expect(page.locator("#signin")).to_be_hidden()
+        await expect(page.locator("#conn")).to_have_class("conn conn-online", timeout=15000)
+        await ctx.close()
+    assert len(attempts) == 2 and attempts[1] - attempts[0] >= 5.0, attempts
