@@ -58,6 +58,18 @@ def position_key(position: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def next_position(position: str) -> str | None:
+    """The first position after ``position``, None after the largest one.
+    (Reading what follows a position as an inclusive range from this one:
+    Redis refuses an exclusive range, ``(id``, from the largest id.)"""
+    ms, seq = position_key(position)
+    if seq < _U64 - 1:
+        return f"{ms}-{seq + 1}"
+    if ms < _U64 - 1:
+        return f"{ms + 1}-0"
+    return None
+
+
 class _Frame(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

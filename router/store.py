@@ -62,7 +62,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from contracts.protocol import position_key
+from contracts.protocol import next_position, position_key
 from router.decode import Routable
 from router.errors import (
     PoisonMessageError,
@@ -779,11 +779,12 @@ class Store:
     async def replay_count(self, teacher_id: str, after: str | None, limit: int) -> int:
         """How many entries a resume from ``after`` would replay, counting at
         most ``limit`` (and at most the history)."""
-        if after is None:
+        start = next_position(after) if after is not None else None
+        if start is None:
             return 0
         try:
             async with self._session_call("replay_count"):
-                rows = await self.redis.xrange(self.hist_key(teacher_id), min=f"({after}",
+                rows = await self.redis.xrange(self.hist_key(teacher_id), min=start,
                                                max="+", count=min(limit, self.history_maxlen))  # fmt: skip
         except _UNAVAILABLE as exc:
             raise await self._unavailable(exc) from exc
@@ -815,7 +816,8 @@ class Store:
                 older = first_pos is not None and position_key(after) < position_key(first_pos)
                 if trimmed and older and after != "0-0":
                     recovered = False
-            rows = await self.redis.xrange(key, min=f"({after}", max="+")
+            start = next_position(after)
+            rows = await self.redis.xrange(key, min=start, max="+") if start else []
         except _UNAVAILABLE as exc:
             raise await self._unavailable(exc) from exc
         entries = []

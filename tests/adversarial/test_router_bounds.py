@@ -212,6 +212,39 @@ async def test_connections_that_vanish_mid_sync_give_their_slots_back(env: Env) 
             await c.close()
 
 
+async def test_a_resume_from_the_largest_position_replays_nothing(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The largest position Redis can hold: nothing can come after it, and
+    # Redis refuses an exclusive range from it ("invalid start ID"), which
+    # closed the connection 1011 with a traceback, again on each reconnect.
+    caplog.set_level(logging.INFO)
+    last = f"{2**64 - 1}-{2**64 - 1}"
+    async with running_router(env.settings) as router:
+        await wait_ready(router.port)
+        seeder = await Client.open(router.port, env.token("far"))
+        env.produce(notification("batch_processing_started", "far", 1))
+        env.flush()
+        await seeder.collect(1)
+        await seeder.close()
+        for teacher in ("far", "far-without-history"):
+            c = await Client.open(router.port, env.token(teacher), resume=last)
+            assert c.notifications() == []
+            await c.ws.send(json.dumps({"type": "resume", "position": last}))
+            syncs = 0
+
+            def second_sync(f: dict[str, object]) -> bool:
+                nonlocal syncs
+                syncs += f["type"] == "replay_done"
+                return syncs == 2
+
+            await c.until(second_sync)  # the first one is among the frames Client.open read
+            assert not [f for f in c.frames if f["type"] == "error"], c.frames
+            await c.close()
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records
+                                                            if r.exc_info]  # fmt: skip
+
+
 async def test_bad_sub_is_refused_with_one_log_line(
     env: Env, caplog: pytest.LogCaptureFixture
 ) -> None:

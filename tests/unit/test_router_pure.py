@@ -116,6 +116,17 @@ def test_positions_beyond_64_bits_are_not_positions() -> None:
         ResumeFrame(position="18446744073709551616-0")
 
 
+def test_the_position_after_another() -> None:
+    from contracts.protocol import next_position
+
+    top = 2**64 - 1
+    assert next_position("0-0") == "0-1"
+    assert next_position("5-9") == "5-10"
+    assert next_position(f"5-{top}") == "6-0"
+    assert next_position(f"{top}-{top - 1}") == f"{top}-{top}"
+    assert next_position(f"{top}-{top}") is None  # nothing can follow the largest
+
+
 def test_decode() -> None:
     n = build_notification("class_created", "t1", {"a": 1}, "c", class_id="k")
     r = decode(n.to_json().encode(), [("id", b"e-1"), ("created_at", b"2026-12-01T10:00:00Z")])
