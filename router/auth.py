@@ -92,13 +92,23 @@ class Verifier:
             raise AuthError("malformed token") from None
         for claim in ("exp", "nbf", "iat"):
             v = claims.get(claim)
-            if claim in claims and (isinstance(v, bool) or not isinstance(v, int | float)
-                                    or not math.isfinite(v)):  # fmt: skip
+            if claim in claims and not _finite_number(v):
                 raise AuthError(f"token's {claim} claim is not a number")
         sub = claims.get("sub")
         if not isinstance(sub, str) or id_violations("teacher_id", sub, required=True):
             raise AuthError("token's sub claim is not a valid teacher id")
         return Identity(sub, float(claims["exp"]))
+
+
+def _finite_number(v: object) -> bool:
+    """A JSON number a float holds: not a bool, not infinite, not an integer
+    too large for a float (a time claim of 10**400 would overflow)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
 
 
 def mint(

@@ -74,6 +74,7 @@ def test_verifier_config_errors() -> None:
     [({"sub": "t", "exp": "9999999999"}, "token's exp claim is not a number"),
      ({"sub": "t", "exp": True}, "token expired"),  # PyJWT reads True as 1
      ({"sub": "t", "exp": 9999999999, "nbf": "0"}, "token's nbf claim is not a number"),
+     ({"sub": "t", "exp": 10**400}, "token's exp claim is not a number"),  # no float holds it
      ({"sub": "t", "exp": 9999999999, "iat": [1]}, "malformed token"),
      ({"sub": "t\ud800", "exp": 9999999999}, "token's sub claim is not a valid teacher id"),
      ({"sub": "t\nINFO forged", "exp": 9999999999}, "token's sub claim is not a valid teacher id"),
