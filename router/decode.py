@@ -15,6 +15,9 @@ from contracts.notification import read_document
 from router.errors import PoisonMessageError
 
 _EVENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# The `created_at` header is the outbox row's commit-side timestamp, which
+# Debezium writes as ISO 8601 (about 30 characters); anything else is dropped.
+CREATED_AT_MAX_CHARS = 64
 Headers = Sequence[tuple[str, str | bytes | None]] | dict[str, str | bytes | None]
 
 
@@ -63,6 +66,21 @@ def header_text(v: str | bytes | None) -> str | None:
         return v.decode()
     except UnicodeDecodeError:
         return None
+
+
+def created_text(v: str | bytes | None) -> str | None:
+    """The ``created_at`` header as frames carry it: an ISO 8601 timestamp of at
+    most CREATED_AT_MAX_CHARS, else None. It is metadata: a record whose header
+    is missing or garbled is still delivered, without it (a browser given a
+    text it cannot read as a date would fail to show the notification)."""
+    text = header_text(v)
+    if text is None or len(text) > CREATED_AT_MAX_CHARS:
+        return None
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return text
 
 
 def _routable(doc: dict[str, Any], deadline: datetime | None, event_id: str, text: str,
@@ -127,4 +145,4 @@ def _decode(value: bytes | None, headers: Headers | None) -> Routable:
     text = value.decode()
     if "\n" in text:
         text = text.replace("\n", " ")
-    return _routable(doc, deadline, event_id, text, header_text(raw_created))
+    return _routable(doc, deadline, event_id, text, created_text(raw_created))

@@ -158,7 +158,8 @@
     const text = document.createElement("p");
     text.className = "text";
     text.textContent = words.text;
-    const when = timeEl(f.created_at ? new Date(f.created_at) : new Date(), "when");
+    const created = f.created_at ? new Date(f.created_at) : null;
+    const when = timeEl(created && !isNaN(created) ? created : new Date(), "when");
     when.dataset.relative = "1";
     when.textContent = ago(new Date(when.dateTime));
     li.append(top, text, when);

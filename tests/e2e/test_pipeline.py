@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import time
+from datetime import datetime
 
 import psycopg
 import pytest
@@ -51,6 +52,8 @@ async def test_every_type_reaches_its_teacher_intact_and_nobody_else(pipeline: P
         ) == TeacherNotificationRequestedV1.model_validate(stored)
         assert n["payload"] == {"i": n["payload"]["i"], "text": n["payload"]["text"],
                                 "nested": {"ok": True, "list": [1, 2]}}  # fmt: skip
+        # The row's timestamp, as Debezium writes the header, is passed on.
+        assert datetime.fromisoformat(got[eid]["created_at"]).tzinfo is not None
     await mine.close()
     await other.close()
 

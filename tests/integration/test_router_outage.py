@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import os
 import signal
 import time
@@ -23,7 +25,14 @@ from router.store import Store
 from stack.manager import StackManager
 from stack.procs import stop_pid
 from stack.settings import StackSettings
-from tests.fix_router import Client, Env, notification, start_router_process, wait_ready
+from tests.fix_router import (
+    Client,
+    Env,
+    notification,
+    running_router,
+    start_router_process,
+    wait_ready,
+)
 
 
 async def _readyz(port: int) -> tuple[int, str]:
@@ -183,3 +192,40 @@ async def test_a_full_redis_holds_the_batch_back_and_refuses_nothing(tmp_path: P
             await store.aclose()
     finally:
         mgr.stop_started()
+
+
+async def test_an_ack_goes_through_while_redis_is_full(
+    env: Env, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis at its maxmemory (noeviction) refuses the writes that add data, not
+    the ack script's (HDEL frees memory, PUBLISH stores nothing): a teacher can
+    still clear an action item, and a reconnect no longer gets it as pending."""
+    caplog.set_level(logging.INFO)
+    mgr = StackManager(StackSettings(), state_dir=tmp_path / "redis")
+    redis = mgr.start_redis()
+    admin = redis_sync.Redis.from_url(redis.url)
+    try:
+        settings = env.settings.model_copy(update={"redis_url": redis.url})
+        async with running_router(settings) as router:
+            await wait_ready(router.port)
+            c = await Client.open(router.port, env.token("fay"))
+            item = env.produce(notification("batch_validation_failed", "fay", 1))
+            env.flush()
+            await c.collect(1)
+            admin.config_set("maxmemory-policy", "noeviction")
+            admin.config_set("maxmemory", 1)  # below what any Redis uses: full
+            try:
+                with pytest.raises(redis_sync.exceptions.OutOfMemoryError):
+                    admin.set("fay-probe", "x")  # full indeed
+                await c.ws.send(json.dumps({"type": "ack", "id": item}))
+                assert (await c.until(lambda f: f["type"] == "acked", timeout=10))["id"] == item
+                again = await Client.open(router.port, env.token("fay"))
+                assert [f for f in again.notifications() if f["pending"]] == []
+                await again.close()
+            finally:
+                admin.config_set("maxmemory", 0)
+            await c.close()
+    finally:
+        admin.close()
+        mgr.stop_started()
+    assert not any(r.exc_info for r in caplog.records)

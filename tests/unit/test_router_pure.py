@@ -138,6 +138,14 @@ def test_decode() -> None:
         False,
     )
     assert json.loads(r.notification_json) == json.loads(n.to_json())
+    # The created_at header is passed on only as a timestamp: a garbled one
+    # (which a browser could not show) is dropped, and the record delivered.
+    for created, kept in [(b"2026-12-08T01:02:03.123456789Z", True),
+                          (b"2026-12-08 01:02:03.123+00:00", True),
+                          (b"yesterday", False), (b"\xff\xfe", False),
+                          (b"2026-12-08T01:02:03Z" + b" " * 60, False), (b"", False)]:  # fmt: skip
+        got = decode(n.to_json().encode(), [("id", b"e-3"), ("created_at", created)]).created_at
+        assert got == (created.decode() if kept else None), created
     # a connector without JSON expansion sends a JSON string
     assert decode(json.dumps(n.to_json()).encode(), [("id", b"e-2")]).event_id == "e-2"
     cases = [
@@ -176,9 +184,9 @@ def test_decode_reads_what_the_model_reads(t: str) -> None:
 
 def test_decode_takes_the_first_non_null_header_of_each_name() -> None:
     v = build_notification("class_created", "t1", {}, "c", class_id="k").to_json().encode()
-    r = decode(v, [("id", None), ("created_at", b"c1"), ("id", b"e-1"), ("id", b"e-2"),
-                   ("created_at", b"c2")])  # fmt: skip
-    assert (r.event_id, r.created_at) == ("e-1", "c1")
+    r = decode(v, [("id", None), ("created_at", b"2026-01-01T00:00:01Z"), ("id", b"e-1"),
+                   ("id", b"e-2"), ("created_at", b"2026-01-01T00:00:02Z")])  # fmt: skip
+    assert (r.event_id, r.created_at) == ("e-1", "2026-01-01T00:00:01Z")
     assert decode(v, {"id": "e-3", "created_at": None}).created_at is None
 
 
