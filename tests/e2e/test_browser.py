@@ -211,20 +211,32 @@ async def test_sign_in_screens_say_what_to_do(pipeline: Pipeline, width: str) ->
             await ctx.close()
 
 
-async def test_the_page_waits_as_long_as_a_1013_close_says(pipeline: Pipeline) -> None:
-    """The router closes 1013 "reconnect in N s" while a teacher's replay budget
-    is spent; the page says so and comes back no sooner (the first connection
-    is answered by a routed socket, every later one by the real router)."""
+@pytest.mark.parametrize(
+    ("code", "reason", "shown", "wait_s"),
+    [
+        # The teacher's replay budget is spent: the page comes back no sooner.
+        (1013, "this teacher's connections replayed too much; reconnect in 3 s",
+         "Offline, reconnecting in 3 s", 3.0),
+        # The page sent what the server would not take, which says nothing of
+        # the sign-in: no sign-in screen, the token kept, back after 5 s.
+        (1008, "too many bad frames (rate_limited)",
+         "Paused by the inbox server, reconnecting in 5 s", 5.0),
+    ],
+)  # fmt: skip
+async def test_the_page_waits_as_long_as_a_close_says(pipeline: Pipeline, code: int, reason: str,
+                                                      shown: str, wait_s: float) -> None:  # fmt: skip
+    """The page shows why it is offline and comes back no sooner than the close
+    asks (the first connection is answered by a routed socket, every later one
+    by the real router)."""
     await wait_ready(pipeline.router.port, 60)
     base = f"http://127.0.0.1:{pipeline.router.port}/"
-    token = mint(SECRET, "browser-wait", 3600, now=time.time())
+    token = mint(SECRET, f"browser-wait-{code}", 3600, now=time.time())
     attempts: list[float] = []
 
     async def route(ws: Any) -> None:
         attempts.append(time.monotonic())
         if len(attempts) == 1:
-            await ws.close(code=1013, reason="this teacher's connections replayed too much; "
-                           "reconnect in 3 s")  # fmt: skip
+            await ws.close(code=code, reason=reason)
         else:
             ws.connect_to_server()
 
@@ -233,11 +245,11 @@ async def test_the_page_waits_as_long_as_a_1013_close_says(pipeline: Pipeline) -
         page = await ctx.new_page()
         await page.route_web_socket("**/ws", route)
         await page.goto(base + "?token=" + token)
-        await expect(page.locator("#conn-text")).to_have_text("Offline, reconnecting in 3 s",
-                                                              timeout=10000)  # fmt: skip
+        await expect(page.locator("#conn-text")).to_have_text(shown, timeout=10000)
+        await expect(page.locator("#signin")).to_be_hidden()
         await expect(page.locator("#conn")).to_have_class("conn conn-online", timeout=15000)
         await ctx.close()
-    assert len(attempts) == 2 and attempts[1] - attempts[0] >= 3.0, attempts
+    assert len(attempts) == 2 and attempts[1] - attempts[0] >= wait_s, attempts
 
 
 async def test_an_ack_refused_for_now_can_be_tried_again(pipeline: Pipeline) -> None:
@@ -283,33 +295,3 @@ async def test_an_ack_refused_for_now_can_be_tried_again(pipeline: Pipeline) -> 
         await expect(acked).to_have_text("✓ Acknowledged", timeout=5000)
         await ctx.close()
     assert refused == [item]
-
-
-async def test_a_policy_close_pauses_the_page_and_keeps_the_sign_in(pipeline: Pipeline) -> None:
-    """1008 says the page sent what the server would not take, not that the
-    sign-in is bad: the page says it was paused, keeps its token and comes back
-    after a pause of at least 5 s (the first connection is answered by a
-    routed socket, the next by the real router)."""
-    await wait_ready(pipeline.router.port, 60)
-    base = f"http://127.0.0.1:{pipeline.router.port}/"
-    token = mint(SECRET, "browser-paused", 3600, now=time.time())
-    attempts: list[float] = []
-
-    async def route(ws: Any) -> None:
-        attempts.append(time.monotonic())
-        if len(attempts) == 1:
-            await ws.close(code=1008, reason="too many bad frames (rate_limited)")
-        else:
-            ws.connect_to_server()
-
-    async with chromium() as browser:
-        ctx = await browser.new_context(viewport=WIDTHS["desktop"])  # type: ignore[arg-type]
-        page = await ctx.new_page()
-        await page.route_web_socket("**/ws", route)
-        await page.goto(base + "?token=" + token)
-        await expect(page.locator("#conn-text")).to_have_text(
-            "Paused by the inbox server, reconnecting in 5 s", timeout=10000)  # fmt: skip
-        await expect(page.locator("#signin")).to_be_hidden()
-        await expect(page.locator("#conn")).to_have_class("conn conn-online", timeout=15000)
-        await ctx.close()
-    assert len(attempts) == 2 and attempts[1] - attempts[0] >= 5.0, attempts
