@@ -385,7 +385,13 @@ class Router:
         try:
             messages = parse_fanout(data)
         except Exception as exc:  # not ours, or a defect: never the loop's end
-            log.warning("ignoring a malformed fan-out message: %s", exc)
+            # At most a line a minute: a flood of them (something else
+            # publishing under this prefix) must not flood the log too.
+            count = self.server.throttle.hit("malformed fan-out", time.monotonic())
+            if count is not None:
+                log.warning("ignoring malformed fan-out messages (%d since the last such line; "
+                            "is something else publishing under OUTBOX_REDIS_PREFIX %r?): %s",
+                            count, self.s.redis_prefix, exc)  # fmt: skip
             return
         self.metrics.fanout_received.inc(len(messages))
         for m in messages:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import time
 import uuid
@@ -11,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.asyncio.client import connect
@@ -523,3 +525,28 @@ async def test_a_replica_beyond_the_partitions_is_ready_and_delivers(env: Env) -
         (frame,) = await c.collect(1)
         assert frame["notification"]["teacher_id"] == "beyond"
         await c.close()
+
+
+async def test_garbage_on_the_fan_out_channel_is_skipped_with_one_log_line(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Messages on the fan-out channel that are not ours (something else
+    publishing under the same prefix) are skipped, one log line a minute, and
+    delivery goes on."""
+    caplog.set_level(logging.INFO)
+    async with running_router(env.settings) as router:
+        await wait_ready(router.port)
+        c = await Client.open(router.port, env.token("gus"))
+        publisher = aioredis.Redis.from_url(env.stack.redis_url)
+        try:
+            for junk in (b"", b"not json", b"[]", b'[["n","gus"]]', b"\xff" * 10, b"{}") * 50:
+                await publisher.publish(router.store.channel, junk)
+        finally:
+            await publisher.aclose()
+        eid = env.produce(notification("batch_processing_started", "gus", 1))
+        env.flush()
+        assert [f["id"] for f in await c.collect(1)] == [eid]
+        await c.close()
+    lines = [r.getMessage() for r in caplog.records if "malformed fan-out" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert "OUTBOX_REDIS_PREFIX" in lines[0]
