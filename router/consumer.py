@@ -39,6 +39,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from router.cancel import checkpoint
 from router.decode import Routable, decode
 from router.errors import (
     PoisonMessageError,
@@ -284,6 +285,7 @@ class Ingestor:
         backoff = 0.2
         retries = 0
         while True:
+            checkpoint()  # a cancellation redis-py lost (router/cancel.py): re-read later
             try:
                 positions = await self.store.ingest(chunk, received_at=received_at)
                 if retries:
