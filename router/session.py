@@ -359,37 +359,28 @@ class Session:
         limits = self.limits
         self._sent_lately.spend(1, now)
         if not self._frames.take(self._teacher, 1, now):
-            sent = limits.rate_limit_burst - self._sent_lately.level(now)
-            if sent <= 1:
+            if self._sent_lately.level(now) >= limits.rate_limit_burst - 1:
                 # This connection sends one frame at a time (of what it sent
                 # lately, at the same rate, only this one is left): the
                 # teacher's others spent the allowance. Answered (naming the
                 # ack), not counted, so one tab sending too much never gets
                 # the teacher's other tabs closed.
-                self._send(ErrorFrame(code="rate_limited", message=SHARED_SPENT,
-                                      id=_ack_id(frame)).model_dump_json(exclude_none=True))  # fmt: skip
+                parsed, _ = _parse(frame)
+                self._error("rate_limited", SHARED_SPENT,
+                            parsed.id if isinstance(parsed, AckFrame) else None)  # fmt: skip
             else:
                 self._refuse("rate_limited", TOO_FAST)
             return
-        problem: tuple[str, str] | None = None
-        if isinstance(frame, bytes):
-            problem = ("bad_frame", "binary frames are not supported; send JSON text")
+        parsed, bad = _parse(frame)
+        if isinstance(parsed, AckFrame):
+            self._ask(Ack(self._teacher, parsed.id))
+        elif isinstance(parsed, ResumeFrame):
+            self._waiting = (parsed.position,)
+            self._next()
+        elif parsed is not None:
+            self._refuse("already_authenticated", "this connection is authenticated")
         else:
-            try:
-                parsed = client_frame_adapter.validate_json(frame)
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                problem = ("bad_frame", f"{first['msg']} at {first['loc']}"[:200])
-            else:
-                if isinstance(parsed, AckFrame):
-                    self._ask(Ack(self._teacher, parsed.id))
-                elif isinstance(parsed, ResumeFrame):
-                    self._waiting = (parsed.position,)
-                    self._next()
-                else:
-                    problem = ("already_authenticated", "this connection is authenticated")
-        if problem is not None:
-            self._refuse(*problem)
+            self._refuse("bad_frame", bad)
 
     def tick(self, now: float) -> None:
         """The clock: ends a session that did not authenticate in time, or whose
@@ -524,9 +515,8 @@ class Session:
         pending for this teacher gets ``not_pending``, whether it never
         existed, was acknowledged already, expired, or belongs to someone else."""
         if self._answered(request) and not was_pending:
-            self._send(ErrorFrame(code="not_pending", id=request.event_id,
-                                  message="no pending action item with this id: already "
-                                  "acknowledged, expired, or unknown").model_dump_json())  # fmt: skip
+            self._error("not_pending", "no pending action item with this id: already "
+                        "acknowledged, expired, or unknown", request.event_id)  # fmt: skip
 
     # -- inputs: the fan-out --------------------------------------------------
 
@@ -632,7 +622,12 @@ class Session:
         if self._errors > self.limits.max_errors:
             self._close(CloseCode.POLICY_VIOLATION, f"too many bad frames ({code})", "policy")
         else:
-            self._send(ErrorFrame(code=code, message=message).model_dump_json(exclude_none=True))
+            self._error(code, message)
+
+    def _error(self, code: str, message: str, ack_id: str | None = None) -> None:
+        """An ``error`` frame; ``ack_id`` names the ``ack`` it answers."""
+        self._send(ErrorFrame(code=code, message=message, id=ack_id)
+                   .model_dump_json(exclude_none=True))  # fmt: skip
 
     def _close(self, code: int, reason: str, kind: str) -> None:
         if self.phase is not Phase.CLOSED:
@@ -642,12 +637,12 @@ class Session:
             self.requests.clear()
 
 
-def _ack_id(frame: str | bytes) -> str | None:
-    """The id of ``frame`` if it is an ``ack``, to name it in an answer."""
+def _parse(frame: str | bytes) -> tuple[AuthFrame | ResumeFrame | AckFrame | None, str]:
+    """A client frame after ``auth``: the frame, or None and what is wrong with it."""
     if isinstance(frame, bytes):
-        return None
+        return None, "binary frames are not supported; send JSON text"
     try:
-        parsed = client_frame_adapter.validate_json(frame)
-    except ValidationError:
-        return None
-    return parsed.id if isinstance(parsed, AckFrame) else None
+        return client_frame_adapter.validate_json(frame), ""
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        return None, f"{first['msg']} at {first['loc']}"[:200]

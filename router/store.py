@@ -817,7 +817,7 @@ class Store:
                 if trimmed and older and after != "0-0":
                     recovered = False
             start = next_position(after)
-            rows = await self.redis.xrange(key, min=start, max="+") if start else []
+            rows = await self.redis.xrange(key, min=start, max="+") if start is not None else []
         except _UNAVAILABLE as exc:
             raise await self._unavailable(exc) from exc
         entries = []
