@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import threading
@@ -40,7 +41,7 @@ from confluent_kafka import (
 )
 
 from router.cancel import checkpoint
-from router.decode import Routable, decode
+from router.decode import Headers, Routable, decode
 from router.errors import (
     PoisonMessageError,
     ReplicationShortError,
@@ -66,11 +67,51 @@ _CHUNK = 500  # notifications per Lua call
 SLOT_MOVING_RETRY_S = 0.1
 
 
+UNREADABLE_HEADERS = (
+    "a header name is not UTF-8, so the Kafka client cannot read the record's headers "
+    "(its `id` among them); whatever wrote the record must write header names as UTF-8"
+)
+
+
+def record_headers(m: Message) -> Headers | None:
+    """The record's headers, as the Kafka client gives them.
+
+    Raises:
+        PoisonMessageError: ``unreadable_headers``: a header name is not UTF-8
+            (any producer but librdkafka's bindings can write one).
+    """
+    try:
+        headers = m.headers()
+        if isinstance(headers, list) and headers and not _intact(headers):
+            raise ValueError("a header pair lacks its name")
+    except Exception:  # see _intact
+        raise PoisonMessageError("unreadable_headers", UNREADABLE_HEADERS) from None
+    return headers
+
+
+def _intact(headers: list[Any]) -> bool:
+    """Whether every header pair holds a name and a value.
+
+    For a name it cannot decode, confluent-kafka (2.16) leaves a NULL in the
+    pair and a UnicodeDecodeError pending, which the next call into C raises as
+    a SystemError (here, if ``headers()`` itself did not), and it gives the same
+    list again on the next ``headers()``. Reading that name from Python crashes
+    the interpreter. The garbage collector's list of what a container refers to
+    skips NULLs without touching them."""
+    return (len(gc.get_referents(headers)) == len(headers)
+            and len(gc.get_referents(*headers)) == 2 * len(headers))  # fmt: skip
+
+
 def dead_letter_headers(
     m: Message, exc: PoisonMessageError
 ) -> list[tuple[str, str | bytes | None]]:
-    """Original headers plus what went wrong and where the record came from."""
-    raw = m.headers() or []
+    """Original headers plus what went wrong and where the record came from.
+    Headers the client cannot read are left out, and ``dlq.headers_dropped``
+    says so."""
+    try:
+        raw: Any = record_headers(m) or []
+    except PoisonMessageError:
+        raw = [("dlq.headers_dropped", b"true")]
     items = list(raw.items()) if isinstance(raw, dict) else list(raw)
     headers: list[tuple[str, str | bytes | None]] = list(items)
     headers += [
@@ -246,7 +287,7 @@ class Ingestor:
             if kind != TIMESTAMP_NOT_AVAILABLE:
                 observe(max(0.0, now - ts_ms / 1000))
             try:
-                batch.good.append(decode(m.value(), m.headers()))
+                batch.good.append(decode(m.value(), record_headers(m)))
                 batch.sources.append(m)
             except PoisonMessageError as exc:
                 batch.dead.append((m, exc))

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from router.consumer import KAFKA_LOG
+from router.consumer import KAFKA_LOG, record_headers
 from router.decode import header_map, header_text
+from router.errors import PoisonMessageError
 
 
 @dataclass(frozen=True)
@@ -55,13 +56,18 @@ def read_dead_letters(bootstrap: str, topic: str, *, limit: int) -> list[DeadLet
                 if m.error() is not None:
                     continue
                 p, o = m.partition() or 0, m.offset() or 0
-                raw = m.headers() or []
+                try:
+                    raw = record_headers(m) or []
+                except PoisonMessageError as exc:  # not one the router wrote
+                    raw, unreadable = [], exc.detail
+                else:
+                    unreadable = ""
                 hdrs = [(k, v if isinstance(v, bytes) else (v or "").encode())
                         for k, v in (raw.items() if isinstance(raw, dict) else raw)]  # fmt: skip
                 h = {k: header_text(v) for k, v in header_map(hdrs).items()}
                 src = f"{h.get('dlq.source.topic')}[{h.get('dlq.source.partition')}]@{h.get('dlq.source.offset')}"
                 out.append(DeadLetter(p, o, m.key(), m.value(), hdrs, h.get("dlq.reason") or "?",
-                                      h.get("dlq.error") or "", src))  # fmt: skip
+                                      h.get("dlq.error") or unreadable, src))  # fmt: skip
                 if o + 1 >= todo.get(p, 0):
                     todo.pop(p, None)
         return out[:limit]

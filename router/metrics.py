@@ -76,8 +76,8 @@ class _LoopCollector(Collector):
 
 # Every label value a series can have exists from the start (at 0), so a rate
 # or an alert on it needs no "absent" case.
-DEAD_LETTER_REASONS = ("invalid_json", "missing_id", "schema", "unknown_type", "too_large",
-                       "store_rejected", "internal")  # fmt: skip
+DEAD_LETTER_REASONS = ("invalid_json", "missing_id", "unreadable_headers", "schema",
+                       "unknown_type", "too_large", "store_rejected", "internal")  # fmt: skip
 REJECT_REASONS = ("auth", "protocol", "too_many", "server_full", "too_many_unauthenticated",
                   "replay_budget", "emfile")  # fmt: skip
 REDIS_CALLS = ("ingest", "pending", "replay", "replay_count", "ack", "ping")

@@ -14,9 +14,11 @@ import redis
 
 from contracts.limits import MAX_RECORD_BYTES
 from router.consumer import Ingestor
+from router.dlq import read_dead_letters
 from tests.adversarial.docs import hostile
 from tests.fix_kafka import consume, make_consumer
 from tests.fix_router import Client, Env, notification, running_router, wait_ready
+from tests.raw_kafka import produce_raw
 
 ACCEPTED = {
     "valid", "valid critical", "deep payload 32 (limit)", "deep payload 32 via array",
@@ -88,6 +90,52 @@ async def test_every_poison_record_is_dead_lettered_and_delivery_goes_on(env: En
         assert h["dlq.error"] and h["dlq.source.topic"] == env.topic.encode()
     values = {m.value() for m in dead}
     assert poison["5000-digit number"] in values  # kept whole, for `outbox dlq replay`
+
+
+async def test_a_record_whose_headers_cannot_be_read_is_dead_lettered_and_delivery_goes_on(
+    env: Env,
+) -> None:
+    """A header name that is not UTF-8 (any producer but librdkafka's bindings
+    can write one): the Kafka client cannot give the record's headers, so not
+    its event id either. Each such record is dead-lettered with its key and
+    value; the notifications behind it on the same partitions arrive. The
+    tree before this test crashed the router (and, with the name last, the
+    interpreter)."""
+    dlq = make_consumer(env.stack.kafka_bootstrap, env.settings.dlq_topic)
+    hostile = notification("class_created", "mallory", 1).to_json().encode()
+    bad = b"\xff\xfeid"
+    try:
+        async with running_router(env.settings) as router:
+            await wait_ready(router.port)
+            c = await Client.open(router.port, env.token("mallory"))
+            for partition in range(3):  # every partition: the good ones are behind them
+                produce_raw(env.stack.kafka_bootstrap, env.topic, partition, [
+                    (b"mallory", hostile, [(bad, b"x"), (b"id", f"first-{partition}".encode())]),
+                    (b"mallory", hostile, [(b"id", f"last-{partition}".encode()), (bad, None)]),
+                ])  # fmt: skip
+            good = [env.produce(notification("class_created", "mallory", i)) for i in range(2, 12)]
+            env.flush()
+            await c.collect(len(good), timeout=60)
+            assert [f["id"] for f in c.notifications()] == good
+            dead = await asyncio.to_thread(consume, dlq, 6, 30)
+            await c.close()
+    finally:
+        dlq.close()
+    assert len(dead) == 6
+    for m in dead:
+        h = dict(m.headers() or [])  # the dead letter's own headers are readable
+        assert h["dlq.reason"] == b"unreadable_headers"
+        assert b"not UTF-8" in h["dlq.error"]
+        assert h["dlq.headers_dropped"] == b"true"
+        assert m.value() == hostile and m.key() == b"mallory"
+    # Something else writing such a record to the dead-letter topic: listed, not a crash.
+    produce_raw(env.stack.kafka_bootstrap, env.settings.dlq_topic, 0,
+                [(b"k", b"{}", [(bad, b"x")])])  # fmt: skip
+    listed = await asyncio.to_thread(read_dead_letters, env.stack.kafka_bootstrap,
+                                     env.settings.dlq_topic, limit=100)  # fmt: skip
+    assert len(listed) == 7
+    assert listed[-1].reason == "?" and "not UTF-8" in listed[-1].error
+    assert listed[-1].headers == []
 
 
 async def test_an_item_redis_refuses_is_dead_lettered_and_the_rest_recorded(env: Env) -> None:
