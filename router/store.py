@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -62,7 +63,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from contracts.protocol import next_position, position_key
+from contracts.protocol import next_position, position_key, valid_position
 from router.decode import Routable
 from router.errors import (
     PoisonMessageError,
@@ -71,7 +72,10 @@ from router.errors import (
     StoreFullError,
     StoreUnavailableError,
 )
+from router.limits import LogThrottle
 from router.settings import REDIS_MAX_CONNECTIONS, session_calls
+
+log = logging.getLogger(__name__)
 
 # Lease ends (interest fan-out) are Redis' own clock, in ms, in every script.
 _NOW_MS = """
@@ -360,6 +364,25 @@ def _s(v: bytes | str | None) -> str | None:
     return v.decode() if isinstance(v, bytes) else v
 
 
+def parse_pending(value: bytes | str) -> PendingItem | None:
+    """A pending item as the ingest script writes it, or None for anything else
+    (Redis holds what anyone with access writes; one such field must not keep a
+    teacher from connecting)."""
+    try:
+        d = json.loads(value)
+        deadline = datetime.fromisoformat(d["d"]) if d.get("d") else None
+        if deadline is not None and deadline.tzinfo is None:
+            deadline = deadline.replace(tzinfo=UTC)
+        eid, pos, n = d["id"], d["p"], d["n"]
+        if not (isinstance(eid, str) and eid and valid_position(pos) and isinstance(n, dict)):
+            return None
+        created = d.get("c") or None
+        return PendingItem(eid, pos, int(d["r"]), deadline,
+                           created if isinstance(created, str) else None, n)  # fmt: skip
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        return None
+
+
 class Store:
     """Thin async adapter over one Redis; every call raises StoreUnavailableError."""
 
@@ -370,6 +393,7 @@ class Store:
                  wait_replicas: int = 0, wait_timeout_ms: int = 1000,
                  calls_at_once: int = session_calls(REDIS_MAX_CONNECTIONS)) -> None:  # fmt: skip
         self.redis = client
+        self._broken = LogThrottle()  # entries of ours holding what we never wrote
         # The connections' own calls (replay, pending, ack) in flight at once; the
         # others wait their turn. A thousand teachers connecting together would
         # otherwise want a thousand Redis connections, beyond any pool's bound.
@@ -433,6 +457,14 @@ class Store:
     def replicas_key(self, teacher_id: str) -> str:
         """The replicas serving a teacher (leases), in the teacher's slot."""
         return f"{self.tag(teacher_id)}:replicas"
+
+    def _note_broken(self, key: str, what: str) -> None:
+        """Log entries that are skipped as unusable at most once a minute per key."""
+        count = self._broken.hit(key, time.monotonic())
+        if count is not None:
+            log.warning("%s: skipped %s (%d times in the last minute); something other "
+                        "than the router writes under the prefix %r", key, what, count,
+                        self.prefix)  # fmt: skip
 
     def tag(self, teacher_id: str) -> str:
         """The prefix of every key of one teacher: ``{p}:{t:<teacher>}``. The hash
@@ -823,8 +855,13 @@ class Store:
         entries = []
         for pos, fields in rows or ():
             f = {_s(k): _s(v) for k, v in (fields or {}).items()}
-            entries.append(HistoryEntry(_s(pos) or "", f.get("id") or "", f.get("n") or "{}",
-                                        f.get("c") or None))  # fmt: skip
+            eid, n = f.get("id"), f.get("n")
+            # The script writes the id and a validated JSON object: anything else
+            # is skipped rather than sent (a client cannot parse a broken frame).
+            if not eid or not n or n[0] != "{" or n[-1] != "}" or "\n" in n:
+                self._note_broken(key, "a history entry that is not one the router wrote")
+                continue
+            entries.append(HistoryEntry(_s(pos) or "", eid, n, f.get("c") or None))
         return Replay(entries, recovered, head)
 
     async def pending(self, teacher_id: str, *, now: datetime, limit: int) -> list[PendingItem]:
@@ -842,15 +879,14 @@ class Store:
         items: list[PendingItem] = []
         expired: list[str] = []
         for field, value in raw.items():
-            d = json.loads(value)
-            deadline = datetime.fromisoformat(d["d"]) if d.get("d") else None
-            if deadline is not None and deadline.tzinfo is None:
-                deadline = deadline.replace(tzinfo=UTC)
-            if deadline is not None and deadline <= now:
+            item = parse_pending(value)
+            if item is None:  # not one the ingest script wrote: unusable, so dropped
                 expired.append(_s(field) or "")
-                continue
-            items.append(PendingItem(d["id"], d["p"], int(d["r"]), deadline, d.get("c") or None,
-                                     d["n"]))  # fmt: skip
+                self._note_broken(key, "a pending item that is not one the router wrote")
+            elif item.deadline is not None and item.deadline <= now:
+                expired.append(_s(field) or "")
+            else:
+                items.append(item)
         if expired:
             try:
                 await self.redis.hdel(key, *expired)

@@ -275,3 +275,27 @@ def test_the_redis_timeout_outlasts_wait() -> None:
             RouterSettings(redis_timeout_s=bad)
         with pytest.raises(ValidationError):
             RouterSettings(redis_health_check_s=bad)
+
+
+def test_a_pending_item_is_read_as_the_ingest_script_writes_it_and_nothing_else() -> None:
+    from router.store import parse_pending
+
+    written = ('{"id":"e-1","p":"1700000000000-0","r":4,"d":"2026-12-01T12:00:00+00:00",'
+               '"c":"2026-12-01T11:00:00Z","n":{"teacher_id":"t"}}')  # fmt: skip
+    item = parse_pending(written)
+    assert item is not None
+    assert (item.event_id, item.position, item.rank) == ("e-1", "1700000000000-0", 4)
+    assert item.deadline is not None and item.deadline.utcoffset() is not None
+    assert item.created_at == "2026-12-01T11:00:00Z" and item.notification == {"teacher_id": "t"}
+    no_deadline = parse_pending('{"id":"e","p":"1-0","r":1,"d":"","c":"","n":{}}')
+    assert no_deadline is not None and no_deadline.deadline is None
+    assert no_deadline.created_at is None
+    good = {"id": "e", "p": "1-0", "r": 1, "d": "", "c": "", "n": {}}
+    for broken in [b"\xff", "not json", "[1]", "null", "{}", '{"id":"e"}',
+                   json.dumps({**good, "id": ""}), json.dumps({**good, "id": 7}),
+                   json.dumps({**good, "p": "soon"}), json.dumps({**good, "p": 5}),
+                   json.dumps({**good, "r": "high"}), json.dumps({**good, "r": None}),
+                   json.dumps({**good, "d": "tomorrow"}), json.dumps({**good, "d": 5}),
+                   json.dumps({**good, "n": "text"}), json.dumps({**good, "c": 5}) + "x",
+                   "[" * 100_000]:  # fmt: skip
+        assert parse_pending(broken) is None, broken

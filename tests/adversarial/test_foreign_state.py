@@ -1,0 +1,66 @@
+"""Entries under the router's Redis prefix that the router never wrote (an
+operator's test write, a tool, a version skew): skipped and logged, never a
+teacher locked out. Real Redis, broker, router and WebSocket clients."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import redis
+
+from tests.fix_router import Client, Env, notification, running_router, wait_ready
+
+ACTION = "student_matching_confirmation_required"
+
+
+async def test_entries_the_router_never_wrote_do_not_lock_a_teacher_out(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    r = redis.Redis.from_url(env.stack.redis_url, decode_responses=True)
+    tag = f"{env.settings.redis_prefix}:{{t:olga}}"
+    try:
+        async with running_router(env.settings) as router:
+            await wait_ready(router.port)
+            first = await Client.open(router.port, env.token("olga"))
+            real = env.produce(notification(ACTION, "olga", 1))
+            plain = env.produce(notification("class_created", "olga", 1))
+            env.flush()
+            await first.collect(2)
+            await first.close()
+            # The tree before closed every connection of this teacher 1011, for
+            # as long as the pending hash lived.
+            junk = {
+                "j1": "not json",
+                "j2": json.dumps({"id": "x"}),
+                "j3": json.dumps({"id": "x", "p": "1-0", "r": 4, "d": "", "n": "a string"}),
+                "j4": json.dumps({"id": "x", "p": "no position", "r": 4, "d": "", "n": {}}),
+                "j5": json.dumps({"id": "x", "p": "1-0", "r": "high", "d": "", "n": {}}),
+                "j6": json.dumps({"id": "x", "p": "1-0", "r": 4, "d": "soon", "n": {}}),
+                "j7": json.dumps([1, 2]),
+            }
+            r.hset(f"{tag}:pending", mapping=junk)
+            r.xadd(f"{tag}:hist", {"id": "h1", "n": "not json {"})
+            r.xadd(f"{tag}:hist", {"something": "else"})
+            r.xadd(f"{tag}:hist", {"id": "h2", "n": '{"a":\n1}'})
+            caplog.set_level(logging.WARNING, logger="router.store")
+            again = await Client.open(router.port, env.token("olga"), resume="0-0")
+            done = next(f for f in again.frames if f["type"] == "replay_done")
+            ids = [f["id"] for f in again.notifications()]
+            # the action item once, as pending; the other from history; no junk
+            assert ids == [real, plain], again.frames
+            assert done["pending"] == 1 and done["replayed"] == 1, done
+            later = env.produce(notification("class_created", "olga", 2))
+            env.flush()
+            await again.collect(3)
+            assert again.notifications()[-1]["id"] == later
+            await again.close()
+    finally:
+        pending_left = r.hkeys(f"{tag}:pending")
+        r.close()
+    assert pending_left == [real]  # the unusable ones are gone, the real one kept
+    lines = [m.getMessage() for m in caplog.records if m.name == "router.store"]
+    assert any("skipped a pending item" in m and ":pending" in m for m in lines), lines
+    assert any("skipped a history entry" in m and ":hist" in m for m in lines), lines
+    assert len(lines) == 2  # once a minute per key, with a count
