@@ -19,7 +19,9 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 
 PROTOCOL_VERSION = 1
-POSITION_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
+# ASCII digits only, and nothing after them (`$` would let a final newline
+# through, `\d` any script's digits): a position goes into frames as it is.
+POSITION_RE = re.compile(r"[0-9]{1,20}-[0-9]{1,20}\Z")
 
 
 class CloseCode(IntEnum):

@@ -14,11 +14,13 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, NamedTuple, Protocol, TypeVar
 
+from contracts.protocol import POSITION_RE
 from router.session import Session, acked_text, created_epoch, notification_text
 
 log = logging.getLogger(__name__)
 
 C = TypeVar("C", bound=Hashable)
+_position = POSITION_RE.match
 
 
 class FanoutMessage(NamedTuple):
@@ -61,9 +63,11 @@ def parse_fanout(raw: bytes | str) -> list[FanoutMessage]:
             continue
         if len(h) not in (5, 6) or b >= len(bodies) or not bodies[b]:
             raise ValueError("malformed notification record")
+        if not (type(h[3]) is str and _position(h[3])):  # frames carry it as it is
+            raise ValueError("a notification record's position is not a stream position")
         received = h[5] if len(h) == 6 and isinstance(h[5], int | float) else None
         out.append(
-            FanoutMessage("n", str(h[1]), str(h[2]), str(h[3]), str(h[4]) or None, bodies[b],
+            FanoutMessage("n", str(h[1]), str(h[2]), h[3], str(h[4]) or None, bodies[b],
                           received)
         )  # fmt: skip
         b += 1

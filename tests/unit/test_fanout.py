@@ -44,6 +44,9 @@ def test_parse_fanout() -> None:
         b'{"k":"zzz"}', b'[["zzz"]]', b'[["n","t1"]]', b"nope", b"[]",
         b'[["n","t1","e1","1-0",""]]',  # a header without its notification line
         b'[["a","t1","e1"]]\n{"x":1}',  # a notification line without its header
+        # a position that is not one (frames carry it as it is)
+        b'[["n","t1","e1","1-0\\",\\"x","c"]]\n{"x":1}', b'[["n","t1","e1",10,"c"]]\n{"x":1}',
+        b'[["n","t1","e1","1-0\\n","c"]]\n{"x":1}',
     ):  # fmt: skip
         with pytest.raises(ValueError):
             parse_fanout(bad)

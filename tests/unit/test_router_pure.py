@@ -113,6 +113,9 @@ def test_positions_beyond_64_bits_are_not_positions() -> None:
     assert not valid_position("18446744073709551616-0")
     assert not valid_position("1-18446744073709551616")
     assert not valid_position("99999999999999999999-0")
+    # ASCII digits and nothing else (frames carry a position as it is)
+    for odd in ["1-0\n", "\u0661-\u0660", "\uff11-0", " 1-0", "1-0 ", "1--0", "-1-0", "1-"]:
+        assert not valid_position(odd), repr(odd)
     with pytest.raises(ValueError):
         ResumeFrame(position="18446744073709551616-0")
 
