@@ -25,6 +25,7 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from contracts.catalog import CATALOG, DeadlineRule, requires_batch_id, requires_class_id
+from contracts.display import UNSAFE_CHARS, printable
 from contracts.errors import (
     SQLSTATE_CATALOG_MISMATCH,
     SQLSTATE_DEADLINE,
@@ -40,7 +41,6 @@ from contracts.limits import (
     DEADLINE_YEAR_MAX,
     DEADLINE_YEAR_MIN,
     DOCUMENT_KEYS,
-    ID_FORBIDDEN_RANGES,
     MAX_NUMBER_DIGITS,
     MAX_PAYLOAD_BYTES,
     MAX_PAYLOAD_DEPTH,
@@ -49,9 +49,7 @@ from contracts.limits import (
     WHITESPACE,
 )
 
-_FORBIDDEN = re.compile(
-    "[" + "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in ID_FORBIDDEN_RANGES) + "]"
-)
+_FORBIDDEN = UNSAFE_CHARS  # what an id may not hold is what is escaped when shown
 _SURROGATE_OR_NUL = re.compile("[\x00\ud800-\udfff]")
 _NEEDS_ESCAPE = re.compile('[\x00-\x1f"\\\\]')
 _WS = "".join(chr(c) for c in WHITESPACE)
@@ -396,7 +394,11 @@ def _show(value: object) -> str:
         return "null"
     if isinstance(value, bool):
         return str(value).lower()
-    return repr(value)[:60] if not isinstance(value, str) else value.upper()
+    if not isinstance(value, str):
+        return repr(value)[:60]
+    # The record's own text, in an error that reaches logs and terminals.
+    shown = printable(value[:40].upper())
+    return shown if len(value) <= 40 else shown + "..."
 
 
 def _parse_int(text: str) -> int | Decimal:

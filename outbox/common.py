@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from contracts.display import printable
 from relay import secrets
 
 
@@ -90,6 +91,16 @@ def one_line(text: str) -> str:
     return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
+class _HumanFormatter(logging.Formatter):
+    """One line per message, whatever it quotes: a record's or a client's text
+    with a newline or a terminal escape in it is written escaped (a traceback
+    after the line stays as it is)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
+
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -124,7 +135,7 @@ def setup_logging(fmt: LogFormat = LogFormat.human, level: str = "INFO") -> None
     if fmt is LogFormat.json:
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(_HumanFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     handler.addFilter(_ScrubFilter())
     for name in ONE_SHOT_QUIET:
         logging.getLogger(name).setLevel(logging.NOTSET)

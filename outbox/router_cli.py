@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from contracts.display import printable
 from outbox.common import (
     LogFormat,
     LogFormatOpt,
@@ -245,7 +246,9 @@ def dlq_list(
     if not records:
         typer.echo(f"no dead letters in {s.dlq_topic}")
     for r in records:
-        typer.echo(f"{r.partition}:{r.offset}  {r.reason:<13} from {r.source}  {r.error[:100]}")
+        # Anything can be in a dead letter's headers: shown escaped, never as terminal input.
+        typer.echo(printable(f"{r.partition}:{r.offset}  {r.reason:<13} from {r.source}  "
+                             f"{r.error[:100]}"))  # fmt: skip
 
 
 @dlq_app.command("replay")

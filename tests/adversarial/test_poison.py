@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 import redis
 
+from contracts.display import printable
 from contracts.limits import MAX_RECORD_BYTES
 from router.consumer import Ingestor
 from router.dlq import read_dead_letters
@@ -46,6 +47,11 @@ def _poison() -> dict[str, bytes]:
     out["JSON string of a bad document"] = json.dumps(good.replace('"mallory"', "7")).encode()
     out["JSON string of a JSON string"] = json.dumps(json.dumps(good)).encode()
     out["binary garbage"] = bytes(range(256))
+    # the record's own text, quoted in the error: escaped, not a terminal's input
+    doc = json.loads(good)
+    out["terminal escape in priority"] = json.dumps(
+        {**doc, "priority": "\x1b]0;owned\x07\nFAKE LOG LINE \u202e", "category": "c" * 5000}
+    ).encode()
     return out
 
 
@@ -88,6 +94,12 @@ async def test_every_poison_record_is_dead_lettered_and_delivery_goes_on(env: En
     for m in dead:
         h = dict(m.headers())
         assert h["dlq.error"] and h["dlq.source.topic"] == env.topic.encode()
+        text = h["dlq.error"].decode()
+        assert printable(text) == text, text  # no control, invisible or bidi character
+    errors = dict(zip([*poison, "bad id header", "no id header"],
+                      [dict(m.headers())["dlq.error"].decode() for m in dead], strict=True))  # fmt: skip
+    escaped = errors["terminal escape in priority"]
+    assert "\\x1b]0;OWNED\\x07\\x0aFAKE LOG LINE \\u202e" in escaped, escaped
     values = {m.value() for m in dead}
     assert poison["5000-digit number"] in values  # kept whole, for `outbox dlq replay`
 

@@ -260,3 +260,28 @@ def test_the_lock_file_pins_what_is_installed() -> None:
     spec.loader.exec_module(lock)
     assert (root / "requirements.lock").read_text() == lock.render(lock.runtime_closure()), (
         "requirements.lock is stale: run `make lock`")  # fmt: skip
+
+
+def test_outside_text_is_shown_escaped_in_logs_and_terminals() -> None:
+    import logging
+
+    from contracts.display import printable
+    from contracts.limits import ID_FORBIDDEN_RANGES
+    from outbox.common import _HumanFormatter
+
+    assert printable("plain text, é, 日本, 🎉") == "plain text, é, 日本, 🎉"
+    assert printable("a\nb\x1b]0;t\x07\u202e\ud800") == "a\\x0ab\\x1b]0;t\\x07\\u202e\\ud800"
+    for lo, hi in ID_FORBIDDEN_RANGES:  # every character an id may not hold
+        for c in {lo, hi}:
+            shown = printable(chr(c))
+            assert shown.startswith("\\") and shown.isascii() and shown.isprintable(), hex(c)
+    f = _HumanFormatter("%(levelname)s %(message)s")
+    rec = logging.LogRecord("x", logging.WARNING, __file__, 1, "got %s", ("a\nFAKE",), None)
+    assert f.format(rec) == "WARNING got a\\x0aFAKE"
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+
+        rec = logging.LogRecord("x", logging.ERROR, __file__, 1, "m", (), sys.exc_info())
+    assert f.format(rec).startswith("ERROR m\nTraceback")  # the traceback keeps its lines
