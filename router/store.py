@@ -459,12 +459,14 @@ class Store:
         return f"{self.tag(teacher_id)}:replicas"
 
     def _note_broken(self, key: str, what: str) -> None:
-        """Log entries that are skipped as unusable at most once a minute per key."""
-        count = self._broken.hit(key, time.monotonic())
+        """Log entries that are skipped as unusable at most once a minute for each
+        kind (not per key: the throttle's memory stays two entries), naming the
+        key of the one that made the line."""
+        count = self._broken.hit(what, time.monotonic())
         if count is not None:
-            log.warning("%s: skipped %s (%d times in the last minute); something other "
-                        "than the router writes under the prefix %r", key, what, count,
-                        self.prefix)  # fmt: skip
+            log.warning("skipped %s (%d times since the last such line; this one in %s); "
+                        "something other than the router writes under the prefix %r", what,
+                        count, key, self.prefix)  # fmt: skip
 
     def tag(self, teacher_id: str) -> str:
         """The prefix of every key of one teacher: ``{p}:{t:<teacher>}``. The hash

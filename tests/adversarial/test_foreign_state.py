@@ -63,4 +63,4 @@ async def test_entries_the_router_never_wrote_do_not_lock_a_teacher_out(
     lines = [m.getMessage() for m in caplog.records if m.name == "router.store"]
     assert any("skipped a pending item" in m and ":pending" in m for m in lines), lines
     assert any("skipped a history entry" in m and ":hist" in m for m in lines), lines
-    assert len(lines) == 2  # once a minute per key, with a count
+    assert len(lines) == 2  # once a minute for each kind, with a count
