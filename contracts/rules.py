@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import Enum
 from json.encoder import encode_basestring
-from typing import Any
+from typing import Any, NamedTuple
 
 from contracts.catalog import CATALOG, DeadlineRule, requires_batch_id, requires_class_id
 from contracts.display import UNSAFE_CHARS, printable
@@ -242,6 +242,13 @@ def payload_violations(payload: Any) -> list[Violation]:
     return _payload_violations(payload, None)
 
 
+def _id_ok(field: str, value: Any) -> bool:
+    """Whether a present id breaks none of :func:`id_violations`' rules (the
+    common case, answered without building a list)."""
+    return (type(value) is str and len(value) <= ALL_ID_MAX_CHARS[field]
+            and _FORBIDDEN.search(value) is None and bool(value.strip(_WS)))  # fmt: skip
+
+
 def id_violations(field: str, value: Any, *, required: bool) -> list[Violation]:
     """What is wrong with an id field's value (also used for a token's ``sub``)."""
     if value is ABSENT or value is None:
@@ -320,6 +327,28 @@ def _year_violation() -> Violation:
                      f"{DEADLINE_YEAR_MAX}", SQLSTATE_DEADLINE)  # fmt: skip
 
 
+class _TypeRule(NamedTuple):
+    """What the catalog says of one type, as the document spells it."""
+
+    priority: str
+    category: str
+    action_required: bool
+    deadline: DeadlineRule
+    needs: tuple[bool, bool]  # batch_id, class_id
+
+
+def _needs(notification_type: str) -> tuple[bool, bool]:
+    return requires_batch_id(notification_type), requires_class_id(notification_type)
+
+
+# Read once from the catalog (check_document runs for every record the router reads).
+_TYPE_RULES = {
+    name: _TypeRule(e.priority.value, e.category.value, e.action_required, e.deadline,
+                    _needs(name))
+    for name, e in CATALOG.items()
+}  # fmt: skip
+
+
 def check_document(doc: Any, *, now: datetime | None = None,
                    report: dict[str, Any] | None = None) -> list[Violation]:  # fmt: skip
     """Every rule ``doc`` breaks; with ``now``, a deadline not after it breaks one too
@@ -330,33 +359,35 @@ def check_document(doc: Any, *, now: datetime | None = None,
         return [Violation("document", "must be a JSON object holding the whole notification",
                           SQLSTATE_PAYLOAD)]  # fmt: skip
     out: list[Violation] = []
-    extra = sorted(str(k) for k in doc if k not in _KEYS)
-    if extra:
+    if not _KEYS.issuperset(doc):  # set arithmetic first: this runs for every record
+        extra = sorted(str(k) for k in doc if k not in _KEYS)
         out.append(Violation("document", f"has keys that are not notification fields: "
                              f"{', '.join(repr(k[:40]) for k in extra[:5])}", SQLSTATE_MALFORMED))  # fmt: skip
     get = doc.get
     n_type = _text(get("notification_type", ABSENT))
-    entry = CATALOG.get(n_type) if isinstance(n_type, str) else None
-    if entry is None:
+    rule = _TYPE_RULES.get(n_type) if isinstance(n_type, str) else None
+    if rule is None:
         shown = repr(n_type[:80]) if isinstance(n_type, str) else _json_type(n_type)
         out.append(Violation("notification_type", f"unknown notification_type {shown}; use one "
                              f"of: {', '.join(sorted(CATALOG))}", SQLSTATE_UNKNOWN_TYPE))  # fmt: skip
     for f in REQUIRED_IDS:
-        out += id_violations(f, get(f, ABSENT), required=True)
+        v = get(f, ABSENT)
+        if not _id_ok(f, v):
+            out += id_violations(f, v, required=True)
     deadline = get("deadline_timestamp", ABSENT)
-    if entry is not None:
-        for f, want in (("priority", entry.priority.value), ("category", entry.category.value)):
+    if rule is not None:
+        for f, want in (("priority", rule.priority), ("category", rule.category)):
             got = _text(get(f, ABSENT))
             if got != want or not isinstance(got, str):
                 out.append(_mismatch(n_type, f, got, want))
         action = get("action_required", False)
-        if action is not entry.action_required:
-            out.append(_mismatch(n_type, "action_required", action, entry.action_required))
+        if action is not rule.action_required:
+            out.append(_mismatch(n_type, "action_required", action, rule.action_required))
         if deadline is ABSENT or deadline is None:
-            if entry.deadline is DeadlineRule.REQUIRED:
+            if rule.deadline is DeadlineRule.REQUIRED:
                 out.append(Violation("deadline_timestamp", f"{n_type} requires a deadline; pass "
                                      "a timezone-aware datetime", SQLSTATE_DEADLINE))  # fmt: skip
-        elif entry.deadline is DeadlineRule.NONE:
+        elif rule.deadline is DeadlineRule.NONE:
             out.append(Violation("deadline_timestamp", f"{n_type} takes no deadline; leave it out",
                                  SQLSTATE_DEADLINE))  # fmt: skip
     if deadline is not ABSENT and deadline is not None:
@@ -369,10 +400,12 @@ def check_document(doc: Any, *, now: datetime | None = None,
             out.append(Violation("deadline_timestamp", f"{parsed.isoformat()} is already past; "
                                  "give a deadline in the future", SQLSTATE_DEADLINE))  # fmt: skip
     for f in OPTIONAL_IDS:
-        out += id_violations(f, get(f, ABSENT), required=False)
+        v = get(f, ABSENT)
+        if v is not None and v is not ABSENT and not _id_ok(f, v):
+            out += id_violations(f, v, required=False)
     if isinstance(n_type, str):
-        for f, needed in (("batch_id", requires_batch_id(n_type)),
-                          ("class_id", requires_class_id(n_type))):  # fmt: skip
+        needs = rule.needs if rule is not None else _needs(n_type)
+        for f, needed in zip(("batch_id", "class_id"), needs, strict=True):
             if needed and get(f) is None:
                 out.append(Violation(f, f"is required for {n_type}; pass its id",
                                      SQLSTATE_MISSING_FIELD))  # fmt: skip
