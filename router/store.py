@@ -364,6 +364,12 @@ def _s(v: bytes | str | None) -> str | None:
     return v.decode() if isinstance(v, bytes) else v
 
 
+def _wrong_type(exc: ResponseError) -> bool:
+    """Redis refused a read because the key holds another type (something other
+    than the router wrote it): the teacher has nothing of ours there."""
+    return "WRONGTYPE" in str(exc)
+
+
 def parse_pending(value: bytes | str) -> PendingItem | None:
     """A pending item as the ingest script writes it, or None for anything else
     (Redis holds what anyone with access writes; one such field must not keep a
@@ -822,6 +828,10 @@ class Store:
                                                max="+", count=min(limit, self.history_maxlen))  # fmt: skip
         except _UNAVAILABLE as exc:
             raise await self._unavailable(exc) from exc
+        except ResponseError as exc:
+            if not _wrong_type(exc):
+                raise
+            return 0  # no history to replay (see _do_replay)
         return len(rows or ())
 
     async def replay(self, teacher_id: str, after: str | None) -> Replay:
@@ -854,6 +864,13 @@ class Store:
             rows = await self.redis.xrange(key, min=start, max="+") if start is not None else []
         except _UNAVAILABLE as exc:
             raise await self._unavailable(exc) from exc
+        except ResponseError as exc:
+            if not _wrong_type(exc):
+                raise
+            # Not a stream: nothing of ours to replay (new notifications for the
+            # teacher are dead-lettered store_rejected until the key is removed).
+            self._note_broken(key, "a history key that is not a stream")
+            return Replay([], after is None or after == "0-0", None)
         entries = []
         for pos, fields in rows or ():
             f = {_s(k): _s(v) for k, v in (fields or {}).items()}
@@ -878,6 +895,11 @@ class Store:
             raw = await self.redis.hgetall(key)
         except _UNAVAILABLE as exc:
             raise await self._unavailable(exc) from exc
+        except ResponseError as exc:
+            if not _wrong_type(exc):
+                raise
+            self._note_broken(key, "a pending key that is not a hash")
+            return []
         items: list[PendingItem] = []
         expired: list[str] = []
         for field, value in raw.items():
@@ -914,4 +936,9 @@ class Store:
             n = await self._ack(keys=keys, args=[event_id, teacher_id, channel, self._mode])
         except _UNAVAILABLE as exc:
             raise await self._unavailable(exc) from exc
+        except ResponseError as exc:
+            if not _wrong_type(exc):
+                raise
+            self._note_broken(keys[0], "an ack on a key of another type")
+            return False  # nothing of ours is pending there
         return bool(n)

@@ -64,3 +64,31 @@ async def test_entries_the_router_never_wrote_do_not_lock_a_teacher_out(
     assert any("skipped a pending item" in m and ":pending" in m for m in lines), lines
     assert any("skipped a history entry" in m and ":hist" in m for m in lines), lines
     assert len(lines) == 2  # once a minute for each kind, with a count
+
+
+async def test_a_teacher_key_of_another_type_does_not_lock_the_teacher_out(env: Env) -> None:
+    """A teacher's pending or history key holding a plain string: the teacher
+    still connects and gets what can be delivered (the tree before closed every
+    connection 1011, for as long as the key lived: for ever, without a TTL)."""
+    r = redis.Redis.from_url(env.stack.redis_url)
+    p = env.settings.redis_prefix
+    r.set(f"{p}:{{t:olga}}:pending", "a string")
+    r.set(f"{p}:{{t:ivan}}:hist", "a string")
+    r.close()
+    async with running_router(env.settings) as router:
+        await wait_ready(router.port)
+        olga = await Client.open(router.port, env.token("olga"), resume="0-0")
+        ivan = await Client.open(router.port, env.token("ivan"), resume="0-0")
+        for c in (olga, ivan):
+            done = c.frames[-1]
+            assert done["type"] == "replay_done" and done["replayed"] == done["pending"] == 0
+        # olga's history works, so what needs no pending entry reaches her
+        live = env.produce(notification("class_created", "olga", 1))
+        env.flush()
+        await olga.collect(1)
+        assert [f["id"] for f in olga.notifications()] == [live]
+        await olga.ws.send(json.dumps({"type": "ack", "id": live}))
+        answer = await olga.until(lambda f: f["type"] == "error")
+        assert answer["code"] == "not_pending" and answer["id"] == live
+        for c in (olga, ivan):
+            await c.close()
