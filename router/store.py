@@ -141,6 +141,17 @@ local function key_ok(key, want)
   end
   return t == 'none' or t == want
 end
+-- Interest fan-out: the replicas whose lease on a teacher is live, read once per
+-- batch and before anything of the item is written (a key of another type is
+-- an error table, and the item is refused).
+local function replicas(teacher, tag)
+  local rs = replicas_of[teacher]
+  if rs == nil then
+    rs = redis.pcall('ZRANGE', tag .. ':replicas', string.format('%d', now), '+inf', 'BYSCORE')
+    replicas_of[teacher] = rs
+  end
+  return rs
+end
 -- A teacher whose claim Redis refused: that teacher's later items are held
 -- back too (answered as the first), so what is recorded keeps its order.
 local held = {}
@@ -172,6 +183,10 @@ for i = 1, #batch do
   elseif r[5] == 1 and not key_ok(pend, 'hash') then
     redis.call('DEL', seen)
     out[i] = '!WRONGTYPE the pending key of teacher ' .. teacher .. ' holds another type'
+  elseif per_replica and replicas(teacher, tag).err then
+    redis.call('DEL', seen)
+    out[i] = '!' .. tostring(replicas_of[teacher].err) .. ' (the interest key of teacher ' ..
+             teacher .. ')'
   else
     -- A history key of another type fails here, before anything is written.
     local pos = redis.pcall('XADD', hist, 'MAXLEN', '~', maxlen, '*',
@@ -193,12 +208,7 @@ for i = 1, #batch do
       end
       local head = {'n', teacher, eid, pos, created, received}
       if per_replica then
-        local rs = replicas_of[teacher]
-        if rs == nil then
-          rs = redis.call('ZRANGE', tag .. ':replicas', string.format('%d', now), '+inf', 'BYSCORE')
-          replicas_of[teacher] = rs
-        end
-        for _, rid in ipairs(rs) do
+        for _, rid in ipairs(replicas_of[teacher]) do
           announce(p .. ':r:' .. rid, head, n)
         end
       elseif per_teacher then
@@ -269,17 +279,29 @@ _INTEREST = (
     + """
 local rid, lease = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
+-- A key of another type (something else wrote it) is skipped and named in the
+-- answer, so one such teacher does not fail the leases of the others; any
+-- other error (Redis out of memory) fails the call, as before.
+local skipped = {}
 for _, key in ipairs(KEYS) do
+  local done
   if ARGV[3] == '1' then
-    redis.call('ZADD', key, string.format('%d', now + lease), rid)
+    done = redis.pcall('ZADD', key, string.format('%d', now + lease), rid)
+  else
+    done = redis.pcall('ZREM', key, rid)
+  end
+  if type(done) == 'table' and done.err then
+    if string.find(done.err, 'WRONGTYPE', 1, true) == nil then
+      return redis.error_reply(done.err)
+    end
+    skipped[#skipped + 1] = key
+  elseif ARGV[3] == '1' then
     redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%d', now))
     local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
     redis.call('PEXPIREAT', key, last[2])
-  else
-    redis.call('ZREM', key, rid)
   end
 end
-return #KEYS
+return skipped
 """
 )
 
@@ -807,14 +829,19 @@ class Store:
             with self._timed("interest"):
                 if self.cluster:
                     groups = self._by_slot(teachers, self.replicas_key)
-                    await self._pipelined(self._interest,
-                                          [([self.replicas_key(t) for t in g], args) for g in groups])  # fmt: skip
+                    answers = await self._pipelined(self._interest,
+                                                    [([self.replicas_key(t) for t in g], args)
+                                                     for g in groups])  # fmt: skip
                 else:
+                    answers = []
                     for i in range(0, len(teachers), _INTEREST_CHUNK):  # Redis stays responsive
                         keys = [self.replicas_key(t) for t in teachers[i : i + _INTEREST_CHUNK]]
-                        await self._interest(keys=keys, args=args)
+                        answers.append(await self._interest(keys=keys, args=args))
         except _UNAVAILABLE as exc:
             raise await self._unavailable(exc) from exc
+        for skipped in answers:
+            for key in skipped or ():
+                self._note_broken(_s(key) or "", "an interest key that is not a sorted set")
 
     async def replay_count(self, teacher_id: str, after: str | None, limit: int) -> int:
         """How many entries a resume from ``after`` would replay, counting at
