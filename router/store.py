@@ -259,7 +259,9 @@ if removed == 1 then
   if ARGV[4] == '2' then
     redis.call('SPUBLISH', ARGV[3], msg)
   elseif ARGV[4] == '1' then
-    for _, rid in ipairs(redis.call('ZRANGE', KEYS[2], string.format('%d', now_ms()), '+inf', 'BYSCORE')) do
+    -- An interest key of another type holds no lease: nobody to tell.
+    local rs = redis.pcall('ZRANGE', KEYS[2], string.format('%d', now_ms()), '+inf', 'BYSCORE')
+    for _, rid in ipairs(rs.err and {} or rs) do
       redis.call('PUBLISH', ARGV[3] .. rid, msg)
     end
   else
