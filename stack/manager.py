@@ -401,11 +401,26 @@ class StackManager:
         sync with its primary (the first sync starts at once, not after Redis'
         5 s wait for more replicas), so a primary lost right away has a copy."""
         ports: list[int] = []
-        while len(ports) < primaries * (1 + replicas):
-            if (port := procs.free_port_pair()) not in ports:
-                ports.append(port)
-        comps: list[Component] = []
-        for i, port in enumerate(ports):
+        comps = [self._start_cluster_node(i, ports) for i in range(primaries * (1 + replicas))]
+        cli = shutil.which("redis-cli") or "redis-cli"
+        create = subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
+                                 "--cluster-replicas", str(replicas), "--cluster-yes"],
+                                capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+        if create.returncode != 0:
+            raise ComponentStartError("redis-cluster", "redis-cli --cluster create failed",
+                                      (create.stdout + create.stderr)[-2000:])  # fmt: skip
+        _wait("redis-cluster", lambda: all(_cluster_ok(c.url, len(ports), replicas) for c in comps),
+              None, Path(comps[0].log), timeout=60)  # fmt: skip
+        return comps
+
+    def _start_cluster_node(self, i: int, taken: list[int], tries: int = 3) -> Component:
+        """Cluster node ``i`` on a free pair of ports not in ``taken`` (which gets
+        its port). A port can still be taken between the check and the bind: then
+        the node exits saying so, and it is started again on another pair."""
+        for attempt in range(1, tries + 1):
+            port = procs.free_port_pair()
+            if port in taken:
+                continue
             rdir = self.state_dir / "redis-cluster" / str(port)
             rdir.mkdir(parents=True, exist_ok=True)
             log_path = self.state_dir / f"redis-cluster-{i}.log"
@@ -417,19 +432,21 @@ class StackManager:
                     "--appendfsync", "everysec", "--dir", str(rdir), "--daemonize", "no"]  # fmt: skip
             proc = procs.spawn(argv, log_path)
             url = f"redis://127.0.0.1:{port}/0"
-            comps.append(self._register(Component(name=f"redis-cluster-{i}", pid=proc.pid, port=port,
-                                                  url=url, log=str(log_path), expect="redis-server")))  # fmt: skip
-            _wait(f"redis-cluster-{i}", _ready_check(url), proc, log_path, timeout=30)
-        cli = shutil.which("redis-cli") or "redis-cli"
-        create = subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
-                                 "--cluster-replicas", str(replicas), "--cluster-yes"],
-                                capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
-        if create.returncode != 0:
-            raise ComponentStartError("redis-cluster", "redis-cli --cluster create failed",
-                                      (create.stdout + create.stderr)[-2000:])  # fmt: skip
-        _wait("redis-cluster", lambda: all(_cluster_ok(c.url, len(ports), replicas) for c in comps),
-              None, Path(comps[0].log), timeout=60)  # fmt: skip
-        return comps
+            comp = self._register(Component(name=f"redis-cluster-{i}", pid=proc.pid, port=port,
+                                            url=url, log=str(log_path), expect="redis-server"))  # fmt: skip
+            try:
+                _wait(f"redis-cluster-{i}", _ready_check(url), proc, log_path, timeout=30)
+            except ComponentStartError:
+                in_use = "Address already in use" in log_path.read_text(errors="replace")
+                if attempt == tries or not in_use or proc.poll() is None:
+                    raise
+                self._started.remove(comp)  # it exited: nothing to stop
+                log.info("redis-cluster-%d: port %d was taken meanwhile; trying another", i, port)
+                continue
+            taken.append(port)
+            return comp
+        raise ComponentStartError(f"redis-cluster-{i}", "no free pair of ports after "
+                                  f"{tries} tries", "")  # fmt: skip
 
     def start_redis_cluster(self, primaries: int = 3, replicas: int = 1) -> list[Component]:
         """Start only a Redis Cluster (for the router's tests against a cluster)."""

@@ -21,13 +21,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def ephemeral_ports() -> tuple[int, int]:
+    """The range the kernel picks local ports of outgoing connections from."""
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port_pair(offset: int = 10000, low: int = 20000) -> int:
     """A port P with P and P + ``offset`` both free (a Redis Cluster node listens
-    on its port and its bus port, 10000 above)."""
+    on its port and its bus port, 10000 above). Both below the ephemeral range
+    when it leaves room: a port checked free there can be taken by any outgoing
+    connection before the node binds it."""
     import random
 
+    first, _ = ephemeral_ports()
+    high = first - 1 - offset if first - 1 - offset > low + 100 else 65535 - offset
     for _ in range(200):
-        port = random.randint(low, 65535 - offset)
+        port = random.randint(low, high)
         if all(_bindable(p) for p in (port, port + offset)):
             return port
     raise OSError("no free pair of ports found")
